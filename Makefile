@@ -1,0 +1,34 @@
+# eventline: the two commands of the Quick start are `make demo` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: up down status logs clean build demo test unit-test deps
+
+## Local stack (Kafka + PostgreSQL, no Docker)
+up:
+	scripts/stack.sh up
+down:
+	scripts/stack.sh down
+status:
+	scripts/stack.sh status
+logs:
+	scripts/stack.sh logs
+clean:
+	scripts/stack.sh clean
+	rm -rf lake/event_type=* lake/_eventline reports
+
+## Toolchain and build dependencies (apt-get, pip); safe to run twice
+deps:
+	scripts/deps.sh
+
+build: deps
+	$(CARGO) build --release --bin eventline
+
+## Bring everything up, run the processor on sample traffic, show what landed where
+demo: deps up build
+	scripts/demo.sh
+
+## The whole test suite, against the real broker and Postgres
+test: deps up
+	$(CARGO) build --release --bin eventline
+	EVENTLINE_BIN=$(CURDIR)/target/release/eventline $(CARGO) test --release -- --test-threads=4

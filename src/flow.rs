@@ -1,0 +1,87 @@
+//! The per-partition flow: one task per assigned partition takes its batches in order
+//! through validation, de-duplication and dead-lettering, then hands the decided batch
+//! to both sink supervisors. Each hop is `send().await`, so a full mailbox slows the
+//! flow down, the flow's bounded channel fills, and the source pauses the partition.
+
+use crate::dead_letter::{DeadLetterPublisher, PublishDeadLetters};
+use crate::deduplicator::{Decide, Deduplicator};
+use crate::parquet_writer::ParquetWriter;
+use crate::postgres_writer::PostgresWriter;
+use crate::record::SourceBatch;
+use crate::sink_supervisor::{Enqueue, SinkSupervisor};
+use crate::stats::Stats;
+use crate::validator::{Validate, Validator};
+use actix::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The addresses of the stages every flow uses.
+#[derive(Clone)]
+pub struct Stages {
+    /// Contract checks.
+    pub validator: Addr<Validator>,
+    /// Dedup decisions.
+    pub deduplicator: Addr<Deduplicator>,
+    /// DLQ topic.
+    pub dead_letters: Addr<DeadLetterPublisher>,
+    /// Postgres sink.
+    pub postgres: Addr<SinkSupervisor<PostgresWriter>>,
+    /// Lake sink.
+    pub lake: Addr<SinkSupervisor<ParquetWriter>>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+}
+
+/// Retry delay for the unsupervised stages (dedup and DLQ need Postgres and Kafka).
+fn retry_delay(attempt: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
+}
+
+/// Runs batches of one partition through the stages until the channel closes.
+pub async fn run_partition_flow(stages: Stages, mut batches: tokio::sync::mpsc::Receiver<SourceBatch>) {
+    while let Some(batch) = batches.recv().await {
+        if let Err(error) = process(&stages, batch).await {
+            // Only a stopped actor system gets here (shutdown past its deadline).
+            log::error!("Partition flow stopped: {error}");
+            return;
+        }
+    }
+}
+
+async fn process(stages: &Stages, batch: SourceBatch) -> Result<(), MailboxError> {
+    let (topic, partition, count) = (batch.topic.clone(), batch.partition, batch.records.len());
+    let mut checked = stages.validator.send(Validate(batch)).await?;
+    let mut attempt = 0;
+    let decided = loop {
+        match stages.deduplicator.send(Decide(checked)).await? {
+            Ok(decided) => break decided,
+            Err(failed) => {
+                log::warn!("Dedup of {topic}/{partition} failed, retrying (attempt {attempt}): {}", failed.error);
+                checked = failed.batch;
+                tokio::time::sleep(retry_delay(attempt)).await;
+                attempt += 1;
+            }
+        }
+    };
+    let decided = Arc::new(decided);
+    let mut attempt = 0;
+    while !decided.dead.is_empty() {
+        match stages.dead_letters.send(PublishDeadLetters(decided.clone())).await? {
+            Ok(_) => break,
+            Err(error) => {
+                log::warn!("Dead letters of {topic}/{partition} not published, retrying (attempt {attempt}): {error}");
+                tokio::time::sleep(retry_delay(attempt)).await;
+                attempt += 1;
+            }
+        }
+    }
+    let stats = &stages.stats;
+    Stats::add(&stats.consumed, count);
+    Stats::add(&stats.accepted, decided.accepted.len());
+    Stats::add(&stats.duplicates, decided.duplicates.len());
+    Stats::add(&stats.conflicts, decided.conflicts.len());
+    Stats::add(&stats.dead, decided.dead.len());
+    stages.postgres.send(Enqueue(decided.clone())).await?;
+    stages.lake.send(Enqueue(decided)).await?;
+    Ok(())
+}

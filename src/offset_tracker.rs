@@ -1,0 +1,160 @@
+//! Commits to Kafka only what every sink has durably stored: per partition, the
+//! minimum of the sinks' progress. The sinks' own progress is the truth the source
+//! resumes from; the committed offset is kept so that lag tools see the real backlog.
+
+use crate::kafka_source::SourceConsumer;
+use crate::progress::committable;
+use crate::sink::SinkId;
+use actix::prelude::*;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A partition was assigned; its sinks' durable progress as read at that moment.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Assigned {
+    /// Partition.
+    pub partition: i32,
+    /// Postgres progress.
+    pub postgres: Option<i64>,
+    /// Lake progress.
+    pub lake: Option<i64>,
+}
+
+/// Partitions that are no longer ours.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Revoked(pub Vec<i32>);
+
+/// A sink made records durable up to `next_offset`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SinkProgressed {
+    /// Which sink.
+    pub sink: SinkId,
+    /// Partition.
+    pub partition: i32,
+    /// Next offset the sink has not stored.
+    pub next_offset: i64,
+}
+
+/// Commit everything committable now, synchronously (shutdown).
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct CommitNow;
+
+/// Asks for the committed position per partition (tests, status).
+#[derive(Message)]
+#[rtype(result = "HashMap<i32, i64>")]
+pub struct Committed;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct PartitionProgress {
+    postgres: Option<i64>,
+    lake: Option<i64>,
+    committed: Option<i64>,
+}
+
+/// The offset tracker actor.
+pub struct OffsetTracker {
+    consumer: Arc<SourceConsumer>,
+    topic: String,
+    partitions: HashMap<i32, PartitionProgress>,
+}
+
+impl OffsetTracker {
+    /// A tracker committing through `consumer`.
+    pub fn new(consumer: Arc<SourceConsumer>, topic: String) -> Self {
+        OffsetTracker { consumer, topic, partitions: HashMap::new() }
+    }
+
+    /// The partitions whose committable offset moved, with that offset.
+    fn due(&self) -> Vec<(i32, i64)> {
+        self.partitions
+            .iter()
+            .filter_map(|(p, s)| committable(&[s.postgres, s.lake]).filter(|c| Some(*c) > s.committed).map(|c| (*p, c)))
+            .collect()
+    }
+
+    fn commit(&mut self, mode: CommitMode) -> Result<(), String> {
+        let due = self.due();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (partition, offset) in &due {
+            tpl.add_partition_offset(&self.topic, *partition, Offset::Offset(*offset)).map_err(|e| e.to_string())?;
+        }
+        match self.consumer.commit(&tpl, mode) {
+            Ok(()) => {
+                for (partition, offset) in due {
+                    if let Some(s) = self.partitions.get_mut(&partition) {
+                        s.committed = Some(offset);
+                    }
+                }
+                Ok(())
+            }
+            // Not fatal: the sinks hold the truth; the next commit carries the same offsets.
+            Err(e) => Err(format!("commit failed: {e}")),
+        }
+    }
+}
+
+impl Actor for OffsetTracker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(Duration::from_millis(200), |act, _| {
+            if let Err(e) = act.commit(CommitMode::Async) {
+                log::debug!("Offset commit deferred: {e}");
+            }
+        });
+    }
+}
+
+impl Handler<Assigned> for OffsetTracker {
+    type Result = ();
+    fn handle(&mut self, msg: Assigned, _: &mut Context<Self>) {
+        let entry = self.partitions.entry(msg.partition).or_default();
+        entry.postgres = entry.postgres.max(msg.postgres);
+        entry.lake = entry.lake.max(msg.lake);
+    }
+}
+
+impl Handler<Revoked> for OffsetTracker {
+    type Result = ();
+    fn handle(&mut self, msg: Revoked, _: &mut Context<Self>) {
+        for partition in msg.0 {
+            self.partitions.remove(&partition);
+        }
+    }
+}
+
+impl Handler<SinkProgressed> for OffsetTracker {
+    type Result = ();
+    fn handle(&mut self, msg: SinkProgressed, _: &mut Context<Self>) {
+        let entry = self.partitions.entry(msg.partition).or_default();
+        let slot = match msg.sink {
+            SinkId::Postgres => &mut entry.postgres,
+            SinkId::Lake => &mut entry.lake,
+        };
+        *slot = (*slot).max(Some(msg.next_offset));
+    }
+}
+
+impl Handler<CommitNow> for OffsetTracker {
+    type Result = Result<(), String>;
+    fn handle(&mut self, _: CommitNow, _: &mut Context<Self>) -> Self::Result {
+        self.commit(CommitMode::Sync)
+    }
+}
+
+impl Handler<Committed> for OffsetTracker {
+    type Result = MessageResult<Committed>;
+    fn handle(&mut self, _: Committed, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.partitions.iter().filter_map(|(p, s)| s.committed.map(|c| (*p, c))).collect())
+    }
+}

@@ -1,0 +1,209 @@
+//! The lake sink. Accepted events are buffered per partition and flushed into Parquet
+//! files when a size or age limit is reached. A flush stages files under `_eventline/`
+//! (invisible to `**/*.parquet` readers), commits by creating the next log entry
+//! (create-new: failing means another writer moved the partition on, i.e. fenced), then
+//! publishes the files by renaming them into their Hive folders.
+
+use crate::lake_files::{to_record_batch, write_parquet, FileFormat};
+use crate::lake_layout::{data_file_name, partition_dir, staging_dir};
+use crate::lake_log::{self, LakeLogError, LogEntry, LoggedFile};
+use crate::progress::{plan_write, WritePlan};
+use crate::record::{Event, SharedBatch};
+use crate::sink::{ProgressUpdate, SinkError, SinkId, SinkWriter};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// When a partition's buffer becomes a file.
+#[derive(Debug, Clone, Copy)]
+pub struct RollLimits {
+    /// Rows.
+    pub max_rows: usize,
+    /// Approximate bytes of payloads.
+    pub max_bytes: usize,
+    /// Age of the oldest buffered record.
+    pub max_age: Duration,
+}
+
+/// A partition's buffered, not yet durable, range and rows.
+#[derive(Debug)]
+struct PartitionBuffer {
+    topic: Arc<str>,
+    partition: i32,
+    /// Latest committed log version (0: none).
+    version: u64,
+    /// Durable progress: `next_offset` of the latest entry.
+    durable: Option<i64>,
+    /// Offsets covered by the buffer: `[first, next)`; `None` while empty.
+    range: Option<(i64, i64)>,
+    rows: Vec<Event>,
+    bytes: usize,
+    since: Option<Instant>,
+}
+
+impl PartitionBuffer {
+    fn expected(&self) -> Option<i64> {
+        self.range.map(|(_, next)| next).or(self.durable)
+    }
+}
+
+/// Whether a buffer must become files now (a named predicate, unit-tested).
+pub fn should_flush(rows: usize, bytes: usize, age: Option<Duration>, limits: &RollLimits) -> bool {
+    rows >= limits.max_rows || bytes >= limits.max_bytes || age.is_some_and(|a| a >= limits.max_age)
+}
+
+/// Stores decided batches in the Parquet lake.
+pub struct ParquetWriter {
+    root: PathBuf,
+    limits: RollLimits,
+    format: FileFormat,
+    writer_id: String,
+    partitions: HashMap<(Arc<str>, i32), PartitionBuffer>,
+}
+
+fn lake_error(e: impl std::fmt::Display) -> SinkError {
+    SinkError::Retryable(e.to_string())
+}
+
+impl ParquetWriter {
+    /// A writer for the lake at `root`.
+    pub fn new(root: PathBuf, limits: RollLimits, format: FileFormat) -> Self {
+        let writer_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        ParquetWriter { root, limits, format, writer_id, partitions: HashMap::new() }
+    }
+
+    /// The lake's durable progress on a partition, finishing an interrupted publish
+    /// and removing stale staged files on the way.
+    pub fn recover_partition(root: &Path, topic: &str, partition: i32) -> Result<(u64, Option<i64>), LakeLogError> {
+        match lake_log::latest(root, topic, partition)? {
+            Some(entry) => {
+                lake_log::publish(root, &entry)?;
+                lake_log::remove_stale_staging(root, topic, partition, entry.version)?;
+                Ok((entry.version, Some(entry.next_offset)))
+            }
+            None => Ok((0, None)),
+        }
+    }
+
+    fn buffer(&mut self, topic: &Arc<str>, partition: i32) -> Result<&mut PartitionBuffer, SinkError> {
+        let key = (topic.clone(), partition);
+        if !self.partitions.contains_key(&key) {
+            let (version, durable) = Self::recover_partition(&self.root, topic, partition).map_err(lake_error)?;
+            let buffer = PartitionBuffer { topic: topic.clone(), partition, version, durable, range: None, rows: Vec::new(), bytes: 0, since: None };
+            self.partitions.insert(key.clone(), buffer);
+        }
+        Ok(self.partitions.get_mut(&key).expect("inserted above"))
+    }
+
+    fn flush_buffer(root: &Path, writer_id: &str, format: FileFormat, buf: &mut PartitionBuffer) -> Result<Option<i64>, SinkError> {
+        let Some((first, next)) = buf.range else { return Ok(None) };
+        let version = buf.version + 1;
+        let staging = staging_dir(&buf.topic, buf.partition, version, writer_id);
+        let mut groups: BTreeMap<PathBuf, Vec<&Event>> = BTreeMap::new();
+        for event in &buf.rows {
+            groups.entry(partition_dir(&event.event_type, event.occurred_at)).or_default().push(event);
+        }
+        let name = data_file_name(&buf.topic, buf.partition, first, next - 1);
+        let ingested_at = chrono::Utc::now().timestamp_micros();
+        let mut files = Vec::new();
+        if !groups.is_empty() {
+            std::fs::create_dir_all(root.join(&staging)).map_err(lake_error)?;
+        }
+        for (index, (dir, events)) in groups.iter().enumerate() {
+            let staged = staging.join(format!("{index}.staged"));
+            let batch = to_record_batch(events, ingested_at).map_err(lake_error)?;
+            write_parquet(&root.join(&staged), &batch, format).map_err(lake_error)?;
+            files.push(LoggedFile { staged, path: dir.join(&name), rows: events.len() as u64 });
+        }
+        if !files.is_empty() {
+            lake_log::sync_dir(&root.join(&staging)).map_err(lake_error)?;
+        }
+        let entry = LogEntry {
+            version,
+            topic: buf.topic.to_string(),
+            partition: buf.partition,
+            first_offset: first,
+            next_offset: next,
+            files,
+            committed_at: chrono::Utc::now(),
+        };
+        if let Err(e) = lake_log::create(root, &entry) {
+            let _ = std::fs::remove_dir_all(root.join(&staging));
+            // Fenced or not, this buffer cannot be trusted now: the supervisor restarts
+            // the writer, which re-reads the log and redoes only what is missing.
+            return Err(lake_error(e));
+        }
+        lake_log::publish(root, &entry).map_err(lake_error)?;
+        lake_log::remove_stale_staging(root, &buf.topic, buf.partition, version).map_err(lake_error)?;
+        buf.version = version;
+        buf.durable = Some(next);
+        buf.range = None;
+        buf.rows.clear();
+        buf.bytes = 0;
+        buf.since = None;
+        Ok(Some(next))
+    }
+}
+
+impl SinkWriter for ParquetWriter {
+    const ID: SinkId = SinkId::Lake;
+
+    fn open(&mut self) -> Result<(), SinkError> {
+        std::fs::create_dir_all(&self.root).map_err(lake_error)
+    }
+
+    fn write(&mut self, batch: &SharedBatch) -> Result<ProgressUpdate, SinkError> {
+        let (root, writer_id, format, limits) = (self.root.clone(), self.writer_id.clone(), self.format, self.limits);
+        let buf = self.buffer(&batch.topic, batch.partition)?;
+        let from = match plan_write(buf.expected(), batch.first_offset, batch.next_offset) {
+            WritePlan::Skip => return Ok(buf.durable.map(|d| vec![(batch.partition, d)]).unwrap_or_default()),
+            WritePlan::WriteFrom(from) => from,
+            WritePlan::Gap { expected, first } => {
+                log::error!("Parquet writer: {}/{} offsets {expected}..{first} were never received (deleted by retention?)", batch.topic, batch.partition);
+                first
+            }
+        };
+        for event in batch.accepted.iter().filter(|e| e.coords.offset >= from) {
+            buf.bytes += 160 + event.payload.to_string().len();
+            buf.rows.push(event.clone());
+        }
+        buf.range = Some((buf.range.map_or(from, |(first, _)| first), batch.next_offset));
+        buf.since.get_or_insert_with(Instant::now);
+        if should_flush(buf.rows.len(), buf.bytes, buf.since.map(|s| s.elapsed()), &limits) {
+            if let Some(next) = Self::flush_buffer(&root, &writer_id, format, buf)? {
+                return Ok(vec![(batch.partition, next)]);
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    fn flush(&mut self, only_if_due: bool) -> Result<ProgressUpdate, SinkError> {
+        let mut updates = Vec::new();
+        for buf in self.partitions.values_mut() {
+            let due = should_flush(buf.rows.len(), buf.bytes, buf.since.map(|s| s.elapsed()), &self.limits);
+            if buf.range.is_some() && (due || !only_if_due) {
+                if let Some(next) = Self::flush_buffer(&self.root, &self.writer_id, self.format, buf)? {
+                    updates.push((buf.partition, next));
+                }
+            }
+        }
+        Ok(updates)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: RollLimits = RollLimits { max_rows: 100, max_bytes: 1000, max_age: Duration::from_secs(5) };
+
+    #[test]
+    fn flushes_at_whichever_limit_comes_first() {
+        assert!(!should_flush(99, 999, Some(Duration::from_secs(4)), &LIMITS));
+        assert!(should_flush(100, 0, None, &LIMITS));
+        assert!(should_flush(1, 1000, None, &LIMITS));
+        assert!(should_flush(1, 1, Some(Duration::from_secs(5)), &LIMITS));
+        assert!(!should_flush(0, 0, None, &LIMITS));
+    }
+}

@@ -1,0 +1,233 @@
+//! Wires the actors together and runs them until a signal or a fatal failure.
+//!
+//! ```text
+//! KafkaSource -> (per partition) Validator -> Deduplicator -> DeadLetterPublisher
+//!                  -> SinkSupervisor<PostgresWriter> and SinkSupervisor<ParquetWriter>
+//!                  -> OffsetTracker (commits what both sinks stored)
+//! ```
+
+use crate::contract::{Contracts, Limits};
+use crate::db::{self, PgPool};
+use crate::dead_letter::DeadLetterPublisher;
+use crate::deduplicator::Deduplicator;
+use crate::flow::Stages;
+use crate::kafka_source::{create_consumer, KafkaSource, StopFetching};
+use crate::lake_files::FileFormat;
+use crate::offset_tracker::{CommitNow, OffsetTracker};
+use crate::parquet_writer::{ParquetWriter, RollLimits};
+use crate::postgres_writer::PostgresWriter;
+use crate::progress_store::ProgressStore;
+use crate::restart_policy::RestartPolicy;
+use crate::settings::Settings;
+use crate::sink::Faults;
+use crate::sink_supervisor::{Drain, SinkStatus, SinkSupervisor, SupervisorParts};
+use crate::stats::Stats;
+use crate::supervision_log::SupervisionLog;
+use crate::validator::Validator;
+use actix::prelude::*;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Contracts failed to load.
+    #[error(transparent)]
+    Contracts(#[from] crate::contract::ContractLoadError),
+    /// Postgres could not be migrated.
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    /// The Kafka client could not be created.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The supervision log could not be opened.
+    #[error("supervision log {path}: {source}")]
+    SupervisionLog {
+        /// Path from `supervision.log_path`.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Signal received, everything flushed and committed.
+    Clean,
+    /// Signal received, but flushing did not finish within `shutdown_timeout_s`.
+    ShutdownTimedOut,
+    /// A sink supervisor gave up.
+    SinkGaveUp(String),
+}
+
+impl Exit {
+    /// Process exit code.
+    pub fn code(&self) -> i32 {
+        match self {
+            Exit::Clean => 0,
+            Exit::ShutdownTimedOut => 2,
+            Exit::SinkGaveUp(_) => 3,
+        }
+    }
+}
+
+/// The running actors.
+pub struct Running {
+    source: Addr<KafkaSource>,
+    postgres: Addr<SinkSupervisor<PostgresWriter>>,
+    lake: Addr<SinkSupervisor<ParquetWriter>>,
+    tracker: Addr<OffsetTracker>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Postgres sink state.
+    pub postgres_status: Arc<SinkStatus>,
+    /// Lake sink state.
+    pub lake_status: Arc<SinkStatus>,
+    fatal: mpsc::UnboundedReceiver<String>,
+}
+
+/// Connects, migrates and loads contracts (blocking; before the actor system starts).
+pub fn prepare(settings: &Settings) -> Result<(Arc<Contracts>, PgPool), StartError> {
+    let limits = Limits { max_record_bytes: settings.pipeline.max_record_bytes, max_json_depth: settings.pipeline.max_json_depth };
+    let contracts = Arc::new(Contracts::load(&settings.pipeline.contracts_dir, limits)?);
+    let pool = db::pool(&settings.postgres.url, settings.postgres.pool_size, Duration::from_millis(settings.postgres.connect_timeout_ms));
+    let applied = db::migrate(&mut *db::conn(&pool)?)?;
+    if applied > 0 {
+        log::info!("Applied {applied} migration(s)");
+    }
+    Ok((contracts, pool))
+}
+
+/// Starts every actor; call inside a running actix `System`.
+pub fn start(settings: &Settings, contracts: Arc<Contracts>, pool: PgPool) -> Result<Running, StartError> {
+    let s = settings;
+    let log = Arc::new(SupervisionLog::open(&s.supervision.log_path).map_err(|source| StartError::SupervisionLog {
+        path: s.supervision.log_path.display().to_string(),
+        source,
+    })?);
+    let (consumer, rebalances) = create_consumer(&s.kafka)?;
+    let consumer = Arc::new(consumer);
+    let tracker = OffsetTracker::new(consumer.clone(), s.kafka.topic.clone()).start();
+    let (fatal_tx, fatal) = mpsc::unbounded_channel();
+    let policy = RestartPolicy::new(
+        Duration::from_millis(s.supervision.backoff_initial_ms),
+        Duration::from_millis(s.supervision.backoff_max_ms),
+        s.supervision.max_restarts,
+        Duration::from_secs(s.supervision.restart_window_s),
+    );
+    let parts = |plan: &[String], status: &Arc<SinkStatus>| SupervisorParts {
+        faults: Faults::new(plan, s.faults.after_batches),
+        capacity: s.pipeline.sink_queue_batches,
+        policy: policy.clone(),
+        log: log.clone(),
+        tracker: tracker.clone(),
+        fatal: fatal_tx.clone(),
+        status: status.clone(),
+    };
+    let (postgres_status, lake_status) = (Arc::new(SinkStatus::default()), Arc::new(SinkStatus::default()));
+    let pg_pool = pool.clone();
+    let postgres = SinkSupervisor::new(Arc::new(move || PostgresWriter::new(pg_pool.clone())), parts(&s.faults.postgres, &postgres_status)).start();
+    let (root, limits, format) = (
+        s.lake.root.clone(),
+        RollLimits { max_rows: s.lake.max_rows_per_file, max_bytes: s.lake.max_bytes_per_file, max_age: Duration::from_millis(s.lake.max_file_age_ms) },
+        FileFormat { row_group_rows: s.lake.row_group_rows, zstd_level: s.lake.zstd_level },
+    );
+    let lake = SinkSupervisor::new(Arc::new(move || ParquetWriter::new(root.clone(), limits, format)), parts(&s.faults.parquet, &lake_status)).start();
+    let validator_contracts = contracts.clone();
+    let dedup_pool = pool.clone();
+    let stats = Arc::new(Stats::default());
+    let stages = Stages {
+        validator: SyncArbiter::start(2, move || Validator::new(validator_contracts.clone())),
+        deduplicator: SyncArbiter::start(2, move || Deduplicator::new(dedup_pool.clone())),
+        dead_letters: DeadLetterPublisher::new(&s.kafka.brokers, &s.kafka.dlq_topic)?.start(),
+        postgres: postgres.clone(),
+        lake: lake.clone(),
+        stats: stats.clone(),
+    };
+    let progress = ProgressStore { pool, lake_root: s.lake.root.clone(), topic: s.kafka.topic.clone() };
+    let source = KafkaSource::new(consumer, rebalances, &s.kafka.topic, stages, s.pipeline.clone(), progress, tracker.clone()).start();
+    spawn_summary(Duration::from_secs(s.pipeline.summary_interval_s.max(1)), stats.clone(), postgres_status.clone(), lake_status.clone());
+    Ok(Running { source, postgres, lake, tracker, stats, postgres_status, lake_status, fatal })
+}
+
+fn spawn_summary(every: Duration, stats: Arc<Stats>, pg: Arc<SinkStatus>, lake: Arc<SinkStatus>) {
+    actix::spawn(async move {
+        let mut last = stats.snapshot();
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = stats.snapshot();
+            let state = |s: &SinkStatus| if s.up.load(Ordering::Relaxed) { "up" } else { "restarting" };
+            log::info!(
+                "Summary: consumed={} ({:.0}/s) accepted={} duplicate={} conflict={} dead_letter={} postgres={} (queued {}, restarts {}) lake={} (queued {}, restarts {})",
+                now.consumed,
+                (now.consumed - last.consumed) as f64 / every.as_secs_f64(),
+                now.accepted,
+                now.duplicates,
+                now.conflicts,
+                now.dead,
+                state(&pg),
+                pg.queued.load(Ordering::Relaxed),
+                pg.restarts.load(Ordering::Relaxed),
+                state(&lake),
+                lake.queued.load(Ordering::Relaxed),
+                lake.restarts.load(Ordering::Relaxed),
+            );
+            last = now;
+        }
+    });
+}
+
+impl Running {
+    /// Waits for SIGTERM/SIGINT (then shuts down cleanly) or a supervisor giving up.
+    pub async fn run_until_stopped(mut self, shutdown_timeout: Duration) -> Exit {
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let reason = tokio::select! {
+            _ = sigterm.recv() => None,
+            _ = tokio::signal::ctrl_c() => None,
+            Some(cause) = self.fatal.recv() => Some(cause),
+        };
+        if let Some(cause) = reason {
+            log::error!("Stopping: {cause}");
+            return Exit::SinkGaveUp(cause);
+        }
+        log::info!("Signal received: stopping fetching, flushing both sinks, committing");
+        match tokio::time::timeout(shutdown_timeout, self.shutdown()).await {
+            Ok(()) => {
+                log::info!("Shutdown complete: {:?}", self.stats.snapshot());
+                Exit::Clean
+            }
+            Err(_) => {
+                log::error!("Shutdown did not finish within {shutdown_timeout:?}; exiting with what is committed");
+                Exit::ShutdownTimedOut
+            }
+        }
+    }
+
+    /// Stops fetching, drains both sinks, commits.
+    pub async fn shutdown(&self) {
+        let _ = self.source.send(StopFetching).await;
+        let _ = futures::future::join(self.postgres.send(Drain), self.lake.send(Drain)).await;
+        match self.tracker.send(CommitNow).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::warn!("Final commit failed (the sinks' progress is still exact): {e}"),
+            Err(e) => log::warn!("Offset tracker gone before the final commit: {e}"),
+        }
+    }
+}
+
+/// Runs the processor until stopped; returns how it ended.
+pub fn run(settings: Settings) -> Result<Exit, StartError> {
+    let (contracts, pool) = prepare(&settings)?;
+    let timeout = Duration::from_secs(settings.pipeline.shutdown_timeout_s);
+    let system = actix::System::new();
+    system.block_on(async move {
+        let running = start(&settings, contracts, pool)?;
+        log::info!("eventline running: topic {} -> postgres + lake {}", settings.kafka.topic, settings.lake.root.display());
+        Ok(running.run_until_stopped(timeout).await)
+    })
+}

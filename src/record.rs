@@ -1,0 +1,207 @@
+//! The data that flows between the actors: raw records, checked events, dead letters,
+//! and the batches that carry them. Batches cover a contiguous run of one partition's
+//! offsets, `[first_offset, next_offset)`, so progress arithmetic stays simple.
+
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Where a record sits in Kafka.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Coords {
+    /// Topic name (shared, records of a batch all carry the same one).
+    pub topic: Arc<str>,
+    /// Partition number.
+    pub partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
+}
+
+/// One record exactly as it was read from Kafka.
+#[derive(Debug, Clone)]
+pub struct SourceRecord {
+    /// Its coordinates.
+    pub coords: Coords,
+    /// Message key, if any.
+    pub key: Option<Vec<u8>>,
+    /// Message value; `None` is a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Message headers, in order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Broker or producer timestamp, milliseconds since the epoch.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// An event that passed its contract.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The producer's id for this business event; the dedup key.
+    pub event_id: Uuid,
+    /// E.g. `account_created`.
+    pub event_type: String,
+    /// Contract version the payload was checked against.
+    pub schema_version: i32,
+    /// The producing system.
+    pub source: String,
+    /// The event's own time, in UTC.
+    pub occurred_at: DateTime<Utc>,
+    /// The payload object.
+    pub payload: serde_json::Value,
+    /// Hex SHA-256 of the canonical envelope: equal hashes mean the same event.
+    pub payload_hash: String,
+    /// Where it was read.
+    pub coords: Coords,
+    /// Kafka timestamp, for end-to-end latency.
+    pub kafka_timestamp_ms: Option<i64>,
+}
+
+/// Why a record was rejected; each class has its own stable name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The value is null (a tombstone).
+    Tombstone,
+    /// The value is larger than `pipeline.max_record_bytes`.
+    Oversized,
+    /// The value is not valid UTF-8.
+    NotUtf8,
+    /// The value is nested deeper than `pipeline.max_json_depth`.
+    TooDeep,
+    /// The value is not JSON.
+    NotJson,
+    /// The envelope is missing a field or a field breaks its rule.
+    BadEnvelope,
+    /// No contract exists for this `event_type`.
+    UnknownEventType,
+    /// The `event_type` exists but not in this `schema_version`.
+    UnknownSchemaVersion,
+    /// The payload breaks its contract.
+    ContractViolation,
+}
+
+impl ErrorClass {
+    /// The stable name used in the DLQ headers, the table and the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Tombstone => "tombstone",
+            ErrorClass::Oversized => "oversized",
+            ErrorClass::NotUtf8 => "not_utf8",
+            ErrorClass::TooDeep => "too_deep",
+            ErrorClass::NotJson => "not_json",
+            ErrorClass::BadEnvelope => "bad_envelope",
+            ErrorClass::UnknownEventType => "unknown_event_type",
+            ErrorClass::UnknownSchemaVersion => "unknown_schema_version",
+            ErrorClass::ContractViolation => "contract_violation",
+        }
+    }
+}
+
+/// A rejected record with everything needed to inspect or replay it.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The record, bytes untouched.
+    pub record: SourceRecord,
+    /// The class of the failure.
+    pub class: ErrorClass,
+    /// Which field, which rule.
+    pub reason: String,
+    /// The event type, when the envelope got that far.
+    pub event_type: Option<String>,
+    /// The contract version, when known.
+    pub schema_version: Option<i32>,
+}
+
+/// A same-`event_id`-different-content record, kept for inspection.
+#[derive(Debug, Clone)]
+pub struct Conflict {
+    /// The event as read at these coordinates.
+    pub event: Event,
+    /// Where the first version of this `event_id` was seen.
+    pub first_seen: Coords,
+}
+
+/// A contiguous run of records of one partition.
+#[derive(Debug, Clone)]
+pub struct SourceBatch {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: i32,
+    /// Records in offset order.
+    pub records: Vec<SourceRecord>,
+}
+
+impl SourceBatch {
+    /// The first offset covered.
+    pub fn first_offset(&self) -> i64 {
+        self.records.first().map(|r| r.coords.offset).unwrap_or(0)
+    }
+    /// One past the last offset covered.
+    pub fn next_offset(&self) -> i64 {
+        self.records.last().map(|r| r.coords.offset + 1).unwrap_or(0)
+    }
+}
+
+/// A checked record: an event to deduplicate, or a dead letter.
+#[derive(Debug, Clone)]
+pub enum Checked {
+    /// Passed its contract.
+    Valid(Event),
+    /// Rejected.
+    Dead(DeadLetter),
+}
+
+/// The validator's output for one source batch.
+#[derive(Debug)]
+pub struct CheckedBatch {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: i32,
+    /// First offset covered.
+    pub first_offset: i64,
+    /// One past the last offset covered.
+    pub next_offset: i64,
+    /// Outcome of each record, in offset order.
+    pub items: Vec<Checked>,
+}
+
+/// The final outcome of every record of a batch, as both sinks receive it.
+#[derive(Debug, Default)]
+pub struct DecidedBatch {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: i32,
+    /// First offset covered.
+    pub first_offset: i64,
+    /// One past the last offset covered.
+    pub next_offset: i64,
+    /// New events to store (or re-store after a crash: same coordinates).
+    pub accepted: Vec<Event>,
+    /// Rejected records.
+    pub dead: Vec<DeadLetter>,
+    /// Same `event_id`, same content, seen before elsewhere: coordinates of each.
+    pub duplicates: Vec<Coords>,
+    /// Same `event_id`, different content.
+    pub conflicts: Vec<Conflict>,
+}
+
+impl DecidedBatch {
+    /// Records covered by this batch (equals the sum of outcomes).
+    pub fn len(&self) -> usize {
+        self.accepted.len() + self.dead.len() + self.duplicates.len() + self.conflicts.len()
+    }
+    /// True when the batch covers no record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Shared, read-only: both sinks get the same decided batch.
+pub type SharedBatch = Arc<DecidedBatch>;
+
+impl Default for Coords {
+    fn default() -> Self {
+        Coords { topic: Arc::from(""), partition: 0, offset: 0 }
+    }
+}

@@ -1,0 +1,80 @@
+//! Diesel table definitions; they mirror `migrations/`.
+#![allow(missing_docs)]
+
+diesel::table! {
+    processed_events (event_id) {
+        event_id -> Uuid,
+        topic -> Text,
+        partition -> Int4,
+        offset -> Int8,
+        payload_hash -> Text,
+        first_seen_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    events (event_id) {
+        event_id -> Uuid,
+        event_type -> Text,
+        schema_version -> Int4,
+        source -> Text,
+        occurred_at -> Timestamptz,
+        payload -> Jsonb,
+        payload_hash -> Text,
+        topic -> Text,
+        partition -> Int4,
+        offset -> Int8,
+        kafka_timestamp -> Nullable<Timestamptz>,
+        received_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    dead_letters (topic, partition, offset) {
+        topic -> Text,
+        partition -> Int4,
+        offset -> Int8,
+        record_key -> Nullable<Bytea>,
+        record_value -> Nullable<Bytea>,
+        headers -> Jsonb,
+        error_class -> Text,
+        error_message -> Text,
+        event_type -> Nullable<Text>,
+        schema_version -> Nullable<Int4>,
+        rejected_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    conflicts (topic, partition, offset) {
+        topic -> Text,
+        partition -> Int4,
+        offset -> Int8,
+        event_id -> Uuid,
+        payload -> Jsonb,
+        payload_hash -> Text,
+        first_topic -> Text,
+        first_partition -> Int4,
+        first_offset -> Int8,
+        detected_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    outcome_counts (topic, partition, outcome) {
+        topic -> Text,
+        partition -> Int4,
+        outcome -> Text,
+        count -> Int8,
+    }
+}
+
+diesel::table! {
+    sink_progress (sink, topic, partition) {
+        sink -> Text,
+        topic -> Text,
+        partition -> Int4,
+        next_offset -> Int8,
+        updated_at -> Timestamptz,
+    }
+}

@@ -1,0 +1,188 @@
+//! Typed settings: `settings/default.toml`, then `settings/{EVENTLINE_ENV}.toml`, then
+//! environment variables `EVENTLINE__SECTION__KEY`.
+//!
+//! Every struct denies unknown fields, so a typo fails at start with the key's name
+//! instead of being silently ignored.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A file could not be read or a key has a bad value; the message names the key.
+    #[error("settings: {0}")]
+    Invalid(#[from] config::ConfigError),
+    /// A value parsed but breaks a rule of its own.
+    #[error("settings: key `{key}`: {rule}")]
+    Rule {
+        /// The dotted key, e.g. `lake.max_rows_per_file`.
+        key: &'static str,
+        /// What the value must satisfy.
+        rule: &'static str,
+    },
+}
+
+/// The whole effective configuration of one eventline process.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where events come from and where dead letters go.
+    pub kafka: KafkaSettings,
+    /// The audit and analytics database.
+    pub postgres: PostgresSettings,
+    /// The Parquet lake.
+    pub lake: LakeSettings,
+    /// Batching, limits and back-pressure between the actors.
+    pub pipeline: PipelineSettings,
+    /// Restart policy of the sink writers and the supervision log.
+    pub supervision: SupervisionSettings,
+    /// Fault injection for tests and drills; empty by default.
+    pub faults: FaultSettings,
+}
+
+/// Kafka connection and topics.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, comma separated.
+    pub brokers: String,
+    /// The topic to consume.
+    pub topic: String,
+    /// The dead-letter topic.
+    pub dlq_topic: String,
+    /// Consumer group id; offsets committed here are for lag tools, the sinks hold the truth.
+    pub group_id: String,
+    /// Group session timeout; a process silent for longer loses its partitions.
+    pub session_timeout_ms: u32,
+}
+
+/// PostgreSQL connection.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSettings {
+    /// libpq URL, e.g. `postgres://user@host:port/db`.
+    pub url: String,
+    /// Connections in the r2d2 pool.
+    pub pool_size: u32,
+    /// How long to wait for a connection before the write counts as failed.
+    pub connect_timeout_ms: u64,
+}
+
+/// The Parquet lake and its file rolling.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeSettings {
+    /// Root folder of the lake (a local path).
+    pub root: PathBuf,
+    /// Roll (flush) a partition's buffer once it holds this many rows.
+    pub max_rows_per_file: usize,
+    /// Roll once the buffered JSON payloads reach this many bytes.
+    pub max_bytes_per_file: usize,
+    /// Roll once the oldest buffered row is this old; bounds lake latency.
+    pub max_file_age_ms: u64,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// zstd compression level (1 to 22).
+    pub zstd_level: i32,
+}
+
+/// Batching and limits between the actors.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSettings {
+    /// Folder of JSON Schema contracts (`{event_type}/v{N}.schema.json`).
+    pub contracts_dir: PathBuf,
+    /// Close a batch at this many records.
+    pub batch_max_records: usize,
+    /// Close a batch after this long even when it is small; bounds latency.
+    pub batch_linger_ms: u64,
+    /// Batches queued per partition before the partition is paused.
+    pub partition_queue_batches: usize,
+    /// Batches a sink may hold while it is slow or restarting.
+    pub sink_queue_batches: usize,
+    /// Records larger than this are dead-lettered as `oversized`.
+    pub max_record_bytes: usize,
+    /// JSON nested deeper than this is dead-lettered as `too_deep`.
+    pub max_json_depth: usize,
+    /// Seconds between summary log lines.
+    pub summary_interval_s: u64,
+    /// SIGTERM/SIGINT: how long flushing may take before the process exits anyway.
+    pub shutdown_timeout_s: u64,
+}
+
+/// Restart policy of the supervised writers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionSettings {
+    /// JSON lines file of every start, failure, restart, recovery and give-up.
+    pub log_path: PathBuf,
+    /// First restart delay; doubles on each consecutive failure.
+    pub backoff_initial_ms: u64,
+    /// Upper bound of the restart delay.
+    pub backoff_max_ms: u64,
+    /// More restarts than this within `restart_window_s` and the supervisor gives up.
+    pub max_restarts: u32,
+    /// The window of the restart-rate cap.
+    pub restart_window_s: u64,
+}
+
+/// Fault injection, for tests and drills only. Each list is consumed in order, one
+/// entry per write attempt once `after_batches` batches were written: `"error"` makes
+/// the write fail, `"panic"` makes the writer panic.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSettings {
+    /// Faults of the Postgres writer.
+    pub postgres: Vec<String>,
+    /// Faults of the Parquet writer.
+    pub parquet: Vec<String>,
+    /// Successful batches before the first fault.
+    pub after_batches: u64,
+}
+
+impl Settings {
+    /// Loads the layered settings from `dir` (normally `settings/`).
+    pub fn load(dir: &Path) -> Result<Settings, SettingsError> {
+        let env = std::env::var("EVENTLINE_ENV").unwrap_or_else(|_| "local".to_string());
+        let built = config::Config::builder()
+            .add_source(config::File::from(dir.join("default.toml")))
+            .add_source(config::File::from(dir.join(format!("{env}.toml"))).required(false))
+            .add_source(
+                config::Environment::with_prefix("EVENTLINE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("faults.postgres")
+                    .with_list_parse_key("faults.parquet")
+                    .try_parsing(true),
+            )
+            .build()?;
+        let settings: Settings = built.try_deserialize()?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), SettingsError> {
+        let rules: [(bool, &'static str, &'static str); 7] = [
+            (self.pipeline.batch_max_records > 0, "pipeline.batch_max_records", "must be at least 1"),
+            (self.pipeline.partition_queue_batches > 0, "pipeline.partition_queue_batches", "must be at least 1"),
+            (self.pipeline.sink_queue_batches > 0, "pipeline.sink_queue_batches", "must be at least 1"),
+            (self.lake.max_rows_per_file > 0, "lake.max_rows_per_file", "must be at least 1"),
+            (self.lake.row_group_rows > 0, "lake.row_group_rows", "must be at least 1"),
+            ((1..=22).contains(&self.lake.zstd_level), "lake.zstd_level", "must be between 1 and 22"),
+            (self.postgres.pool_size > 0, "postgres.pool_size", "must be at least 1"),
+        ];
+        for (ok, key, rule) in rules {
+            if !ok {
+                return Err(SettingsError::Rule { key, rule });
+            }
+        }
+        for (key, list) in [("faults.postgres", &self.faults.postgres), ("faults.parquet", &self.faults.parquet)] {
+            if list.iter().any(|f| f != "error" && f != "panic") {
+                return Err(SettingsError::Rule { key, rule: "entries must be \"error\" or \"panic\"" });
+            }
+        }
+        Ok(())
+    }
+}

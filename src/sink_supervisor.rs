@@ -1,0 +1,279 @@
+//! Supervises one sink writer. It holds every batch the sink has not made durable yet
+//! (bounded by `pipeline.sink_queue_batches`), feeds them to the writer one at a time,
+//! and when a write fails or panics it drops the writer, waits with exponential
+//! backoff, builds a fresh writer and re-sends everything not yet durable (the writer
+//! skips what its durable progress already covers). Every start, failure, restart,
+//! recovery and give-up goes to the supervision log. While it restarts, its queue
+//! absorbs new batches; only when the queue is full does `Enqueue` wait, which pauses
+//! the source: the other sink keeps writing until then.
+
+use crate::offset_tracker::{OffsetTracker, SinkProgressed};
+use crate::record::SharedBatch;
+use crate::restart_policy::{RestartDecision, RestartPolicy};
+use crate::sink::{Faults, Flush, ProgressUpdate, SinkError, SinkWorker, SinkWriter, Write};
+use crate::supervision_log::{Entry, EntryKind, SupervisionLog};
+use actix::prelude::*;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Observable state of a sink, shared with the summary log and health checks.
+#[derive(Debug, Default)]
+pub struct SinkStatus {
+    /// False while the writer is restarting or gave up.
+    pub up: AtomicBool,
+    /// Restarts since start.
+    pub restarts: AtomicU64,
+    /// Batches queued or not yet durable.
+    pub queued: AtomicU64,
+}
+
+/// Hand a batch to the sink; resolves once it is queued (waits while the queue is full).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Enqueue(pub SharedBatch);
+
+/// Resolves when everything queued is durable (used at shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+type WorkerReply = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Result<ProgressUpdate, SinkError>, MailboxError>>>>;
+
+struct Retained {
+    batch: SharedBatch,
+    sent: bool,
+}
+
+/// The supervisor actor of one sink.
+pub struct SinkSupervisor<W: SinkWriter> {
+    factory: Arc<dyn Fn() -> W + Send + Sync>,
+    faults: Arc<Mutex<Faults>>,
+    worker: Option<Addr<SinkWorker<W>>>,
+    retained: VecDeque<Retained>,
+    waiting: VecDeque<(SharedBatch, oneshot::Sender<()>)>,
+    drains: Vec<oneshot::Sender<()>>,
+    capacity: usize,
+    busy: bool,
+    policy: RestartPolicy,
+    down_since: Option<Instant>,
+    gave_up: bool,
+    log: Arc<SupervisionLog>,
+    tracker: Addr<OffsetTracker>,
+    fatal: tokio::sync::mpsc::UnboundedSender<String>,
+    status: Arc<SinkStatus>,
+}
+
+/// Everything a supervisor needs besides the writer factory.
+pub struct SupervisorParts {
+    /// Fault plan (tests and drills).
+    pub faults: Arc<Mutex<Faults>>,
+    /// Batches held at most.
+    pub capacity: usize,
+    /// Restart policy.
+    pub policy: RestartPolicy,
+    /// The supervision log.
+    pub log: Arc<SupervisionLog>,
+    /// Where durable progress goes.
+    pub tracker: Addr<OffsetTracker>,
+    /// Told when the supervisor gives up.
+    pub fatal: tokio::sync::mpsc::UnboundedSender<String>,
+    /// Shared status.
+    pub status: Arc<SinkStatus>,
+}
+
+impl<W: SinkWriter> SinkSupervisor<W> {
+    /// A supervisor that builds its writers with `factory`.
+    pub fn new(factory: Arc<dyn Fn() -> W + Send + Sync>, parts: SupervisorParts) -> Self {
+        SinkSupervisor {
+            factory,
+            faults: parts.faults,
+            worker: None,
+            retained: VecDeque::new(),
+            waiting: VecDeque::new(),
+            drains: Vec::new(),
+            capacity: parts.capacity,
+            busy: false,
+            policy: parts.policy,
+            down_since: None,
+            gave_up: false,
+            log: parts.log,
+            tracker: parts.tracker,
+            fatal: parts.fatal,
+            status: parts.status,
+        }
+    }
+
+    fn actor(&self) -> &'static str {
+        W::ID.actor_name()
+    }
+
+    fn start_worker(&mut self) {
+        let (factory, faults) = (self.factory.clone(), self.faults.clone());
+        self.worker = Some(SyncArbiter::start(1, move || SinkWorker::new(factory(), faults.clone())));
+        self.status.up.store(true, Ordering::Relaxed);
+    }
+
+    /// Sends the next piece of work to the writer, if it is idle and up.
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        self.status.queued.store((self.retained.len() + self.waiting.len()) as u64, Ordering::Relaxed);
+        if self.busy || self.gave_up {
+            return;
+        }
+        let Some(worker) = self.worker.clone() else { return };
+        let next = self.retained.iter().position(|r| !r.sent);
+        let request: WorkerReply = match next {
+            Some(i) => Box::pin(worker.send(Write(self.retained[i].batch.clone()))),
+            None if !self.retained.is_empty() && (!self.waiting.is_empty() || !self.drains.is_empty()) => {
+                // Full (or draining) with nothing left to send: the writer is holding
+                // batches in its buffers, so make them durable now.
+                Box::pin(worker.send(Flush { only_if_due: false }))
+            }
+            None => return self.finish_drains(),
+        };
+        self.busy = true;
+        let sent = next.map(|i| self.retained[i].batch.clone());
+        ctx.spawn(request.into_actor(self).map(move |result, act, ctx| {
+            act.busy = false;
+            match result {
+                Ok(Ok(update)) => {
+                    // A flush that made nothing durable is retried by the tick, not in a loop.
+                    let moved = sent.is_some() || !update.is_empty();
+                    act.on_success(sent, update);
+                    if !moved {
+                        return;
+                    }
+                }
+                Ok(Err(error)) => act.on_failure(error, ctx),
+                Err(mailbox) => act.on_failure(SinkError::Panicked(format!("writer mailbox closed: {mailbox}")), ctx),
+            }
+            act.drive(ctx);
+        }));
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.busy || self.gave_up || !self.retained.iter().all(|r| r.sent) || self.retained.is_empty() {
+            return;
+        }
+        let Some(worker) = self.worker.clone() else { return };
+        self.busy = true;
+        ctx.spawn(worker.send(Flush { only_if_due: true }).into_actor(self).map(|result, act, ctx| {
+            act.busy = false;
+            match result {
+                Ok(Ok(update)) => act.on_success(None, update),
+                Ok(Err(error)) => act.on_failure(error, ctx),
+                Err(mailbox) => act.on_failure(SinkError::Panicked(format!("writer mailbox closed: {mailbox}")), ctx),
+            }
+            act.drive(ctx);
+        }));
+    }
+
+    fn on_success(&mut self, sent: Option<SharedBatch>, update: ProgressUpdate) {
+        if let Some(batch) = sent {
+            if let Some(r) = self.retained.iter_mut().find(|r| Arc::ptr_eq(&r.batch, &batch)) {
+                r.sent = true;
+            }
+        }
+        for (partition, next) in update {
+            self.retained.retain(|r| !(r.sent && r.batch.partition == partition && r.batch.next_offset <= next));
+            self.tracker.do_send(SinkProgressed { sink: W::ID, partition, next_offset: next });
+        }
+        if let Some(since) = self.down_since.take() {
+            let mut entry = Entry::new(self.actor(), EntryKind::Recovered);
+            entry.downtime_ms = Some(since.elapsed().as_millis() as u64);
+            self.log.append(&entry);
+        }
+        self.policy.on_success();
+        while self.retained.len() < self.capacity {
+            let Some((batch, admitted)) = self.waiting.pop_front() else { break };
+            self.retained.push_back(Retained { batch, sent: false });
+            let _ = admitted.send(());
+        }
+    }
+
+    fn on_failure(&mut self, error: SinkError, ctx: &mut Context<Self>) {
+        let mut entry = Entry::new(self.actor(), EntryKind::Failure);
+        entry.cause = Some(error.to_string());
+        self.log.append(&entry);
+        self.worker = None;
+        self.status.up.store(false, Ordering::Relaxed);
+        self.retained.iter_mut().for_each(|r| r.sent = false);
+        self.down_since.get_or_insert_with(Instant::now);
+        match self.policy.on_failure(Instant::now()) {
+            RestartDecision::RestartAfter { backoff, attempt } => {
+                ctx.run_later(backoff, move |act, ctx| {
+                    let mut entry = Entry::new(act.actor(), EntryKind::Restart);
+                    entry.attempt = Some(attempt);
+                    entry.backoff_ms = Some(backoff.as_millis() as u64);
+                    act.log.append(&entry);
+                    act.status.restarts.fetch_add(1, Ordering::Relaxed);
+                    act.start_worker();
+                    act.drive(ctx);
+                });
+            }
+            RestartDecision::GiveUp => {
+                let mut entry = Entry::new(self.actor(), EntryKind::GiveUp);
+                entry.cause = Some(error.to_string());
+                self.log.append(&entry);
+                self.gave_up = true;
+                let _ = self.fatal.send(format!("{} gave up after too many restarts; last cause: {error}", self.actor()));
+            }
+        }
+    }
+
+    fn finish_drains(&mut self) {
+        if self.retained.is_empty() && self.waiting.is_empty() {
+            self.drains.drain(..).for_each(|done| {
+                let _ = done.send(());
+            });
+        }
+    }
+}
+
+impl<W: SinkWriter> Actor for SinkSupervisor<W> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.log.append(&Entry::new(self.actor(), EntryKind::Start));
+        self.start_worker();
+        ctx.run_interval(Duration::from_millis(100), |act, ctx| act.tick(ctx));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.log.append(&Entry::new(self.actor(), EntryKind::Stop));
+    }
+}
+
+impl<W: SinkWriter> Handler<Enqueue> for SinkSupervisor<W> {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) -> Self::Result {
+        if self.retained.len() < self.capacity && self.waiting.is_empty() {
+            self.retained.push_back(Retained { batch: msg.0, sent: false });
+            self.drive(ctx);
+            return Box::pin(async {});
+        }
+        let (admitted, wait) = oneshot::channel();
+        self.waiting.push_back((msg.0, admitted));
+        self.drive(ctx);
+        Box::pin(async move {
+            let _ = wait.await;
+        })
+    }
+}
+
+impl<W: SinkWriter> Handler<Drain> for SinkSupervisor<W> {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) -> Self::Result {
+        let (done, wait) = oneshot::channel();
+        self.drains.push(done);
+        self.drive(ctx);
+        self.finish_drains();
+        Box::pin(async move {
+            let _ = wait.await;
+        })
+    }
+}
