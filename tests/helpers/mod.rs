@@ -1,0 +1,383 @@
+//! Shared by the integration tests: each test gets its own topics, consumer group,
+//! database and lake folder (random suffix), so tests run in parallel against the one
+//! local stack and leave nothing behind. The processor under test is the real
+//! `eventline` binary, configured through `EVENTLINE__SECTION__KEY` variables.
+#![allow(dead_code)]
+
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+use eventline::settings::Settings;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The stack's settings (settings/default.toml + settings/local.toml).
+pub fn stack_settings() -> Settings {
+    Settings::load(&repo().join("settings")).expect("settings/local.toml loads")
+}
+
+fn reachable(addr: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
+}
+
+fn host_port(url: &str) -> String {
+    let after = url.split('@').next_back().unwrap_or(url);
+    after.split('/').next().unwrap_or(after).to_string()
+}
+
+/// Polls `check` until it returns true or `timeout` passes; panics naming `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// One test's private slice of the stack.
+pub struct TestEnv {
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// The source topic.
+    pub topic: String,
+    /// The dead-letter topic.
+    pub dlq_topic: String,
+    /// Consumer group of the processor.
+    pub group: String,
+    /// URL of this test's database.
+    pub db_url: String,
+    db_name: String,
+    admin_url: String,
+    /// This test's lake root.
+    pub lake: PathBuf,
+    /// This test's supervision log.
+    pub supervision_log: PathBuf,
+    dir: tempfile::TempDir,
+    processors: Vec<Child>,
+}
+
+impl TestEnv {
+    /// Creates topics (with `partitions`), a database and a lake folder.
+    pub fn new(partitions: i32) -> TestEnv {
+        let settings = stack_settings();
+        let brokers = settings.kafka.brokers.clone();
+        let admin_url = settings.postgres.url.clone();
+        assert!(
+            reachable(&brokers) && reachable(&host_port(&admin_url)),
+            "the local stack is down (Kafka {brokers}, Postgres {admin_url}): run `make up`"
+        );
+        let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+        let db_name = format!("eventline_test_{suffix}");
+        let mut admin = PgConnection::establish(&admin_url).expect("connect to the stack's Postgres");
+        diesel::sql_query(format!("CREATE DATABASE {db_name}")).execute(&mut admin).expect("create test database");
+        let db_url = format!("{}/{db_name}", admin_url.rsplit_once('/').expect("url has a database").0);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let env = TestEnv {
+            brokers,
+            topic: format!("crm.events.raw.{suffix}"),
+            dlq_topic: format!("crm.events.dlq.{suffix}"),
+            group: format!("eventline-test-{suffix}"),
+            db_url,
+            db_name,
+            admin_url,
+            lake: dir.path().join("lake"),
+            supervision_log: dir.path().join("supervision.jsonl"),
+            dir,
+            processors: Vec::new(),
+        };
+        env.create_topics(partitions);
+        env
+    }
+
+    fn admin(&self) -> AdminClient<DefaultClientContext> {
+        ClientConfig::new().set("bootstrap.servers", &self.brokers).create().expect("admin client")
+    }
+
+    fn create_topics(&self, partitions: i32) {
+        let topics = [
+            NewTopic::new(&self.topic, partitions, TopicReplication::Fixed(1)),
+            NewTopic::new(&self.dlq_topic, 1, TopicReplication::Fixed(1)),
+        ];
+        let results = block_on(self.admin().create_topics(&topics, &AdminOptions::new())).expect("create topics");
+        for result in results {
+            result.expect("topic created");
+        }
+    }
+
+    /// A producer to the local broker.
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer")
+    }
+
+    /// Produces `(key, value)` records to the source topic and waits for every delivery.
+    /// Records without a partition go where their key hashes.
+    pub fn produce(&self, records: &[(Option<i32>, String, Option<Vec<u8>>)]) {
+        let producer = self.producer();
+        block_on(async {
+            let sends = records.iter().map(|(partition, key, value)| {
+                let mut record = FutureRecord::<str, [u8]>::to(&self.topic).key(key.as_str());
+                if let Some(p) = partition {
+                    record = record.partition(*p);
+                }
+                if let Some(v) = value {
+                    record = record.payload(v.as_slice());
+                }
+                producer.send(record, Duration::from_secs(30))
+            });
+            for result in futures::future::join_all(sends).await {
+                result.expect("delivered");
+            }
+        });
+    }
+
+    /// The environment that points the processor at this test's slice.
+    pub fn processor_env(&self) -> Vec<(String, String)> {
+        [
+            ("EVENTLINE_ENV", "local".to_string()),
+            ("EVENTLINE_SETTINGS_DIR", repo().join("settings").display().to_string()),
+            ("EVENTLINE__KAFKA__TOPIC", self.topic.clone()),
+            ("EVENTLINE__KAFKA__DLQ_TOPIC", self.dlq_topic.clone()),
+            ("EVENTLINE__KAFKA__GROUP_ID", self.group.clone()),
+            ("EVENTLINE__KAFKA__SESSION_TIMEOUT_MS", "6000".to_string()),
+            ("EVENTLINE__POSTGRES__URL", self.db_url.clone()),
+            ("EVENTLINE__LAKE__ROOT", self.lake.display().to_string()),
+            ("EVENTLINE__LAKE__MAX_FILE_AGE_MS", "500".to_string()),
+            ("EVENTLINE__PIPELINE__CONTRACTS_DIR", repo().join("contracts").display().to_string()),
+            ("EVENTLINE__PIPELINE__SUMMARY_INTERVAL_S", "2".to_string()),
+            ("EVENTLINE__SUPERVISION__LOG_PATH", self.supervision_log.display().to_string()),
+            ("RUST_LOG", "info".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Starts the real binary with this test's settings plus `extra` variables.
+    pub fn start_processor(&mut self, extra: &[(&str, &str)]) -> usize {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("processor-{}.log", self.processors.len())))
+            .expect("processor log");
+        let mut command = Command::new(binary());
+        command.arg("run").current_dir(repo()).stdout(Stdio::null()).stderr(log);
+        for (k, v) in self.processor_env() {
+            command.env(k, v);
+        }
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        self.processors.push(command.spawn().expect("start eventline"));
+        self.processors.len() - 1
+    }
+
+    /// The processor's log so far (for assertion messages).
+    pub fn processor_log(&self, index: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("processor-{index}.log"))).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the exit code.
+    pub fn stop_processor(&mut self, index: usize) -> i32 {
+        let child = &mut self.processors[index];
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "processor did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// kill -9.
+    pub fn kill_processor(&mut self, index: usize) {
+        let child = &mut self.processors[index];
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// A connection to this test's database.
+    pub fn pg(&self) -> PgConnection {
+        PgConnection::establish(&self.db_url).expect("connect to the test database")
+    }
+
+    /// Runs a `SELECT count(*) AS n ...`-style query returning one bigint named `n`.
+    pub fn count(&self, sql: &str) -> i64 {
+        diesel::sql_query(sql).get_result::<Count>(&mut self.pg()).map(|c| c.n).unwrap_or(-1)
+    }
+
+    /// Outcome counts per outcome, summed over partitions.
+    pub fn outcomes(&self) -> HashMap<String, i64> {
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            outcome: String,
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        diesel::sql_query("SELECT outcome, sum(count)::bigint AS n FROM outcome_counts GROUP BY outcome")
+            .load::<Row>(&mut self.pg())
+            .map(|rows| rows.into_iter().map(|r| (r.outcome, r.n)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Sum of all outcomes: records the Postgres sink has accounted for.
+    pub fn outcomes_total(&self) -> i64 {
+        self.outcomes().values().sum()
+    }
+
+    /// Committed offsets of the processor's group, per partition.
+    pub fn committed(&self, partitions: i32) -> Vec<i64> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group)
+            .create()
+            .expect("consumer");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(&self.topic, p);
+        }
+        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+        (0..partitions)
+            .map(|p| committed.find_partition(&self.topic, p).and_then(|e| e.offset().to_raw()).unwrap_or(-1))
+            .collect()
+    }
+
+    /// High watermarks of the source topic per partition.
+    pub fn high_watermarks(&self, partitions: i32) -> Vec<i64> {
+        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.brokers).create().expect("consumer");
+        (0..partitions).map(|p| consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(10)).expect("watermarks").1).collect()
+    }
+
+    /// Reads the lake with DuckDB (a reader nobody here wrote): (rows, distinct event_ids).
+    pub fn lake_counts_duckdb(&self) -> (i64, i64) {
+        let out = duckdb(&format!(
+            "SELECT count(*), count(DISTINCT event_id) FROM read_parquet('{}/**/*.parquet', hive_partitioning=true)",
+            self.lake.display()
+        ));
+        let mut parts = out.trim().split(',').map(|v| v.trim().parse::<i64>().expect("a number from duckdb"));
+        (parts.next().unwrap(), parts.next().unwrap())
+    }
+
+    /// Number of rows in the lake, 0 when it holds no file yet.
+    pub fn lake_rows(&self) -> i64 {
+        if lake_files(&self.lake).is_empty() {
+            return 0;
+        }
+        self.lake_counts_duckdb().0
+    }
+
+    /// The test's working folder.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        for child in &mut self.processors {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            for i in 0..self.processors.len() {
+                eprintln!("--- processor {i} log (tail) ---\n{}", tail(&self.processor_log(i), 60));
+            }
+        }
+        let _ = block_on(self.admin().delete_topics(&[&self.topic, &self.dlq_topic], &AdminOptions::new()));
+        if let Ok(mut admin) = PgConnection::establish(&self.admin_url) {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name)).execute(&mut admin);
+        }
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Every published Parquet file under a lake root.
+pub fn lake_files(root: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, &mut out);
+    out.sort();
+    out
+}
+
+/// Runs one SQL statement in DuckDB (Python package) and returns its rows as CSV.
+pub fn duckdb(sql: &str) -> String {
+    let script = "import duckdb, sys\nfor row in duckdb.sql(sys.argv[1]).fetchall():\n    print(','.join(str(v) for v in row))";
+    let out = Command::new("python3").arg("-c").arg(script).arg(sql).output().expect("python3 runs");
+    assert!(out.status.success(), "duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// The binary under test.
+pub fn binary() -> PathBuf {
+    std::env::var_os("EVENTLINE_BIN").map(PathBuf::from).unwrap_or_else(|| repo().join("target/release/eventline"))
+}
+
+/// Runs a future to completion on a small runtime.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(future)
+}
+
+/// A valid `account_created` event as JSON text.
+pub fn account_created(event_id: &str, account: &str) -> String {
+    serde_json::json!({
+        "event_id": event_id,
+        "event_type": "account_created",
+        "source": "crm",
+        "timestamp": "2026-11-22T10:15:00+01:00",
+        "payload": {"account_id": account, "industry": "software", "region": "EMEA"}
+    })
+    .to_string()
+}
+
+/// `n` valid events with fresh ids, keyed by account, as records for [`TestEnv::produce`].
+pub fn valid_records(n: usize) -> Vec<(Option<i32>, String, Option<Vec<u8>>)> {
+    (0..n)
+        .map(|i| {
+            let account = format!("acc_{i:06}");
+            let id = uuid::Uuid::new_v4().to_string();
+            (None, account.clone(), Some(account_created(&id, &account).into_bytes()))
+        })
+        .collect()
+}
