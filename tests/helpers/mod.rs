@@ -151,7 +151,9 @@ impl TestEnv {
                 producer.send(record, Duration::from_secs(30))
             });
             for result in futures::future::join_all(sends).await {
-                result.expect("delivered");
+                if let Err((error, _)) = result {
+                    panic!("record not delivered: {error}");
+                }
             }
         });
     }
