@@ -4,20 +4,21 @@
 //! is full the partition is paused (the consumer keeps polling, so the process stays in
 //! its group) and resumed once there is room: memory stays bounded.
 //!
-//! On the first record of a newly assigned partition it reads both sinks' durable
-//! progress and seeks to the lower one, so a rebalance or restart neither skips nor
-//! re-stores anything (each sink skips what it already has).
+//! When a partition is assigned, the rebalance callback reads both sinks' durable
+//! progress and starts the partition at the lower one, so a rebalance or restart
+//! neither skips nor re-stores anything (each sink skips what it already has).
 
 use crate::flow::{run_partition_flow, Stages};
 use crate::offset_tracker::{Assigned, OffsetTracker, Revoked};
 use crate::progress::resume_offset;
-use crate::progress_store::ProgressStore;
+use crate::progress_store::{ProgressStore, SinkProgress};
 use crate::record::{Coords, SourceBatch, SourceRecord};
 use crate::settings::{KafkaSettings, PipelineSettings};
 use actix::prelude::*;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use rdkafka::bindings::rd_kafka_resp_err_t as RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -28,22 +29,80 @@ use tokio::task::JoinHandle;
 /// Partition assignment changes, forwarded from librdkafka's rebalance callback.
 #[derive(Debug)]
 pub enum RebalanceEvent {
+    /// A partition was assigned and positioned at `resume`.
+    Assigned {
+        /// Partition.
+        partition: i32,
+        /// Both sinks' durable progress when it was assigned.
+        progress: Option<SinkProgress>,
+    },
     /// Partitions taken away.
     Revoked(Vec<i32>),
 }
 
-/// The consumer context: forwards revocations to the source loop.
+/// The consumer context: on assignment it positions each partition at the lower of the
+/// sinks' durable progress before fetching starts, and forwards every change to the
+/// source loop.
 pub struct SourceContext {
     rebalances: mpsc::UnboundedSender<RebalanceEvent>,
+    progress: ProgressStore,
+}
+
+impl SourceContext {
+    /// Where a newly assigned partition must start. `Offset::Stored` (the committed
+    /// offset) is the fallback when Postgres cannot be read: it is never above what
+    /// both sinks stored, because only that is ever committed.
+    fn start_position(&self, partition: i32) -> (Offset, Option<SinkProgress>) {
+        for attempt in 0..5u32 {
+            match self.progress.read(partition) {
+                Ok(progress) => {
+                    let offset = match resume_offset(&[progress.postgres, progress.lake]) {
+                        Some(offset) => Offset::Offset(offset),
+                        // A sink with no progress must see the partition from its start.
+                        None => Offset::Beginning,
+                    };
+                    return (offset, Some(progress));
+                }
+                Err(e) => {
+                    log::warn!("Cannot read the sinks' progress of partition {partition} (attempt {attempt}): {e}");
+                    std::thread::sleep(Duration::from_millis(200 << attempt));
+                }
+            }
+        }
+        (Offset::Stored, None)
+    }
 }
 
 impl ClientContext for SourceContext {}
 
 impl ConsumerContext for SourceContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let partitions = tpl.elements().iter().map(|e| e.partition()).collect();
-            let _ = self.rebalances.send(RebalanceEvent::Revoked(partitions));
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let partitions: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                for (topic, partition) in partitions {
+                    let (offset, progress) = self.start_position(partition);
+                    log::info!("Partition {topic}/{partition} assigned: sinks at {progress:?}, starting at {offset:?}");
+                    if let Err(e) = tpl.set_partition_offset(&topic, partition, offset) {
+                        log::error!("Cannot position {topic}/{partition}: {e}");
+                    }
+                    let _ = self.rebalances.send(RebalanceEvent::Assigned { partition, progress });
+                }
+                if let Err(e) = consumer.assign(tpl) {
+                    log::error!("Assignment failed: {e}");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let partitions = tpl.elements().iter().map(|e| e.partition()).collect();
+                let _ = self.rebalances.send(RebalanceEvent::Revoked(partitions));
+                if let Err(e) = consumer.unassign() {
+                    log::error!("Unassignment failed: {e}");
+                }
+            }
+            other => {
+                log::error!("Rebalance error: {other:?}");
+                let _ = consumer.unassign();
+            }
         }
     }
 }
@@ -51,8 +110,9 @@ impl ConsumerContext for SourceContext {
 /// The consumer type of the source.
 pub type SourceConsumer = StreamConsumer<SourceContext>;
 
-/// Creates the consumer and subscribes it to the topic.
-pub fn create_consumer(kafka: &KafkaSettings) -> Result<(SourceConsumer, mpsc::UnboundedReceiver<RebalanceEvent>), KafkaError> {
+/// Creates the consumer and subscribes it to the topic. The eager assignment protocol
+/// is used on purpose: every assignment passes through [`SourceContext::rebalance`].
+pub fn create_consumer(kafka: &KafkaSettings, progress: ProgressStore) -> Result<(SourceConsumer, mpsc::UnboundedReceiver<RebalanceEvent>), KafkaError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let consumer: SourceConsumer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
@@ -60,11 +120,12 @@ pub fn create_consumer(kafka: &KafkaSettings) -> Result<(SourceConsumer, mpsc::U
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range")
         .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
         .set("enable.partition.eof", "false")
         // Bounds what librdkafka prefetches while partitions are paused.
         .set("queued.max.messages.kbytes", "16384")
-        .create_with_context(SourceContext { rebalances: tx })?;
+        .create_with_context(SourceContext { rebalances: tx, progress })?;
     consumer.subscribe(&[&kafka.topic])?;
     Ok((consumer, rx))
 }
@@ -81,7 +142,6 @@ pub struct KafkaSource {
     rebalances: Option<mpsc::UnboundedReceiver<RebalanceEvent>>,
     stages: Stages,
     pipeline: PipelineSettings,
-    progress: ProgressStore,
     tracker: Addr<OffsetTracker>,
     stop: watch::Sender<bool>,
     finished: Option<oneshot::Receiver<()>>,
@@ -96,7 +156,6 @@ impl KafkaSource {
         topic: &str,
         stages: Stages,
         pipeline: PipelineSettings,
-        progress: ProgressStore,
         tracker: Addr<OffsetTracker>,
     ) -> Self {
         KafkaSource {
@@ -105,7 +164,6 @@ impl KafkaSource {
             rebalances: Some(rebalances),
             stages,
             pipeline,
-            progress,
             tracker,
             stop: watch::channel(false).0,
             finished: None,
@@ -124,7 +182,6 @@ impl Actor for KafkaSource {
             topic: self.topic.clone(),
             stages: self.stages.clone(),
             pipeline: self.pipeline.clone(),
-            progress: self.progress.clone(),
             tracker: self.tracker.clone(),
             partitions: HashMap::new(),
             retiring: Vec::new(),
@@ -152,8 +209,6 @@ impl Handler<StopFetching> for KafkaSource {
 }
 
 struct PartitionState {
-    /// Records before this offset are dropped until the seek lands on it.
-    seek_to: Option<(i64, Instant)>,
     pending: Vec<SourceRecord>,
     pending_since: Option<Instant>,
     overflow: VecDeque<SourceBatch>,
@@ -167,7 +222,6 @@ struct SourceLoop {
     topic: Arc<str>,
     stages: Stages,
     pipeline: PipelineSettings,
-    progress: ProgressStore,
     tracker: Addr<OffsetTracker>,
     partitions: HashMap<i32, PartitionState>,
     retiring: Vec<JoinHandle<()>>,
@@ -201,7 +255,7 @@ impl SourceLoop {
                     Ok(m) => {
                         let record = to_record(&self.topic, &m);
                         drop(m);
-                        self.on_record(record).await;
+                        self.on_record(record, &mut rebalances);
                     }
                     Err(e) => log::warn!("Kafka consumer error: {e}"),
                 },
@@ -211,22 +265,19 @@ impl SourceLoop {
         self.drain().await;
     }
 
-    async fn on_record(&mut self, record: SourceRecord) {
+    fn on_record(&mut self, record: SourceRecord, rebalances: &mut mpsc::UnboundedReceiver<RebalanceEvent>) {
         let partition = record.coords.partition;
         if !self.partitions.contains_key(&partition) {
-            self.init_partition(partition, record.coords.offset).await;
+            // The assignment event is queued behind this record: take it first.
+            while let Ok(event) = rebalances.try_recv() {
+                self.on_rebalance(event);
+            }
         }
         let max = self.pipeline.batch_max_records;
-        let Some(state) = self.partitions.get_mut(&partition) else { return };
-        if let Some((target, sought_at)) = state.seek_to {
-            if record.coords.offset != target {
-                if sought_at.elapsed() > Duration::from_secs(1) {
-                    self.seek(partition, target);
-                }
-                return;
-            }
-            state.seek_to = None;
-        }
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            log::warn!("Record {}/{partition}@{} from an unassigned partition dropped", self.topic, record.coords.offset);
+            return;
+        };
         state.pending.push(record);
         state.pending_since.get_or_insert_with(Instant::now);
         if state.pending.len() >= max {
@@ -234,65 +285,32 @@ impl SourceLoop {
         }
     }
 
-    /// First record of a newly assigned partition: resume from the sinks' progress.
-    async fn init_partition(&mut self, partition: i32, first_offset: i64) {
-        let (store, consumer, topic) = (self.progress.clone(), self.consumer.clone(), self.topic.clone());
-        let mut attempt = 0u32;
-        let (progress, low) = loop {
-            let (store, consumer, name) = (store.clone(), consumer.clone(), topic.clone());
-            let read = tokio::task::spawn_blocking(move || {
-                let progress = store.read(partition)?;
-                let (low, _) = consumer.fetch_watermarks(&name, partition, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-                Ok::<_, String>((progress, low))
-            })
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
-            match read {
-                Ok(found) => break found,
-                Err(e) => {
-                    log::warn!("Cannot read progress of {topic}/{partition} yet (attempt {attempt}): {e}");
-                    tokio::time::sleep(Duration::from_millis(200u64 << attempt.min(5))).await;
-                    attempt += 1;
+    fn on_rebalance(&mut self, event: RebalanceEvent) {
+        match event {
+            RebalanceEvent::Assigned { partition, progress } => {
+                if let Some(progress) = progress {
+                    self.tracker.do_send(Assigned { partition, postgres: progress.postgres, lake: progress.lake });
+                }
+                let (tx, rx) = mpsc::channel(self.pipeline.partition_queue_batches);
+                let task = actix::spawn(run_partition_flow(self.stages.clone(), rx));
+                let state = PartitionState { pending: Vec::new(), pending_since: None, overflow: VecDeque::new(), paused: false, flow: tx, task };
+                if let Some(old) = self.partitions.insert(partition, state) {
+                    self.retiring.push(old.task);
                 }
             }
-        };
-        // A sink with no progress must see the partition from its earliest record.
-        let resume = resume_offset(&[progress.postgres.or(Some(low)), progress.lake.or(Some(low))]).unwrap_or(low).max(low);
-        log::info!(
-            "Partition {topic}/{partition} assigned: postgres at {:?}, lake at {:?}, resuming at {resume}",
-            progress.postgres,
-            progress.lake
-        );
-        self.tracker.do_send(Assigned { partition, postgres: progress.postgres, lake: progress.lake });
-        let (tx, rx) = mpsc::channel(self.pipeline.partition_queue_batches);
-        let task = actix::spawn(run_partition_flow(self.stages.clone(), rx));
-        let seek_to = (first_offset != resume).then(|| (resume, Instant::now()));
-        self.partitions.insert(partition, PartitionState { seek_to, pending: Vec::new(), pending_since: None, overflow: VecDeque::new(), paused: false, flow: tx, task });
-        if seek_to.is_some() {
-            self.seek(partition, resume);
-        }
-    }
-
-    fn seek(&mut self, partition: i32, offset: i64) {
-        if let Err(e) = self.consumer.seek(&self.topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
-            log::warn!("Seek of {}/{partition} to {offset} failed, will retry: {e}", self.topic);
-        }
-        if let Some(state) = self.partitions.get_mut(&partition) {
-            state.seek_to = Some((offset, Instant::now()));
-        }
-    }
-
-    fn on_rebalance(&mut self, event: RebalanceEvent) {
-        let RebalanceEvent::Revoked(partitions) = event;
-        for partition in &partitions {
-            if let Some(state) = self.partitions.remove(partition) {
-                // Undispatched records are dropped: the next owner re-reads them from the
-                // sinks' progress. Dispatched ones finish; the sinks' fencing decides.
-                log::info!("Partition {}/{partition} revoked", self.topic);
-                self.retiring.push(state.task);
+            RebalanceEvent::Revoked(partitions) => {
+                for partition in &partitions {
+                    if let Some(state) = self.partitions.remove(partition) {
+                        // Undispatched records are dropped: the next owner re-reads them
+                        // from the sinks' progress. Dispatched ones finish; the sinks'
+                        // fencing decides whether they land.
+                        log::info!("Partition {}/{partition} revoked", self.topic);
+                        self.retiring.push(state.task);
+                    }
+                }
+                self.tracker.do_send(Revoked(partitions));
             }
         }
-        self.tracker.do_send(Revoked(partitions));
     }
 
     fn on_tick(&mut self) {

@@ -108,7 +108,8 @@ pub fn start(settings: &Settings, contracts: Arc<Contracts>, pool: PgPool) -> Re
         path: s.supervision.log_path.display().to_string(),
         source,
     })?);
-    let (consumer, rebalances) = create_consumer(&s.kafka)?;
+    let progress = ProgressStore { pool: pool.clone(), lake_root: s.lake.root.clone(), topic: s.kafka.topic.clone() };
+    let (consumer, rebalances) = create_consumer(&s.kafka, progress)?;
     let consumer = Arc::new(consumer);
     let tracker = OffsetTracker::new(consumer.clone(), s.kafka.topic.clone()).start();
     let (fatal_tx, fatal) = mpsc::unbounded_channel();
@@ -147,8 +148,7 @@ pub fn start(settings: &Settings, contracts: Arc<Contracts>, pool: PgPool) -> Re
         lake: lake.clone(),
         stats: stats.clone(),
     };
-    let progress = ProgressStore { pool, lake_root: s.lake.root.clone(), topic: s.kafka.topic.clone() };
-    let source = KafkaSource::new(consumer, rebalances, &s.kafka.topic, stages, s.pipeline.clone(), progress, tracker.clone()).start();
+    let source = KafkaSource::new(consumer, rebalances, &s.kafka.topic, stages, s.pipeline.clone(), tracker.clone()).start();
     spawn_summary(Duration::from_secs(s.pipeline.summary_interval_s.max(1)), stats.clone(), postgres_status.clone(), lake_status.clone());
     Ok(Running { source, postgres, lake, tracker, stats, postgres_status, lake_status, fatal })
 }

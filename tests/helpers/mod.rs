@@ -383,3 +383,96 @@ pub fn valid_records(n: usize) -> Vec<(Option<i32>, String, Option<Vec<u8>>)> {
         })
         .collect()
 }
+
+/// A point-in-time picture of both sinks, to compare before and after a replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Row counts per table.
+    pub tables: Vec<(String, i64)>,
+    /// Outcome counts.
+    pub outcomes: std::collections::BTreeMap<String, i64>,
+    /// Lake rows and distinct event ids.
+    pub lake: (i64, i64),
+    /// A hash of the sorted event ids in the lake.
+    pub lake_ids_hash: String,
+    /// A hash of the sorted event ids in Postgres.
+    pub pg_ids_hash: String,
+}
+
+impl TestEnv {
+    /// Takes a [`Snapshot`].
+    pub fn snapshot(&self) -> Snapshot {
+        let tables = ["events", "processed_events", "dead_letters", "conflicts"]
+            .iter()
+            .map(|t| (t.to_string(), self.count(&format!("SELECT count(*) AS n FROM {t}"))))
+            .collect();
+        let lake_ids = duckdb(&format!(
+            "SELECT md5(string_agg(event_id, ',' ORDER BY event_id)) FROM read_parquet('{}/**/*.parquet', hive_partitioning=true)",
+            self.lake.display()
+        ));
+        #[derive(QueryableByName)]
+        struct Hash {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            h: String,
+        }
+        let pg_ids = diesel::sql_query("SELECT md5(string_agg(event_id::text, ',' ORDER BY event_id::text)) AS h FROM events")
+            .get_result::<Hash>(&mut self.pg())
+            .map(|h| h.h)
+            .unwrap_or_default();
+        Snapshot {
+            tables,
+            outcomes: self.outcomes().into_iter().collect(),
+            lake: self.lake_counts_duckdb(),
+            lake_ids_hash: lake_ids.trim().to_string(),
+            pg_ids_hash: pg_ids,
+        }
+    }
+
+    /// Commits `offset` for every partition of the source topic in the processor's
+    /// group (what `kafka-consumer-groups --reset-offsets` does); the group must be idle.
+    pub fn reset_group(&self, partitions: i32, offset: i64) {
+        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.brokers).set("group.id", &self.group).create().expect("consumer");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(&self.topic, p, rdkafka::Offset::Offset(offset)).unwrap();
+        }
+        consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync).expect("reset committed offsets");
+    }
+
+    /// Waits until the processor has consumed, stored and committed everything produced.
+    pub fn wait_drained(&self, partitions: i32, timeout: Duration) {
+        let end = self.high_watermarks(partitions);
+        let total: i64 = end.iter().sum();
+        wait_until("every record is accounted for in Postgres", timeout, || self.outcomes_total() == total);
+        wait_until("offsets are committed to the end", timeout, || self.committed(partitions) == end);
+    }
+}
+
+/// Records with `n` fresh valid events, `dups` repeats of some of them, `conflicts`
+/// changed repeats and `invalid` contract violations, spread over the partitions by key.
+/// Returns the records and the set of event ids that must be accepted.
+pub fn mixed_records(n: usize, dups: usize, conflicts: usize, invalid: usize) -> (Vec<(Option<i32>, String, Option<Vec<u8>>)>, std::collections::BTreeSet<String>) {
+    let mut records = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut originals = Vec::new();
+    for i in 0..n {
+        let account = format!("acc_{i:06}");
+        let id = uuid::Uuid::new_v4().to_string();
+        let value = account_created(&id, &account);
+        originals.push((account.clone(), value.clone()));
+        ids.insert(id);
+        records.push((None, account, Some(value.into_bytes())));
+    }
+    for i in 0..dups {
+        let (account, value) = &originals[(i * 7) % n];
+        records.push((None, account.clone(), Some(value.clone().into_bytes())));
+    }
+    for i in 0..conflicts {
+        let (account, value) = &originals[(i * 13 + 1) % n];
+        records.push((None, account.clone(), Some(value.replace("software", "finance").into_bytes())));
+    }
+    for i in 0..invalid {
+        records.push((None, format!("bad_{i}"), Some(format!("{{\"broken\": {i}").into_bytes())));
+    }
+    (records, ids)
+}
