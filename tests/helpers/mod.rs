@@ -255,7 +255,7 @@ impl TestEnv {
         self.outcomes().values().sum()
     }
 
-    /// Committed offsets of the processor's group, per partition.
+    /// Committed offsets of the processor's group, per partition (-1: none).
     pub fn committed(&self, partitions: i32) -> Vec<i64> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
@@ -268,7 +268,10 @@ impl TestEnv {
         }
         let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
         (0..partitions)
-            .map(|p| committed.find_partition(&self.topic, p).and_then(|e| e.offset().to_raw()).unwrap_or(-1))
+            .map(|p| match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
+                Some(rdkafka::Offset::Offset(o)) => o,
+                _ => -1,
+            })
             .collect()
     }
 
