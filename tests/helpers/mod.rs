@@ -131,6 +131,8 @@ impl TestEnv {
             .set("bootstrap.servers", &self.brokers)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "1000000")
+            .set("queue.buffering.max.kbytes", "1048576")
             .create()
             .expect("producer")
     }
@@ -478,4 +480,74 @@ pub fn mixed_records(n: usize, dups: usize, conflicts: usize, invalid: usize) ->
         records.push((None, format!("bad_{i}"), Some(format!("{{\"broken\": {i}").into_bytes())));
     }
     (records, ids)
+}
+
+/// A PostgreSQL cluster of the test's own, so an outage test can stop it without
+/// disturbing the tests that share the stack's server.
+pub struct PrivatePostgres {
+    /// Its URL (database `eventline`).
+    pub url: String,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+fn as_postgres_user(program: &str, args: &[&str]) -> std::process::Output {
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let mut command = if is_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", program]);
+        c
+    } else {
+        Command::new(program)
+    };
+    command.args(args).output().expect("postgres binaries run")
+}
+
+impl PrivatePostgres {
+    /// initdb + start on a free port.
+    pub fn start() -> PrivatePostgres {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::Builder::new().prefix("eventline-pg-").tempdir_in("/tmp").unwrap();
+        let _ = Command::new("chown").args(["postgres:", &dir.path().display().to_string()]).status();
+        let data = dir.path().join("data").display().to_string();
+        let out = as_postgres_user(&format!("{PG_BIN}/initdb"), &["-D", &data, "-U", "eventline", "--auth=trust", "-E", "UTF8"]);
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let pg = PrivatePostgres { url: format!("postgres://eventline@127.0.0.1:{port}/eventline"), port, dir };
+        pg.start_again();
+        let mut admin = PgConnection::establish(&format!("postgres://eventline@127.0.0.1:{port}/postgres")).unwrap();
+        diesel::sql_query("CREATE DATABASE eventline").execute(&mut admin).unwrap();
+        pg
+    }
+
+    /// Starts the stopped server and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let data = self.dir.path().join("data").display().to_string();
+        let log = self.dir.path().join("postgres.log").display().to_string();
+        let options = format!("-p {} -c listen_addresses=127.0.0.1 -k {}", self.port, self.dir.path().display());
+        let out = as_postgres_user(&format!("{PG_BIN}/pg_ctl"), &["-D", &data, "-l", &log, "-o", &options, "-w", "start"]);
+        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Stops the server the hard way (like a crash: WAL recovery at the next start).
+    pub fn crash(&self) {
+        let data = self.dir.path().join("data").display().to_string();
+        let out = as_postgres_user(&format!("{PG_BIN}/pg_ctl"), &["-D", &data, "-m", "immediate", "-w", "stop"]);
+        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data").display().to_string();
+        let _ = as_postgres_user(&format!("{PG_BIN}/pg_ctl"), &["-D", &data, "-m", "immediate", "-w", "stop"]);
+    }
+}
+
+impl TestEnv {
+    /// Points the processor and the assertions at another database.
+    pub fn use_database(&mut self, url: &str) {
+        self.db_url = url.to_string();
+    }
 }

@@ -1,0 +1,82 @@
+//! Exactly once in both sinks whatever happens to the process or the database (P2):
+//! a Postgres crash mid-run, kill -9 at random moments, a second process in the group.
+
+mod helpers;
+
+use eventline::supervision_log::{read_entries, EntryKind};
+use helpers::*;
+use rand::Rng;
+use std::time::Duration;
+
+fn assert_exactly_once(env: &TestEnv, accepted: usize, total: usize) {
+    assert_eq!(env.count("SELECT count(*) AS n FROM events"), accepted as i64, "rows in events");
+    assert_eq!(env.count("SELECT count(*) AS n FROM processed_events"), accepted as i64, "first sightings");
+    assert_eq!(env.lake_counts_duckdb(), (accepted as i64, accepted as i64), "lake rows and distinct ids");
+    assert_eq!(env.outcomes_total(), total as i64, "P1: one outcome per record");
+    let snapshot = env.snapshot();
+    assert_eq!(snapshot.lake_ids_hash, snapshot.pg_ids_hash, "the lake and Postgres hold the same events");
+}
+
+#[test]
+fn a_postgres_crash_mid_run_loses_nothing_and_duplicates_nothing() {
+    let pg = PrivatePostgres::start();
+    let mut env = TestEnv::new(3);
+    env.use_database(&pg.url);
+    let (first, ids_a) = mixed_records(3_000, 100, 10, 10);
+    let (second, ids_b) = mixed_records(3_000, 100, 10, 10);
+    env.produce(&first);
+    let p = env.start_processor(&[("EVENTLINE__PIPELINE__BATCH_MAX_RECORDS", "200")]);
+    wait_until("some events are in Postgres", Duration::from_secs(60), || env.count("SELECT count(*) AS n FROM events") > 0);
+
+    pg.crash();
+    env.produce(&second);
+    wait_until("the processor notices the outage", Duration::from_secs(30), || {
+        let log = env.processor_log(p);
+        log.contains("failed, retrying") || log.contains("Cannot read") || read_entries(&env.supervision_log).unwrap_or_default().iter().any(|e| e.kind == EntryKind::Failure)
+    });
+    std::thread::sleep(Duration::from_secs(2)); // keep the database down a little longer: an outage, not a blip
+    pg.start_again();
+
+    env.wait_drained(3, Duration::from_secs(120));
+    wait_until("the lake holds every accepted event", Duration::from_secs(30), || env.lake_rows() == (ids_a.len() + ids_b.len()) as i64);
+    assert_exactly_once(&env, ids_a.len() + ids_b.len(), first.len() + second.len());
+    assert_eq!(env.stop_processor(p), 0, "still running and exits cleanly:\n{}", env.processor_log(p));
+}
+
+#[test]
+fn kill_9_at_random_moments_during_100k_events_stores_each_exactly_once() {
+    let mut env = TestEnv::new(3);
+    let (records, ids) = mixed_records(95_000, 4_000, 500, 500);
+    env.produce(&records);
+    let mut rng = rand::thread_rng();
+    for _ in 0..5 {
+        let p = env.start_processor(&[]);
+        std::thread::sleep(Duration::from_millis(rng.gen_range(700..2_500))); // a random moment, not a synchronisation
+        env.kill_processor(p);
+    }
+    assert!(env.outcomes_total() < records.len() as i64, "the kills happened mid-stream");
+    let p = env.start_processor(&[]);
+    env.wait_drained(3, Duration::from_secs(180));
+    wait_until("the lake holds every accepted event", Duration::from_secs(60), || env.lake_rows() == ids.len() as i64);
+    assert_exactly_once(&env, ids.len(), records.len());
+    let outcomes = env.outcomes();
+    assert_eq!((outcomes["accepted"], outcomes["duplicate"], outcomes["conflict"], outcomes["dead_letter"]), (95_000, 4_000, 500, 500));
+    assert_eq!(env.stop_processor(p), 0);
+}
+
+#[test]
+fn two_processes_in_one_group_with_one_stopped_mid_run_store_each_event_once() {
+    let mut env = TestEnv::new(4);
+    let (records, ids) = mixed_records(20_000, 500, 50, 50);
+    let a = env.start_processor(&[("EVENTLINE__PIPELINE__BATCH_MAX_RECORDS", "500")]);
+    let b = env.start_processor(&[("EVENTLINE__PIPELINE__BATCH_MAX_RECORDS", "500")]);
+    env.produce(&records[..10_000]);
+    wait_until("both processes are working", Duration::from_secs(60), || env.outcomes_total() > 2_000);
+    assert_eq!(env.stop_processor(a), 0);
+    env.produce(&records[10_000..]);
+    env.wait_drained(4, Duration::from_secs(120));
+    wait_until("the lake holds every accepted event", Duration::from_secs(60), || env.lake_rows() == ids.len() as i64);
+    assert_exactly_once(&env, ids.len(), records.len());
+    assert!(env.processor_log(a).contains("assigned") && env.processor_log(b).contains("assigned"));
+    assert_eq!(env.stop_processor(b), 0);
+}
