@@ -25,6 +25,8 @@ enum Command {
     Config,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Publish events: a validated JSON lines file, or generated CRM traffic.
+    Produce(ProduceArgs),
     /// Print the supervision log (writer starts, failures, restarts, recoveries).
     Supervision {
         /// Only entries newer than this: an RFC 3339 time or an age like 30s, 10m, 2h, 1d.
@@ -43,6 +45,61 @@ enum Command {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct ProduceArgs {
+    /// JSON lines file of events (`-` for stdin); every line is validated first.
+    #[arg(long, conflicts_with = "generate", required_unless_present = "generate")]
+    file: Option<PathBuf>,
+    /// Send the file's lines as they are, without validation (`null` is a tombstone).
+    #[arg(long, requires = "file")]
+    raw: bool,
+    /// Generate this many records of synthetic CRM traffic.
+    #[arg(long)]
+    generate: Option<u64>,
+    /// Events per second (default: as fast as the broker takes them).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Same seed and start time: identical records.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Time of the first generated event, RFC 3339 (default: today 08:00 UTC).
+    #[arg(long)]
+    start_time: Option<String>,
+    /// Only these event types, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    types: Vec<String>,
+    /// Share of exact duplicates of earlier records.
+    #[arg(long, default_value_t = 0.0)]
+    duplicate_ratio: f64,
+    /// Share of records reusing an earlier event_id with other content.
+    #[arg(long, default_value_t = 0.0)]
+    conflict_ratio: f64,
+    /// Share of contract-breaking records, sent raw on purpose (for drills).
+    #[arg(long, default_value_t = 0.0)]
+    invalid_ratio: f64,
+    /// Share of events with a timestamp in the past.
+    #[arg(long, default_value_t = 0.0)]
+    late_ratio: f64,
+    /// How far in the past a late event can be: 30s, 10m, 2h, 1d.
+    #[arg(long, default_value = "1h")]
+    max_lateness: String,
+    /// Share of tombstones (null values).
+    #[arg(long, default_value_t = 0.0)]
+    tombstone_ratio: f64,
+    /// Save exactly what was sent, one value per line, to replay it with --file --raw.
+    #[arg(long)]
+    write_jsonl: Option<PathBuf>,
+    /// Exit 0 even when lines were rejected.
+    #[arg(long)]
+    skip_invalid: bool,
+    /// Validate only; send nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Topic (default: kafka.topic from the settings).
+    #[arg(long)]
+    topic: Option<String>,
 }
 
 fn main() {
@@ -79,6 +136,7 @@ fn execute(cli: Cli) -> Result<i32> {
             println!("migrations applied");
             Ok(0)
         }
+        Command::Produce(args) => produce(&load(&cli.settings_dir)?, args),
         Command::Supervision { since, actor, follow, json, file } => {
             let path = match file {
                 Some(path) => path,
@@ -90,20 +148,74 @@ fn execute(cli: Cli) -> Result<i32> {
     }
 }
 
-fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
-    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(at.with_timezone(&chrono::Utc));
-    }
+fn parse_age(text: &str) -> Result<chrono::Duration> {
     let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: i64 = digits.parse().with_context(|| format!("--since {text:?}: expected an RFC 3339 time or an age like 10m"))?;
-    let seconds = match unit {
+    let n: i64 = digits.parse().with_context(|| format!("{text:?}: expected an age like 30s, 10m, 2h or 1d"))?;
+    Ok(chrono::Duration::seconds(match unit {
         "s" | "" => n,
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86400,
-        _ => bail!("--since {text:?}: unit must be s, m, h or d"),
+        _ => bail!("{text:?}: unit must be s, m, h or d"),
+    }))
+}
+
+fn produce(settings: &Settings, a: ProduceArgs) -> Result<i32> {
+    use eventline::generator::{GeneratorConfig, EVENT_TYPES};
+    use eventline::produce_run::{produce, ProduceOptions, Source};
+    for (name, ratio) in [("--duplicate-ratio", a.duplicate_ratio), ("--conflict-ratio", a.conflict_ratio), ("--invalid-ratio", a.invalid_ratio), ("--late-ratio", a.late_ratio), ("--tombstone-ratio", a.tombstone_ratio)] {
+        if !(0.0..=1.0).contains(&ratio) {
+            bail!("{name} must be between 0 and 1, got {ratio}");
+        }
+    }
+    if let Some(unknown) = a.types.iter().find(|t| !EVENT_TYPES.contains(&t.as_str())) {
+        bail!("--types: unknown event type {unknown:?}; known: {}", EVENT_TYPES.join(", "));
+    }
+    let limits = eventline::contract::Limits { max_record_bytes: settings.pipeline.max_record_bytes, max_json_depth: settings.pipeline.max_json_depth };
+    let contracts = eventline::contract::Contracts::load(&settings.pipeline.contracts_dir, limits)?;
+    let source = match (a.file, a.generate) {
+        (Some(path), _) => Source::File { path, raw: a.raw },
+        (None, Some(count)) => {
+            let start_time = match a.start_time {
+                Some(t) => chrono::DateTime::parse_from_rfc3339(&t).with_context(|| format!("--start-time {t:?}"))?.with_timezone(&chrono::Utc),
+                None => chrono::Utc::now().date_naive().and_hms_opt(8, 0, 0).expect("valid time").and_utc(),
+            };
+            let types = if a.types.is_empty() { EVENT_TYPES.iter().map(|t| t.to_string()).collect() } else { a.types };
+            let config = GeneratorConfig {
+                seed: a.seed,
+                start_time,
+                types,
+                duplicate_ratio: a.duplicate_ratio,
+                conflict_ratio: a.conflict_ratio,
+                invalid_ratio: a.invalid_ratio,
+                late_ratio: a.late_ratio,
+                max_lateness: parse_age(&a.max_lateness).context("--max-lateness")?,
+                tombstone_ratio: a.tombstone_ratio,
+            };
+            Source::Generate { count, config }
+        }
+        (None, None) => bail!("give --file or --generate"),
     };
-    Ok(chrono::Utc::now() - chrono::Duration::seconds(seconds))
+    let options = ProduceOptions {
+        brokers: settings.kafka.brokers.clone(),
+        topic: a.topic.unwrap_or_else(|| settings.kafka.topic.clone()),
+        source,
+        rate: a.rate,
+        dry_run: a.dry_run,
+        write_jsonl: a.write_jsonl,
+    };
+    let summary = produce(&options, &contracts).context("producing")?;
+    eprint!("{}", summary.report());
+    let rejected: u64 = summary.rejected.values().sum();
+    let failed: u64 = summary.failed.values().sum();
+    Ok(if failed > 0 || (rejected > 0 && !a.skip_invalid) { 1 } else { 0 })
+}
+
+fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    Ok(chrono::Utc::now() - parse_age(text).context("--since: expected an RFC 3339 time or an age")?)
 }
 
 fn print_supervision(path: &std::path::Path, since: Option<chrono::DateTime<chrono::Utc>>, actor: Option<&str>, follow: bool, json: bool) -> Result<i32> {

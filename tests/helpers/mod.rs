@@ -551,3 +551,36 @@ impl TestEnv {
         self.db_url = url.to_string();
     }
 }
+
+impl TestEnv {
+    /// Runs `eventline ARGS` with this test's settings; returns (exit code, stderr).
+    pub fn eventline(&self, args: &[&str]) -> (i32, String) {
+        let mut command = Command::new(binary());
+        command.args(args).current_dir(repo());
+        for (k, v) in self.processor_env() {
+            command.env(k, v);
+        }
+        let out = command.output().expect("eventline runs");
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// Reads every record of `topic` from the start: (partition, key, value).
+    pub fn read_topic(&self, topic: &str, expected: usize) -> Vec<(i32, String, Option<Vec<u8>>)> {
+        use rdkafka::message::Message;
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", format!("{}-reader-{}", self.group, uuid::Uuid::new_v4()))
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let mut out = Vec::new();
+        wait_until(&format!("{expected} records are read from {topic}"), Duration::from_secs(60), || {
+            while let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                out.push((m.partition(), String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(), m.payload().map(<[u8]>::to_vec)));
+            }
+            out.len() >= expected
+        });
+        out
+    }
+}
