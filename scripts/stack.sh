@@ -200,7 +200,16 @@ case "${1:-}" in
   status) status ;;
   logs)   tail -n "${LINES_TO_SHOW:-40}" "$KAFKA_DIR/logs/server.log" "$PG_DIR/postgres.log" 2>/dev/null || true ;;
   clean)  kafka_down; pg_down; rm -rf "$KAFKA_DIR" "$(readlink -f "$PG_DIR" 2>/dev/null || echo "$PG_DIR")" "$PG_DIR" "$DEV" ;;
-  pg-stop)  pg_down ;;          # used by the Postgres-outage tests and drills
+  pg-stop)  pg_down ;;          # used by drills
   pg-start) pg_up ;;
-  *) echo "usage: $0 up|down|status|logs|clean" >&2; exit 2 ;;
+  # topic NAME PARTITIONS [recreate]: create a topic (deleting it first with "recreate")
+  topic)
+    if [ "${4:-}" = recreate ]; then
+      kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_HOST:$KAFKA_PORT" --delete --if-exists --topic "$2" >/dev/null 2>&1 || true
+      # Deletion is asynchronous: wait until the name is free again.
+      for _ in $(seq 1 60); do kafka_answers 2>/dev/null | grep -qx "$2" || break; sleep 0.5; done
+    fi
+    create_topic "$2" "$3" ;;
+  psql) shift; psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$@" ;;
+  *) echo "usage: $0 up|down|status|logs|clean|topic NAME PARTITIONS [recreate]|psql ARGS" >&2; exit 2 ;;
 esac
