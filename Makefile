@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: up down status logs clean build demo test unit-test deps
+.PHONY: up down status logs clean build demo test deps drill
 
 ## Local stack (Kafka + PostgreSQL, no Docker)
 up:
@@ -32,3 +32,8 @@ demo: deps up build
 test: deps up
 	$(CARGO) build --release --bin eventline
 	EVENTLINE_BIN=$(CURDIR)/target/release/eventline $(CARGO) test --release -- --test-threads=4
+
+## Every replay and fault drill against the local stack (reports in reports/)
+drill: deps up build
+	@set -e; for d in "kill" "sink-crash --sink parquet" "sink-crash --sink postgres" "db-outage" "resend" "replay --rebuild-lake" "verify"; do \
+	  echo "== eventline drill $$d"; target/release/eventline drill $$d; done

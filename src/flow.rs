@@ -48,6 +48,29 @@ pub async fn run_partition_flow(stages: Stages, mut batches: tokio::sync::mpsc::
     }
 }
 
+/// Outcome counters per event type (and error class for dead letters), once per batch.
+fn record_outcomes(batch: &crate::record::DecidedBatch, consumed: usize) {
+    let m = crate::metrics::metrics();
+    m.consumed.inc_by(consumed as u64);
+    let mut counts: std::collections::HashMap<(&str, &str, &str), u64> = std::collections::HashMap::new();
+    for e in &batch.accepted {
+        *counts.entry(("accepted", e.event_type.as_str(), "")).or_default() += 1;
+    }
+    for c in &batch.conflicts {
+        *counts.entry(("conflict", c.event.event_type.as_str(), "")).or_default() += 1;
+    }
+    for d in &batch.dead {
+        *counts.entry(("dead_letter", d.event_type.as_deref().unwrap_or("unknown"), d.class.as_str())).or_default() += 1;
+    }
+    if !batch.duplicates.is_empty() {
+        // Duplicates carry only coordinates; their type is the first sighting's.
+        counts.insert(("duplicate", "any", ""), batch.duplicates.len() as u64);
+    }
+    for ((outcome, event_type, class), n) in counts {
+        m.outcomes.with_label_values(&[outcome, event_type, class]).inc_by(n);
+    }
+}
+
 async fn process(stages: &Stages, batch: SourceBatch) -> Result<(), MailboxError> {
     let (topic, partition, count) = (batch.topic.clone(), batch.partition, batch.records.len());
     let mut checked = stages.validator.send(Validate(batch)).await?;
@@ -75,6 +98,7 @@ async fn process(stages: &Stages, batch: SourceBatch) -> Result<(), MailboxError
             }
         }
     }
+    record_outcomes(&decided, count);
     let stats = &stages.stats;
     Stats::add(&stats.consumed, count);
     Stats::add(&stats.accepted, decided.accepted.len());

@@ -8,6 +8,7 @@
 //! progress and starts the partition at the lower one, so a rebalance or restart
 //! neither skips nor re-stores anything (each sink skips what it already has).
 
+use crate::admin::Health;
 use crate::flow::{run_partition_flow, Stages};
 use crate::offset_tracker::{Assigned, OffsetTracker, Revoked};
 use crate::progress::resume_offset;
@@ -143,6 +144,7 @@ pub struct KafkaSource {
     stages: Stages,
     pipeline: PipelineSettings,
     tracker: Addr<OffsetTracker>,
+    health: Arc<Health>,
     stop: watch::Sender<bool>,
     finished: Option<oneshot::Receiver<()>>,
 }
@@ -157,6 +159,7 @@ impl KafkaSource {
         stages: Stages,
         pipeline: PipelineSettings,
         tracker: Addr<OffsetTracker>,
+        health: Arc<Health>,
     ) -> Self {
         KafkaSource {
             consumer,
@@ -165,6 +168,7 @@ impl KafkaSource {
             stages,
             pipeline,
             tracker,
+            health,
             stop: watch::channel(false).0,
             finished: None,
         }
@@ -183,6 +187,7 @@ impl Actor for KafkaSource {
             stages: self.stages.clone(),
             pipeline: self.pipeline.clone(),
             tracker: self.tracker.clone(),
+            health: self.health.clone(),
             partitions: HashMap::new(),
             retiring: Vec::new(),
         };
@@ -223,6 +228,7 @@ struct SourceLoop {
     stages: Stages,
     pipeline: PipelineSettings,
     tracker: Addr<OffsetTracker>,
+    health: Arc<Health>,
     partitions: HashMap<i32, PartitionState>,
     retiring: Vec<JoinHandle<()>>,
 }
@@ -259,7 +265,10 @@ impl SourceLoop {
                     }
                     Err(e) => log::warn!("Kafka consumer error: {e}"),
                 },
-                _ = tick.tick() => self.on_tick(),
+                _ = tick.tick() => {
+                    self.health.beat();
+                    self.on_tick();
+                }
             }
         }
         self.drain().await;
@@ -297,6 +306,7 @@ impl SourceLoop {
                 if let Some(old) = self.partitions.insert(partition, state) {
                     self.retiring.push(old.task);
                 }
+                self.publish_assignment();
             }
             RebalanceEvent::Revoked(partitions) => {
                 for partition in &partitions {
@@ -309,8 +319,15 @@ impl SourceLoop {
                     }
                 }
                 self.tracker.do_send(Revoked(partitions));
+                self.publish_assignment();
             }
         }
+    }
+
+    fn publish_assignment(&self) {
+        let n = self.partitions.len() as i64;
+        self.health.assigned.store(n, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::metrics().assigned_partitions.set(n);
     }
 
     fn on_tick(&mut self) {

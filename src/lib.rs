@@ -9,17 +9,21 @@
 //! [`contract`], [`dedup`], [`progress`], [`lake_layout`], [`restart_policy`].
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod contract;
 pub mod db;
 pub mod dead_letter;
 pub mod dedup;
 pub mod deduplicator;
+pub mod drill;
 pub mod flow;
 pub mod generator;
 pub mod kafka_source;
 pub mod lake_files;
 pub mod lake_layout;
 pub mod lake_log;
+pub mod lake_reader;
+pub mod metrics;
 pub mod offset_tracker;
 pub mod parquet_writer;
 pub mod pipeline;

@@ -27,6 +27,8 @@ enum Command {
     Migrate,
     /// Publish events: a validated JSON lines file, or generated CRM traffic.
     Produce(ProduceArgs),
+    /// Run a replay or fault drill against the configured stack and report PASS/FAIL.
+    Drill(DrillArgs),
     /// Print the supervision log (writer starts, failures, restarts, recoveries).
     Supervision {
         /// Only entries newer than this: an RFC 3339 time or an age like 30s, 10m, 2h, 1d.
@@ -102,6 +104,55 @@ struct ProduceArgs {
     topic: Option<String>,
 }
 
+#[derive(clap::Args)]
+struct DrillArgs {
+    /// Which drill.
+    #[arg(value_enum)]
+    name: eventline::drill::DrillName,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Where the markdown report and the processor logs go.
+    #[arg(long, default_value = "reports")]
+    reports_dir: PathBuf,
+    /// Records of generated traffic (kill, sink-crash, db-outage).
+    #[arg(long, default_value_t = 20_000)]
+    events: u64,
+    /// Generator seed (default: random, printed in the report).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// kill: how many times to kill -9 the processor.
+    #[arg(long, default_value_t = 3)]
+    kills: u32,
+    /// sink-crash: which sink fails.
+    #[arg(long, default_value = "parquet", value_parser = ["postgres", "parquet"])]
+    sink: String,
+    /// replay: rewind to this time (RFC 3339) instead of the earliest offsets.
+    #[arg(long, conflicts_with = "to_offset")]
+    to_timestamp: Option<String>,
+    /// replay: rewind every partition to this offset.
+    #[arg(long)]
+    to_offset: Option<i64>,
+    /// replay: also move the lake aside and rebuild it from the log.
+    #[arg(long)]
+    rebuild_lake: bool,
+    /// resend: how many processed events to re-publish.
+    #[arg(long, default_value_t = 200)]
+    resend: usize,
+    /// db-outage: shell command that stops Postgres.
+    #[arg(long, default_value = "scripts/stack.sh pg-stop")]
+    pg_stop_cmd: String,
+    /// db-outage: shell command that starts Postgres.
+    #[arg(long, default_value = "scripts/stack.sh pg-start")]
+    pg_start_cmd: String,
+    /// db-outage: how long Postgres stays down: 5s, 1m.
+    #[arg(long, default_value = "5s")]
+    outage: String,
+    /// Upper bound for any wait: 300s, 10m.
+    #[arg(long, default_value = "10m")]
+    timeout: String,
+}
+
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).format_timestamp_millis().init();
     let cli = Cli::parse();
@@ -136,6 +187,7 @@ fn execute(cli: Cli) -> Result<i32> {
             println!("migrations applied");
             Ok(0)
         }
+        Command::Drill(args) => drill(load(&cli.settings_dir)?, args),
         Command::Produce(args) => produce(&load(&cli.settings_dir)?, args),
         Command::Supervision { since, actor, follow, json, file } => {
             let path = match file {
@@ -158,6 +210,42 @@ fn parse_age(text: &str) -> Result<chrono::Duration> {
         "d" => n * 86400,
         _ => bail!("{text:?}: unit must be s, m, h or d"),
     }))
+}
+
+fn drill(settings: Settings, a: DrillArgs) -> Result<i32> {
+    use eventline::drill::{kafka_ops::RewindTo, DrillContext};
+    let (_, pool) = eventline::pipeline::prepare(&settings).context("connecting to Postgres")?;
+    let rewind = match (&a.to_timestamp, a.to_offset) {
+        (Some(t), _) => RewindTo::Timestamp(chrono::DateTime::parse_from_rfc3339(t).with_context(|| format!("--to-timestamp {t:?}"))?.timestamp_millis()),
+        (None, Some(o)) => RewindTo::Offset(o),
+        (None, None) => RewindTo::Earliest,
+    };
+    let seconds = |text: &str, flag: &str| -> Result<Duration> { Ok(Duration::from_secs(parse_age(text).with_context(|| flag.to_string())?.num_seconds().max(0) as u64)) };
+    let ctx = DrillContext {
+        settings,
+        pool,
+        reports_dir: a.reports_dir,
+        events: a.events,
+        seed: a.seed.unwrap_or_else(rand::random),
+        kills: a.kills,
+        sink: a.sink,
+        rewind,
+        rebuild_lake: a.rebuild_lake,
+        resend: a.resend,
+        pg_stop: a.pg_stop_cmd,
+        pg_start: a.pg_start_cmd,
+        outage: seconds(&a.outage, "--outage")?,
+        timeout: seconds(&a.timeout, "--timeout")?,
+    };
+    let report = eventline::drill::run(a.name, &ctx);
+    let saved = report.save(&ctx.reports_dir).with_context(|| format!("saving the report in {}", ctx.reports_dir.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+        println!("report: {}", saved.display());
+    }
+    Ok(if report.passed { 0 } else { 1 })
 }
 
 fn produce(settings: &Settings, a: ProduceArgs) -> Result<i32> {

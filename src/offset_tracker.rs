@@ -2,7 +2,9 @@
 //! minimum of the sinks' progress. The sinks' own progress is the truth the source
 //! resumes from; the committed offset is kept so that lag tools see the real backlog.
 
+use crate::admin::Health;
 use crate::kafka_source::SourceConsumer;
+use crate::metrics::metrics;
 use crate::progress::committable;
 use crate::sink::SinkId;
 use actix::prelude::*;
@@ -63,12 +65,38 @@ pub struct OffsetTracker {
     consumer: Arc<SourceConsumer>,
     topic: String,
     partitions: HashMap<i32, PartitionProgress>,
+    health: Arc<Health>,
 }
 
 impl OffsetTracker {
     /// A tracker committing through `consumer`.
-    pub fn new(consumer: Arc<SourceConsumer>, topic: String) -> Self {
-        OffsetTracker { consumer, topic, partitions: HashMap::new() }
+    pub fn new(consumer: Arc<SourceConsumer>, topic: String, health: Arc<Health>) -> Self {
+        OffsetTracker { consumer, topic, partitions: HashMap::new(), health }
+    }
+
+    /// Lag per partition from fresh high watermarks (a blocking call, off the event loop).
+    fn refresh_lag(&mut self, ctx: &mut Context<Self>) {
+        let partitions: Vec<(i32, i64)> = self
+            .partitions
+            .iter()
+            .map(|(p, s)| (*p, s.committed.or(committable(&[s.postgres, s.lake])).unwrap_or(0)))
+            .collect();
+        let (consumer, topic) = (self.consumer.clone(), self.topic.clone());
+        let lookup = tokio::task::spawn_blocking(move || {
+            partitions
+                .into_iter()
+                .filter_map(|(p, done)| consumer.fetch_watermarks(&topic, p, Duration::from_secs(2)).ok().map(|(_, high)| (p, (high - done).max(0))))
+                .collect::<Vec<_>>()
+        });
+        ctx.spawn(
+            async move { lookup.await.unwrap_or_default() }.into_actor(self).map(|lags, act, _| {
+                let m = metrics();
+                for (p, lag) in &lags {
+                    m.consumer_lag.with_label_values(&[&p.to_string()]).set(*lag);
+                }
+                act.health.lag.store(lags.iter().map(|(_, l)| l).sum(), std::sync::atomic::Ordering::Relaxed);
+            }),
+        );
     }
 
     /// The partitions whose committable offset moved, with that offset.
@@ -94,6 +122,7 @@ impl OffsetTracker {
                     if let Some(s) = self.partitions.get_mut(&partition) {
                         s.committed = Some(offset);
                     }
+                    metrics().committed_offset.with_label_values(&[&partition.to_string()]).set(offset);
                 }
                 Ok(())
             }
@@ -112,6 +141,7 @@ impl Actor for OffsetTracker {
                 log::debug!("Offset commit deferred: {e}");
             }
         });
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.refresh_lag(ctx));
     }
 }
 
@@ -129,6 +159,7 @@ impl Handler<Revoked> for OffsetTracker {
     fn handle(&mut self, msg: Revoked, _: &mut Context<Self>) {
         for partition in msg.0 {
             self.partitions.remove(&partition);
+            let _ = metrics().consumer_lag.remove_label_values(&[&partition.to_string()]);
         }
     }
 }

@@ -135,6 +135,11 @@ impl ParquetWriter {
             return Err(lake_error(e));
         }
         lake_log::publish(root, &entry).map_err(lake_error)?;
+        let m = crate::metrics::metrics();
+        for file in &entry.files {
+            m.lake_files.inc();
+            m.lake_bytes.inc_by(std::fs::metadata(root.join(&file.path)).map(|md| md.len()).unwrap_or(0));
+        }
         lake_log::remove_stale_staging(root, &buf.topic, buf.partition, version).map_err(lake_error)?;
         buf.version = version;
         buf.durable = Some(next);

@@ -6,6 +6,7 @@
 //!                  -> OffsetTracker (commits what both sinks stored)
 //! ```
 
+use crate::admin::{self, AdminState, Health};
 use crate::contract::{Contracts, Limits};
 use crate::db::{self, PgPool};
 use crate::dead_letter::DeadLetterPublisher;
@@ -42,6 +43,14 @@ pub enum StartError {
     /// The Kafka client could not be created.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The admin server could not bind.
+    #[error("admin server on {listen} (admin.listen): {source}")]
+    Admin {
+        /// The address.
+        listen: String,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// The supervision log could not be opened.
     #[error("supervision log {path}: {source}")]
     SupervisionLog {
@@ -111,7 +120,10 @@ pub fn start(settings: &Settings, contracts: Arc<Contracts>, pool: PgPool) -> Re
     let progress = ProgressStore { pool: pool.clone(), lake_root: s.lake.root.clone(), topic: s.kafka.topic.clone() };
     let (consumer, rebalances) = create_consumer(&s.kafka, progress)?;
     let consumer = Arc::new(consumer);
-    let tracker = OffsetTracker::new(consumer.clone(), s.kafka.topic.clone()).start();
+    let health = Arc::new(Health::default());
+    health.beat();
+    health.progressed();
+    let tracker = OffsetTracker::new(consumer.clone(), s.kafka.topic.clone(), health.clone()).start();
     let (fatal_tx, fatal) = mpsc::unbounded_channel();
     let policy = RestartPolicy::new(
         Duration::from_millis(s.supervision.backoff_initial_ms),
@@ -127,6 +139,7 @@ pub fn start(settings: &Settings, contracts: Arc<Contracts>, pool: PgPool) -> Re
         tracker: tracker.clone(),
         fatal: fatal_tx.clone(),
         status: status.clone(),
+        health: health.clone(),
     };
     let (postgres_status, lake_status) = (Arc::new(SinkStatus::default()), Arc::new(SinkStatus::default()));
     let pg_pool = pool.clone();
@@ -148,7 +161,16 @@ pub fn start(settings: &Settings, contracts: Arc<Contracts>, pool: PgPool) -> Re
         lake: lake.clone(),
         stats: stats.clone(),
     };
-    let source = KafkaSource::new(consumer, rebalances, &s.kafka.topic, stages, s.pipeline.clone(), tracker.clone()).start();
+    let source = KafkaSource::new(consumer, rebalances, &s.kafka.topic, stages, s.pipeline.clone(), tracker.clone(), health.clone()).start();
+    let admin_state = AdminState {
+        health,
+        postgres: postgres_status.clone(),
+        lake: lake_status.clone(),
+        supervision_log: s.supervision.log_path.clone(),
+        stall: Duration::from_secs(s.admin.stall_timeout_s),
+    };
+    let address = admin::start(&s.admin.listen, admin_state).map_err(|source| StartError::Admin { listen: s.admin.listen.clone(), source })?;
+    log::info!("Admin server listening on http://{address} (/health /ready /metrics /supervision)");
     spawn_summary(Duration::from_secs(s.pipeline.summary_interval_s.max(1)), stats.clone(), postgres_status.clone(), lake_status.clone());
     Ok(Running { source, postgres, lake, tracker, stats, postgres_status, lake_status, fatal })
 }

@@ -39,6 +39,19 @@ pub struct Settings {
     pub supervision: SupervisionSettings,
     /// Fault injection for tests and drills; empty by default.
     pub faults: FaultSettings,
+    /// The admin HTTP server.
+    pub admin: AdminSettings,
+}
+
+/// The admin HTTP server: health, readiness, metrics.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Address to listen on (`127.0.0.1:0` picks a free port, logged at start).
+    pub listen: String,
+    /// `/health` fails after this long without a source heartbeat and without progress
+    /// while records are waiting.
+    pub stall_timeout_s: u64,
 }
 
 /// Kafka connection and topics.

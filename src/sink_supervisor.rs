@@ -7,6 +7,8 @@
 //! absorbs new batches; only when the queue is full does `Enqueue` wait, which pauses
 //! the source: the other sink keeps writing until then.
 
+use crate::admin::Health;
+use crate::metrics::metrics;
 use crate::offset_tracker::{OffsetTracker, SinkProgressed};
 use crate::record::SharedBatch;
 use crate::restart_policy::{RestartDecision, RestartPolicy};
@@ -64,6 +66,7 @@ pub struct SinkSupervisor<W: SinkWriter> {
     tracker: Addr<OffsetTracker>,
     fatal: tokio::sync::mpsc::UnboundedSender<String>,
     status: Arc<SinkStatus>,
+    health: Arc<Health>,
 }
 
 /// Everything a supervisor needs besides the writer factory.
@@ -82,6 +85,8 @@ pub struct SupervisorParts {
     pub fatal: tokio::sync::mpsc::UnboundedSender<String>,
     /// Shared status.
     pub status: Arc<SinkStatus>,
+    /// Liveness inputs (durable progress is reported there).
+    pub health: Arc<Health>,
 }
 
 impl<W: SinkWriter> SinkSupervisor<W> {
@@ -103,6 +108,7 @@ impl<W: SinkWriter> SinkSupervisor<W> {
             tracker: parts.tracker,
             fatal: parts.fatal,
             status: parts.status,
+            health: parts.health,
         }
     }
 
@@ -114,11 +120,14 @@ impl<W: SinkWriter> SinkSupervisor<W> {
         let (factory, faults) = (self.factory.clone(), self.faults.clone());
         self.worker = Some(SyncArbiter::start(1, move || SinkWorker::new(factory(), faults.clone())));
         self.status.up.store(true, Ordering::Relaxed);
+        metrics().sink_up.with_label_values(&[W::ID.as_str()]).set(1);
     }
 
     /// Sends the next piece of work to the writer, if it is idle and up.
     fn drive(&mut self, ctx: &mut Context<Self>) {
-        self.status.queued.store((self.retained.len() + self.waiting.len()) as u64, Ordering::Relaxed);
+        let depth = self.retained.len() + self.waiting.len();
+        self.status.queued.store(depth as u64, Ordering::Relaxed);
+        metrics().queue_depth.with_label_values(&[W::ID.as_str()]).set(depth as i64);
         if self.busy || self.gave_up {
             return;
         }
@@ -135,10 +144,16 @@ impl<W: SinkWriter> SinkSupervisor<W> {
         };
         self.busy = true;
         let sent = next.map(|i| self.retained[i].batch.clone());
+        let started = Instant::now();
         ctx.spawn(request.into_actor(self).map(move |result, act, ctx| {
             act.busy = false;
             match result {
                 Ok(Ok(update)) => {
+                    if let Some(batch) = &sent {
+                        let m = metrics();
+                        m.write_seconds.with_label_values(&[W::ID.as_str()]).observe(started.elapsed().as_secs_f64());
+                        m.batch_size.with_label_values(&[W::ID.as_str()]).observe(batch.len() as f64);
+                    }
                     // A flush that made nothing durable is retried by the tick, not in a loop.
                     let moved = sent.is_some() || !update.is_empty();
                     act.on_success(sent, update);
@@ -176,9 +191,23 @@ impl<W: SinkWriter> SinkSupervisor<W> {
                 r.sent = true;
             }
         }
+        let m = metrics();
+        let now_ms = crate::admin::now_ms();
         for (partition, next) in update {
-            self.retained.retain(|r| !(r.sent && r.batch.partition == partition && r.batch.next_offset <= next));
+            let (durable, held): (VecDeque<Retained>, VecDeque<Retained>) =
+                self.retained.drain(..).partition(|r| r.sent && r.batch.partition == partition && r.batch.next_offset <= next);
+            self.retained = held;
+            let latency = m.end_to_end_seconds.with_label_values(&[W::ID.as_str()]);
+            for r in &durable {
+                for e in &r.batch.accepted {
+                    if let Some(ts) = e.kafka_timestamp_ms {
+                        latency.observe((now_ms - ts).max(0) as f64 / 1000.0);
+                    }
+                }
+            }
+            m.sink_progress.with_label_values(&[W::ID.as_str(), &partition.to_string()]).set(next);
             self.tracker.do_send(SinkProgressed { sink: W::ID, partition, next_offset: next });
+            self.health.progressed();
         }
         if let Some(since) = self.down_since.take() {
             let mut entry = Entry::new(self.actor(), EntryKind::Recovered);
@@ -199,6 +228,7 @@ impl<W: SinkWriter> SinkSupervisor<W> {
         self.log.append(&entry);
         self.worker = None;
         self.status.up.store(false, Ordering::Relaxed);
+        metrics().sink_up.with_label_values(&[W::ID.as_str()]).set(0);
         self.retained.iter_mut().for_each(|r| r.sent = false);
         self.down_since.get_or_insert_with(Instant::now);
         match self.policy.on_failure(Instant::now()) {
@@ -209,6 +239,7 @@ impl<W: SinkWriter> SinkSupervisor<W> {
                     entry.backoff_ms = Some(backoff.as_millis() as u64);
                     act.log.append(&entry);
                     act.status.restarts.fetch_add(1, Ordering::Relaxed);
+                    metrics().sink_restarts.with_label_values(&[W::ID.as_str()]).inc();
                     act.start_worker();
                     act.drive(ctx);
                 });

@@ -175,6 +175,7 @@ impl TestEnv {
             ("EVENTLINE__PIPELINE__CONTRACTS_DIR", repo().join("contracts").display().to_string()),
             ("EVENTLINE__PIPELINE__SUMMARY_INTERVAL_S", "2".to_string()),
             ("EVENTLINE__SUPERVISION__LOG_PATH", self.supervision_log.display().to_string()),
+            ("EVENTLINE__ADMIN__LISTEN", "127.0.0.1:0".to_string()),
             ("RUST_LOG", "info".to_string()),
         ]
         .into_iter()
@@ -204,6 +205,19 @@ impl TestEnv {
     /// The processor's log so far (for assertion messages).
     pub fn processor_log(&self, index: usize) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("processor-{index}.log"))).unwrap_or_default()
+    }
+
+    /// The admin server's base URL, read from the processor's start-up log line.
+    pub fn admin_url(&self, index: usize) -> String {
+        let mut url = String::new();
+        wait_until("the admin server is listening", Duration::from_secs(30), || {
+            let log = self.processor_log(index);
+            if let Some(rest) = log.split("Admin server listening on ").nth(1) {
+                url = rest.split_whitespace().next().unwrap_or_default().to_string();
+            }
+            !url.is_empty()
+        });
+        url
     }
 
     /// SIGTERM, then waits for the exit code.
@@ -528,6 +542,17 @@ impl PrivatePostgres {
         let options = format!("-p {} -c listen_addresses=127.0.0.1 -k {}", self.port, self.dir.path().display());
         let out = as_postgres_user(&format!("{PG_BIN}/pg_ctl"), &["-D", &data, "-l", &log, "-o", &options, "-w", "start"]);
         assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Shell commands that stop (like a crash) and start this server, for drills.
+    pub fn stop_and_start_commands(&self) -> (String, String) {
+        let data = self.dir.path().join("data").display().to_string();
+        let log = self.dir.path().join("postgres.log").display().to_string();
+        let prefix = if Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false) { "runuser -u postgres -- " } else { "" };
+        (
+            format!("{prefix}{PG_BIN}/pg_ctl -D {data} -m immediate -w stop"),
+            format!("{prefix}{PG_BIN}/pg_ctl -D {data} -l {log} -o '-p {} -c listen_addresses=127.0.0.1 -k {}' -w start", self.port, self.dir.path().display()),
+        )
     }
 
     /// Stops the server the hard way (like a crash: WAL recovery at the next start).
