@@ -47,10 +47,19 @@ fn hive_value(path: &Path, key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Reads `event_id` and `occurred_at` of every published row.
-pub fn read_rows(root: &Path) -> Result<Vec<LakeRow>, parquet::errors::ParquetError> {
+/// The source topic of a data file, from its name `{topic}-{partition}-{first}-{last}.parquet`.
+pub fn file_topic(path: &Path) -> Option<String> {
+    let stem = path.file_stem()?.to_str()?;
+    let mut parts = stem.rsplitn(4, '-');
+    let (_last, _first, _partition) = (parts.next()?, parts.next()?, parts.next()?);
+    parts.next().map(String::from)
+}
+
+/// Reads `event_id` and `occurred_at` of every published row of `topic` (all topics
+/// when `None`).
+pub fn read_rows(root: &Path, topic: Option<&str>) -> Result<Vec<LakeRow>, parquet::errors::ParquetError> {
     let mut rows = Vec::new();
-    for file in data_files(root) {
+    for file in data_files(root).into_iter().filter(|f| topic.is_none() || file_topic(f).as_deref() == topic) {
         let event_type = hive_value(&file, "event_type");
         let day = format!("{}-{}-{}", hive_value(&file, "year"), hive_value(&file, "month"), hive_value(&file, "day"));
         let handle = std::fs::File::open(&file).map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
@@ -69,4 +78,16 @@ pub fn read_rows(root: &Path) -> Result<Vec<LakeRow>, parquet::errors::ParquetEr
         }
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_topic_comes_from_the_file_name_even_with_dashes() {
+        let name = Path::new("event_type=x/year=2026/month=01/day=01/crm-events.raw-2-00000000000000000010-00000000000000000019.parquet");
+        assert_eq!(file_topic(name).as_deref(), Some("crm-events.raw"));
+        assert_eq!(file_topic(Path::new("junk.parquet")), None);
+    }
 }

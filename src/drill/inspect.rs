@@ -61,22 +61,31 @@ pub fn ids_hash<'a>(ids: impl Iterator<Item = &'a str>) -> String {
     hex::encode(h.finalize())[..16].to_string()
 }
 
-/// Every event id in Postgres `events`.
-pub fn pg_ids(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
-    Ok(diesel::sql_query("SELECT event_id::text AS id FROM events").load::<Id>(conn)?.into_iter().map(|r| r.id).collect())
+/// Every event id of `topic` in Postgres `events`.
+pub fn pg_ids(conn: &mut PgConnection, topic: &str) -> QueryResult<Vec<String>> {
+    Ok(diesel::sql_query("SELECT event_id::text AS id FROM events WHERE topic = $1")
+        .bind::<Text, _>(topic)
+        .load::<Id>(conn)?
+        .into_iter()
+        .map(|r| r.id)
+        .collect())
 }
 
-/// Rows per table and outcomes.
-pub fn pg_counts(conn: &mut PgConnection) -> QueryResult<(BTreeMap<String, i64>, BTreeMap<String, i64>)> {
+/// Rows per table and outcomes, for records read from `topic`.
+pub fn pg_counts(conn: &mut PgConnection, topic: &str) -> QueryResult<(BTreeMap<String, i64>, BTreeMap<String, i64>)> {
     let tables = diesel::sql_query(
-        "SELECT 'events' AS name, count(*) AS n FROM events UNION ALL SELECT 'processed_events', count(*) FROM processed_events \
-         UNION ALL SELECT 'dead_letters', count(*) FROM dead_letters UNION ALL SELECT 'conflicts', count(*) FROM conflicts",
+        "SELECT 'events' AS name, count(*) AS n FROM events WHERE topic = $1 \
+         UNION ALL SELECT 'processed_events', count(*) FROM processed_events WHERE topic = $1 \
+         UNION ALL SELECT 'dead_letters', count(*) FROM dead_letters WHERE topic = $1 \
+         UNION ALL SELECT 'conflicts', count(*) FROM conflicts WHERE topic = $1",
     )
+    .bind::<Text, _>(topic)
     .load::<Named>(conn)?
     .into_iter()
     .map(|r| (r.name, r.n))
     .collect();
-    let outcomes = diesel::sql_query("SELECT outcome AS name, sum(count)::bigint AS n FROM outcome_counts GROUP BY outcome")
+    let outcomes = diesel::sql_query("SELECT outcome AS name, sum(count)::bigint AS n FROM outcome_counts WHERE topic = $1 GROUP BY outcome")
+        .bind::<Text, _>(topic)
         .load::<Named>(conn)?
         .into_iter()
         .map(|r| (r.name, r.n))
@@ -87,9 +96,9 @@ pub fn pg_counts(conn: &mut PgConnection) -> QueryResult<(BTreeMap<String, i64>,
 /// Takes a snapshot.
 pub fn snapshot(pool: &PgPool, lake: &Path, brokers: &str, group: &str, topic: &str) -> Result<(Snapshot, Vec<LakeRow>), String> {
     let mut conn = db::conn(pool).map_err(|e| e.to_string())?;
-    let (tables, outcomes) = pg_counts(&mut conn).map_err(|e| e.to_string())?;
-    let ids = pg_ids(&mut conn).map_err(|e| e.to_string())?;
-    let rows = read_rows(lake).map_err(|e| format!("reading the lake: {e}"))?;
+    let (tables, outcomes) = pg_counts(&mut conn, topic).map_err(|e| e.to_string())?;
+    let ids = pg_ids(&mut conn, topic).map_err(|e| e.to_string())?;
+    let rows = read_rows(lake, Some(topic)).map_err(|e| format!("reading the lake: {e}"))?;
     let mut distinct: Vec<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
     distinct.sort_unstable();
     distinct.dedup();
@@ -99,7 +108,7 @@ pub fn snapshot(pool: &PgPool, lake: &Path, brokers: &str, group: &str, topic: &
         lake_rows: rows.len() as i64,
         lake_distinct: distinct.len() as i64,
         lake_ids_hash: ids_hash(distinct.iter().copied()),
-        lake_files: crate::lake_reader::data_files(lake).len(),
+        lake_files: crate::lake_reader::data_files(lake).iter().filter(|f| crate::lake_reader::file_topic(f).as_deref() == Some(topic)).count(),
         tables,
         outcomes,
         committed: super::kafka_ops::committed(brokers, group, topic)?,
@@ -108,8 +117,8 @@ pub fn snapshot(pool: &PgPool, lake: &Path, brokers: &str, group: &str, topic: &
     Ok((snapshot, rows))
 }
 
-/// Postgres events per (event_type, UTC day).
-pub fn pg_per_day(conn: &mut PgConnection) -> QueryResult<BTreeMap<(String, String), i64>> {
+/// Postgres events of `topic` per (event_type, UTC day).
+pub fn pg_per_day(conn: &mut PgConnection, topic: &str) -> QueryResult<BTreeMap<(String, String), i64>> {
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = Text)]
@@ -119,7 +128,8 @@ pub fn pg_per_day(conn: &mut PgConnection) -> QueryResult<BTreeMap<(String, Stri
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    Ok(diesel::sql_query("SELECT event_type, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, count(*) AS n FROM events GROUP BY 1, 2")
+    Ok(diesel::sql_query("SELECT event_type, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, count(*) AS n FROM events WHERE topic = $1 GROUP BY 1, 2")
+        .bind::<Text, _>(topic)
         .load::<Row>(conn)?
         .into_iter()
         .map(|r| ((r.event_type, r.day), r.n))

@@ -54,6 +54,22 @@ fn require_idle_group(ctx: &DrillContext) -> DrillResult {
     Ok(())
 }
 
+/// A drill measures its own traffic: records already waiting in the topic are
+/// processed first, so the "before" snapshot starts from a drained pipeline.
+fn settle(ctx: &DrillContext, report: &mut Report, drill: &str) -> DrillResult {
+    require_idle_group(ctx)?;
+    let end: i64 = kafka_ops::watermarks(&ctx.settings.kafka.brokers, &ctx.settings.kafka.topic)?.iter().map(|(_, h)| h).sum();
+    let (pg, lake) = progress_sums(ctx)?;
+    if pg == end && lake == end {
+        return Ok(());
+    }
+    let child = ChildProcessor::start(&[], &processor_log(ctx, drill))?;
+    wait_drained(ctx)?;
+    let code = child.stop(Duration::from_secs(60))?;
+    report.step(format!("processed a backlog of {} records already in the topic first (exit code {code})", end - pg.min(lake)));
+    Ok(())
+}
+
 /// Both sinks' durable progress summed over partitions (cheap to poll).
 fn progress_sums(ctx: &DrillContext) -> Result<(i64, i64), String> {
     let s = &ctx.settings;
@@ -186,10 +202,11 @@ fn check_exactly_once(ctx: &DrillContext, report: &mut Report, before: &Snapshot
 }
 
 fn verify(ctx: &DrillContext, report: &mut Report) -> DrillResult {
-    report.step("reconciling Postgres and the lake (no traffic)");
+    report.step(format!("reconciling Postgres and the lake for topic {} (no traffic)", ctx.settings.kafka.topic));
     let (snap, lake) = snap(ctx)?;
     let mut conn = db::conn(&ctx.pool).map_err(|e| e.to_string())?;
-    let pg_days = pg_per_day(&mut conn).map_err(|e| e.to_string())?;
+    let topic = ctx.settings.kafka.topic.as_str();
+    let pg_days = pg_per_day(&mut conn, topic).map_err(|e| e.to_string())?;
     let mut lake_days: BTreeMap<(String, String), i64> = BTreeMap::new();
     let mut lake_count: HashMap<&str, i64> = HashMap::new();
     for row in &lake {
@@ -203,7 +220,7 @@ fn verify(ctx: &DrillContext, report: &mut Report) -> DrillResult {
         .map(|(t, d)| format!("{t} {d}: postgres {} lake {}", pg_days.get(&(t.clone(), d.clone())).unwrap_or(&0), lake_days.get(&(t.clone(), d.clone())).unwrap_or(&0)))
         .collect();
     report.check("same events per day and event type", diffs.is_empty(), if diffs.is_empty() { format!("{} (type, day) groups agree", keys.len()) } else { diffs.join("; ") });
-    let pg_ids: BTreeSet<String> = super::inspect::pg_ids(&mut conn).map_err(|e| e.to_string())?.into_iter().collect();
+    let pg_ids: BTreeSet<String> = super::inspect::pg_ids(&mut conn, topic).map_err(|e| e.to_string())?.into_iter().collect();
     let only_pg: Vec<&String> = pg_ids.iter().filter(|id| !lake_count.contains_key(id.as_str())).collect();
     let only_lake: Vec<&&str> = lake_count.keys().filter(|id| !pg_ids.contains(**id)).collect();
     let list = |v: Vec<String>| if v.len() > 20 { format!("{} … ({} in all)", v[..20].join(", "), v.len()) } else { v.join(", ") };
@@ -211,7 +228,7 @@ fn verify(ctx: &DrillContext, report: &mut Report) -> DrillResult {
     report.check("every lake event is in Postgres", only_lake.is_empty(), if only_lake.is_empty() { format!("{} distinct ids", lake_count.len()) } else { format!("missing from Postgres: {}", list(only_lake.iter().map(|s| s.to_string()).collect())) });
     let doubled: Vec<String> = lake_count.iter().filter(|(_, n)| **n > 1).map(|(id, n)| format!("{id} x{n}")).collect();
     report.check("no event id twice in the lake", doubled.is_empty(), if doubled.is_empty() { format!("{} rows, {} distinct", lake.len(), lake_count.len()) } else { list(doubled) });
-    let (tables, outcomes) = pg_counts(&mut conn).map_err(|e| e.to_string())?;
+    let (tables, outcomes) = pg_counts(&mut conn, topic).map_err(|e| e.to_string())?;
     let get = |m: &BTreeMap<String, i64>, k: &str| m.get(k).copied().unwrap_or(0);
     report.check("no event id twice in Postgres", get(&tables, "events") == pg_ids.len() as i64, format!("{} rows, {} distinct (primary key)", get(&tables, "events"), pg_ids.len()));
     for (outcome, table) in [("accepted", "events"), ("dead_letter", "dead_letters"), ("conflict", "conflicts")] {
@@ -226,7 +243,7 @@ fn verify(ctx: &DrillContext, report: &mut Report) -> DrillResult {
 
 fn replay(ctx: &DrillContext, report: &mut Report) -> DrillResult {
     let s = &ctx.settings;
-    require_idle_group(ctx)?;
+    settle(ctx, report, "replay")?;
     let (before, _) = snap(ctx)?;
     let targets = kafka_ops::rewind_group(&s.kafka.brokers, &s.kafka.group_id, &s.kafka.topic, ctx.rewind)?;
     report.step(format!("rewound group {} to {targets:?} (from {:?})", s.kafka.group_id, before.committed));
@@ -270,7 +287,7 @@ fn replay(ctx: &DrillContext, report: &mut Report) -> DrillResult {
 
 fn resend(ctx: &DrillContext, report: &mut Report) -> DrillResult {
     let s = &ctx.settings;
-    require_idle_group(ctx)?;
+    settle(ctx, report, "resend")?;
     let mut conn = db::conn(&ctx.pool).map_err(|e| e.to_string())?;
     use crate::schema::events::dsl as e;
     let coords: Vec<(i32, i64)> = e::events
@@ -329,7 +346,7 @@ fn sink_crash(ctx: &DrillContext, report: &mut Report) -> DrillResult {
         "parquet" | "lake" => ("parquet_writer", "EVENTLINE__FAULTS__PARQUET", "postgres"),
         other => return Err(format!("--sink must be postgres or parquet, not {other:?}")),
     };
-    require_idle_group(ctx)?;
+    settle(ctx, report, "sink-crash")?;
     let (before, _) = snap(ctx)?;
     let drill_start = chrono::Utc::now();
     let start = Instant::now();
@@ -379,7 +396,7 @@ fn sink_crash(ctx: &DrillContext, report: &mut Report) -> DrillResult {
 }
 
 fn kill(ctx: &DrillContext, report: &mut Report) -> DrillResult {
-    require_idle_group(ctx)?;
+    settle(ctx, report, "kill")?;
     let (before, _) = snap(ctx)?;
     let log = processor_log(ctx, "kill");
     let traffic_ctx = ctx.clone();
@@ -407,7 +424,7 @@ fn kill(ctx: &DrillContext, report: &mut Report) -> DrillResult {
 }
 
 fn db_outage(ctx: &DrillContext, report: &mut Report) -> DrillResult {
-    require_idle_group(ctx)?;
+    settle(ctx, report, "db-outage")?;
     let (before, _) = snap(ctx)?;
     let drill_start = chrono::Utc::now();
     let mut child = ChildProcessor::start(&[], &processor_log(ctx, "db-outage"))?;
