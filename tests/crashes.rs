@@ -49,11 +49,18 @@ fn kill_9_at_random_moments_during_100k_events_stores_each_exactly_once() {
     let (records, ids) = mixed_records(95_000, 4_000, 500, 500);
     env.produce(&records);
     let mut rng = rand::thread_rng();
+    let mut killed_at = Vec::new();
     for _ in 0..5 {
+        let before = env.outcomes_total();
         let p = env.start_processor(&[]);
-        std::thread::sleep(Duration::from_millis(rng.gen_range(700..2_500))); // a random moment, not a synchronisation
+        // A killed member keeps its partitions until the session timeout: wait until the
+        // new process is storing, then kill it at a random moment.
+        wait_until("the restarted processor stores records", Duration::from_secs(60), || env.outcomes_total() > before);
+        std::thread::sleep(Duration::from_millis(rng.gen_range(50..1_000)));
         env.kill_processor(p);
+        killed_at.push(env.outcomes_total());
     }
+    assert!(killed_at.windows(2).all(|w| w[0] < w[1]), "each kill hit a working process: {killed_at:?}");
     assert!(env.outcomes_total() < records.len() as i64, "the kills happened mid-stream");
     let p = env.start_processor(&[]);
     env.wait_drained(3, Duration::from_secs(180));

@@ -404,8 +404,12 @@ fn kill(ctx: &DrillContext, report: &mut Report) -> DrillResult {
     let mut rng = rand::thread_rng();
     let mut killed_at = Vec::new();
     for _ in 0..ctx.kills {
+        let (start_pg, _) = progress_sums(ctx)?;
         let child = ChildProcessor::start(&[], &log)?;
-        std::thread::sleep(Duration::from_millis(rng.gen_range(500..2_500))); // a random moment to kill at
+        // Kill while it works: after it has stored something (a killed member's partitions
+        // only move after the session timeout), at a random moment.
+        wait_for("the restarted processor stores records", ctx.timeout, || Ok(progress_sums(ctx)?.0 > start_pg || sender.is_finished() && progress_sums(ctx)?.0 >= start_pg))?;
+        std::thread::sleep(Duration::from_millis(rng.gen_range(100..1_500)));
         let (pg, _) = progress_sums(ctx)?;
         killed_at.push(pg);
         child.kill();
