@@ -22,8 +22,9 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
-# DuckDB reads the lake in the tests and the demo: a reader nobody here wrote.
-if ! python3 -c 'import duckdb' 2>/dev/null; then
+# DuckDB reads the lake in the tests and the demo (a reader nobody here wrote);
+# PyYAML parses the Prometheus alert rules in a test.
+if ! python3 -c 'import duckdb, yaml' 2>/dev/null; then
   echo "[deps] pip install -r $ROOT/scripts/requirements.txt" >&2
   python3 -m pip install -q -r "$ROOT/scripts/requirements.txt" \
     || python3 -m pip install -q --break-system-packages -r "$ROOT/scripts/requirements.txt"

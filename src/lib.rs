@@ -39,5 +39,6 @@ pub mod settings;
 pub mod sink;
 pub mod sink_supervisor;
 pub mod stats;
+pub mod status;
 pub mod supervision_log;
 pub mod validator;

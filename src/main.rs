@@ -13,6 +13,9 @@ struct Cli {
     /// Folder with default.toml and {EVENTLINE_ENV}.toml.
     #[arg(long, global = true, env = "EVENTLINE_SETTINGS_DIR", default_value = "settings")]
     settings_dir: PathBuf,
+    /// Log lines as plain text or as one JSON object per line (for log shippers).
+    #[arg(long, global = true, env = "EVENTLINE_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,6 +32,15 @@ enum Command {
     Produce(ProduceArgs),
     /// Run a replay or fault drill against the configured stack and report PASS/FAIL.
     Drill(DrillArgs),
+    /// Show a running processor: sinks, lag per partition, rates, last restarts.
+    Status {
+        /// Admin base URL (default: http:// + admin.listen from the settings).
+        #[arg(long)]
+        url: Option<String>,
+        /// Refresh every 2 seconds; rates over the last minute.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Print the supervision log (writer starts, failures, restarts, recoveries).
     Supervision {
         /// Only entries newer than this: an RFC 3339 time or an age like 30s, 10m, 2h, 1d.
@@ -153,9 +165,38 @@ struct DrillArgs {
     timeout: String,
 }
 
+fn init_logging(format: &str) {
+    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if format == "json" {
+        builder.format(|buf, record| {
+            use std::io::Write;
+            let message = record.args().to_string();
+            let mut line = serde_json::json!({
+                "ts": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "level": record.level().to_string(),
+                "target": record.target(),
+                "message": message,
+            });
+            // `key=value` words (the summary line's counters) become fields of their own.
+            for word in message.split_whitespace() {
+                if let Some((k, v)) = word.split_once('=') {
+                    if !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                        let value = v.parse::<f64>().map(serde_json::Value::from).unwrap_or_else(|_| v.into());
+                        line[k] = value;
+                    }
+                }
+            }
+            writeln!(buf, "{line}")
+        });
+    } else {
+        builder.format_timestamp_millis();
+    }
+    builder.init();
+}
+
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).format_timestamp_millis().init();
     let cli = Cli::parse();
+    init_logging(&cli.log_format);
     match execute(cli) {
         Ok(code) => std::process::exit(code),
         Err(error) => {
@@ -187,6 +228,13 @@ fn execute(cli: Cli) -> Result<i32> {
             println!("migrations applied");
             Ok(0)
         }
+        Command::Status { url, watch } => {
+            let base = match url {
+                Some(url) => url,
+                None => format!("http://{}", load(&cli.settings_dir)?.admin.listen),
+            };
+            status(&base, watch)
+        }
         Command::Drill(args) => drill(load(&cli.settings_dir)?, args),
         Command::Produce(args) => produce(&load(&cli.settings_dir)?, args),
         Command::Supervision { since, actor, follow, json, file } => {
@@ -210,6 +258,27 @@ fn parse_age(text: &str) -> Result<chrono::Duration> {
         "d" => n * 86400,
         _ => bail!("{text:?}: unit must be s, m, h or d"),
     }))
+}
+
+fn status(base: &str, watch: bool) -> Result<i32> {
+    use eventline::status::{render, sample};
+    let mut window = std::collections::VecDeque::new();
+    window.push_back(sample(base).map_err(anyhow::Error::msg).context("is the processor running? (admin.listen)")?);
+    loop {
+        // Rates need two samples: the first view waits one second.
+        std::thread::sleep(Duration::from_secs(if watch && window.len() > 1 { 2 } else { 1 }));
+        let newest = sample(base).map_err(anyhow::Error::msg)?;
+        while window.len() > 1 && newest.at.duration_since(window[0].at) > Duration::from_secs(60) {
+            window.pop_front();
+        }
+        let view = render(base, &window[0], &newest);
+        window.push_back(newest);
+        if !watch {
+            print!("{view}");
+            return Ok(0);
+        }
+        print!("\x1b[2J\x1b[H{view}");
+    }
 }
 
 fn drill(settings: Settings, a: DrillArgs) -> Result<i32> {
