@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: up down status logs clean build demo test deps drill
+.PHONY: up down status logs clean build demo test deps drill bench
 
 ## Local stack (Kafka + PostgreSQL, no Docker)
 up:
@@ -37,3 +37,7 @@ test: deps up
 drill: deps up build
 	@set -e; for d in "kill" "sink-crash --sink parquet" "sink-crash --sink postgres" "db-outage" "resend" "replay --rebuild-lake" "verify"; do \
 	  echo "== eventline drill $$d"; target/release/eventline drill $$d; done
+
+## Throughput and latency against this machine's limits and a Python baseline (reports/bench-*.json, *.svg)
+bench: deps up build
+	python3 bench/run_bench.py $(BENCH_ARGS)

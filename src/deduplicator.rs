@@ -6,14 +6,11 @@
 use crate::db::{self, DbError, PgPool};
 use crate::dedup::{decide, Decision, FirstSeen};
 use crate::record::{Checked, CheckedBatch, Conflict, Coords, DecidedBatch, Event};
-use crate::schema::processed_events;
+use crate::schema::sightings_staging;
 use actix::prelude::*;
 use diesel::prelude::*;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
-
-/// Rows per INSERT: 5 parameters each, well under the 65,535 bind-parameter limit.
-const ROWS_PER_STATEMENT: usize = 10_000;
 
 /// Decide a checked batch.
 #[derive(Message)]
@@ -43,7 +40,7 @@ impl Deduplicator {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = processed_events)]
+#[diesel(table_name = sightings_staging, treat_none_as_default_value = false)]
 struct NewSighting<'a> {
     event_id: Uuid,
     topic: &'a str,
@@ -52,7 +49,22 @@ struct NewSighting<'a> {
     payload_hash: &'a str,
 }
 
-/// Records first sightings and reads back the authoritative one for every id.
+#[derive(QueryableByName)]
+struct Sighting {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    event_id: Uuid,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    topic: String,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    partition: i32,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    offset: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    payload_hash: String,
+}
+
+/// Records first sightings (COPY into a staging table, then one INSERT ... SELECT) and
+/// reads back the authoritative one for every id, in one transaction.
 fn first_sightings(conn: &mut PgConnection, events: &[&Event]) -> Result<HashMap<Uuid, FirstSeen>, DbError> {
     // The lowest offset of each id within the batch is its candidate first sighting;
     // sorted by id so concurrent writers take row locks in the same order.
@@ -63,21 +75,24 @@ fn first_sightings(conn: &mut PgConnection, events: &[&Event]) -> Result<HashMap
         .map(|e| NewSighting { event_id: e.event_id, topic: &e.coords.topic, partition: e.coords.partition, offset: e.coords.offset, payload_hash: &e.payload_hash })
         .collect();
     rows.sort_by_key(|r| r.event_id);
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        diesel::insert_into(processed_events::table).values(chunk).on_conflict_do_nothing().execute(conn)?;
-    }
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
-    let mut found = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let stored: Vec<(Uuid, String, i32, i64, String)> = processed_events::table
-            .filter(processed_events::event_id.eq_any(chunk))
-            .select((processed_events::event_id, processed_events::topic, processed_events::partition, processed_events::offset, processed_events::payload_hash))
-            .load(conn)?;
-        for (id, topic, partition, offset, payload_hash) in stored {
-            found.insert(id, FirstSeen { coords: Coords { topic: topic.into(), partition, offset }, payload_hash });
-        }
-    }
-    Ok(found)
+    let stored: Vec<Sighting> = conn.transaction(|c| {
+        db::ensure_staging_tables(c)?;
+        diesel::copy_from(sightings_staging::table).from_insertable(&rows).execute(c)?;
+        diesel::sql_query(
+            "INSERT INTO processed_events (event_id, topic, \"partition\", \"offset\", payload_hash) \
+             SELECT event_id, topic, \"partition\", \"offset\", payload_hash FROM sightings_staging ORDER BY event_id \
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .execute(c)?;
+        diesel::sql_query(
+            "SELECT p.event_id, p.topic, p.\"partition\", p.\"offset\", p.payload_hash FROM processed_events p JOIN sightings_staging s USING (event_id)",
+        )
+        .load::<Sighting>(c)
+    })?;
+    Ok(stored
+        .into_iter()
+        .map(|s| (s.event_id, FirstSeen { coords: Coords { topic: s.topic.into(), partition: s.partition, offset: s.offset }, payload_hash: s.payload_hash }))
+        .collect())
 }
 
 /// Applies the decision to every record of the batch.

@@ -383,19 +383,20 @@ mod tests {
         let order = ["prospecting", "qualification", "proposal", "negotiation"];
         for r in Generator::new(GeneratorConfig { seed: 3, ..Default::default() }).take(5_000) {
             let e = check(&c, &r).unwrap();
-            let account = e.payload["account_id"].as_str().unwrap().to_string();
+            let payload: Value = serde_json::from_str(&e.payload).unwrap();
+            let account = payload["account_id"].as_str().unwrap().to_string();
             assert_eq!(r.key, account, "keyed by the owning account");
             match e.event_type.as_str() {
                 "account_created" => assert!(created.insert(account)),
                 "opportunity_created" => {
                     assert!(created.contains(&account));
-                    stage_of.insert(e.payload["opportunity_id"].as_str().unwrap().into(), 0);
+                    stage_of.insert(payload["opportunity_id"].as_str().unwrap().into(), 0);
                 }
                 "opportunity_stage_changed" => {
-                    let id = e.payload["opportunity_id"].as_str().unwrap();
-                    let from = order.iter().position(|s| *s == e.payload["from_stage"]).unwrap();
+                    let id = payload["opportunity_id"].as_str().unwrap();
+                    let from = order.iter().position(|s| *s == payload["from_stage"]).unwrap();
                     assert_eq!(stage_of[id], from, "stages move forward one at a time");
-                    if let Some(to) = order.iter().position(|s| *s == e.payload["to_stage"]) {
+                    if let Some(to) = order.iter().position(|s| *s == payload["to_stage"]) {
                         assert_eq!(to, from + 1);
                         stage_of.insert(id.into(), to);
                     } else {

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod bench;
 pub mod contract;
 pub mod db;
 pub mod dead_letter;

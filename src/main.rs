@@ -41,6 +41,19 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Single-stage limits for `make bench` (prints one JSON object).
+    #[command(hide = true)]
+    BenchLimit {
+        /// consume-only or lake-only.
+        #[arg(value_parser = ["consume-only", "lake-only"])]
+        stage: String,
+        /// Topic to read (default: kafka.topic).
+        #[arg(long)]
+        topic: Option<String>,
+        /// lake-only: where to write the files.
+        #[arg(long, default_value = ".dev/bench/lake-limit")]
+        root: PathBuf,
+    },
     /// Print the supervision log (writer starts, failures, restarts, recoveries).
     Supervision {
         /// Only entries newer than this: an RFC 3339 time or an age like 30s, 10m, 2h, 1d.
@@ -234,6 +247,21 @@ fn execute(cli: Cli) -> Result<i32> {
                 None => format!("http://{}", load(&cli.settings_dir)?.admin.listen),
             };
             status(&base, watch)
+        }
+        Command::BenchLimit { stage, topic, root } => {
+            let s = load(&cli.settings_dir)?;
+            let topic = topic.unwrap_or_else(|| s.kafka.topic.clone());
+            let (records, seconds) = if stage == "consume-only" {
+                eventline::bench::consume_only(&s.kafka.brokers, &topic)
+            } else {
+                let limits = eventline::contract::Limits { max_record_bytes: s.pipeline.max_record_bytes, max_json_depth: s.pipeline.max_json_depth };
+                let contracts = eventline::contract::Contracts::load(&s.pipeline.contracts_dir, limits)?;
+                let format = eventline::lake_files::FileFormat { row_group_rows: s.lake.row_group_rows, zstd_level: s.lake.zstd_level };
+                eventline::bench::lake_only(&s.kafka.brokers, &topic, &contracts, &root, format, s.lake.max_rows_per_file)
+            }
+            .map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::json!({"stage": stage, "records": records, "seconds": seconds, "per_second": records as f64 / seconds.max(1e-9)}));
+            Ok(0)
         }
         Command::Drill(args) => drill(load(&cli.settings_dir)?, args),
         Command::Produce(args) => produce(&load(&cli.settings_dir)?, args),

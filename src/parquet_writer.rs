@@ -37,7 +37,10 @@ struct PartitionBuffer {
     durable: Option<i64>,
     /// Offsets covered by the buffer: `[first, next)`; `None` while empty.
     range: Option<(i64, i64)>,
-    rows: Vec<Event>,
+    /// The buffered batches and the offset each is stored from. The supervisor holds
+    /// the same batches until they are durable, so buffering copies nothing.
+    batches: Vec<(SharedBatch, i64)>,
+    rows: usize,
     bytes: usize,
     since: Option<Instant>,
 }
@@ -90,7 +93,7 @@ impl ParquetWriter {
         let key = (topic.clone(), partition);
         if !self.partitions.contains_key(&key) {
             let (version, durable) = Self::recover_partition(&self.root, topic, partition).map_err(lake_error)?;
-            let buffer = PartitionBuffer { topic: topic.clone(), partition, version, durable, range: None, rows: Vec::new(), bytes: 0, since: None };
+            let buffer = PartitionBuffer { topic: topic.clone(), partition, version, durable, range: None, batches: Vec::new(), rows: 0, bytes: 0, since: None };
             self.partitions.insert(key.clone(), buffer);
         }
         Ok(self.partitions.get_mut(&key).expect("inserted above"))
@@ -101,8 +104,10 @@ impl ParquetWriter {
         let version = buf.version + 1;
         let staging = staging_dir(&buf.topic, buf.partition, version, writer_id);
         let mut groups: BTreeMap<PathBuf, Vec<&Event>> = BTreeMap::new();
-        for event in &buf.rows {
-            groups.entry(partition_dir(&event.event_type, event.occurred_at)).or_default().push(event);
+        for (batch, from) in &buf.batches {
+            for event in batch.accepted.iter().filter(|e| e.coords.offset >= *from) {
+                groups.entry(partition_dir(&event.event_type, event.occurred_at)).or_default().push(event);
+            }
         }
         let name = data_file_name(&buf.topic, buf.partition, first, next - 1);
         let ingested_at = chrono::Utc::now().timestamp_micros();
@@ -144,7 +149,8 @@ impl ParquetWriter {
         buf.version = version;
         buf.durable = Some(next);
         buf.range = None;
-        buf.rows.clear();
+        buf.batches.clear();
+        buf.rows = 0;
         buf.bytes = 0;
         buf.since = None;
         Ok(Some(next))
@@ -170,12 +176,13 @@ impl SinkWriter for ParquetWriter {
             }
         };
         for event in batch.accepted.iter().filter(|e| e.coords.offset >= from) {
-            buf.bytes += 160 + event.payload.to_string().len();
-            buf.rows.push(event.clone());
+            buf.bytes += 160 + event.payload.len();
+            buf.rows += 1;
         }
+        buf.batches.push((batch.clone(), from));
         buf.range = Some((buf.range.map_or(from, |(first, _)| first), batch.next_offset));
         buf.since.get_or_insert_with(Instant::now);
-        if should_flush(buf.rows.len(), buf.bytes, buf.since.map(|s| s.elapsed()), &limits) {
+        if should_flush(buf.rows, buf.bytes, buf.since.map(|s| s.elapsed()), &limits) {
             if let Some(next) = Self::flush_buffer(&root, &writer_id, format, buf)? {
                 return Ok(vec![(batch.partition, next)]);
             }
@@ -186,7 +193,7 @@ impl SinkWriter for ParquetWriter {
     fn flush(&mut self, only_if_due: bool) -> Result<ProgressUpdate, SinkError> {
         let mut updates = Vec::new();
         for buf in self.partitions.values_mut() {
-            let due = should_flush(buf.rows.len(), buf.bytes, buf.since.map(|s| s.elapsed()), &self.limits);
+            let due = should_flush(buf.rows, buf.bytes, buf.since.map(|s| s.elapsed()), &self.limits);
             if buf.range.is_some() && (due || !only_if_due) {
                 if let Some(next) = Self::flush_buffer(&self.root, &self.writer_id, self.format, buf)? {
                     updates.push((buf.partition, next));

@@ -45,8 +45,9 @@ pub struct Event {
     pub source: String,
     /// The event's own time, in UTC.
     pub occurred_at: DateTime<Utc>,
-    /// The payload object.
-    pub payload: serde_json::Value,
+    /// The payload object as compact JSON text: far smaller in memory than a parsed
+    /// tree, and what both sinks write anyway.
+    pub payload: String,
     /// Hex SHA-256 of the canonical envelope: equal hashes mean the same event.
     pub payload_hash: String,
     /// Where it was read.

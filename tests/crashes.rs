@@ -78,12 +78,13 @@ fn two_processes_in_one_group_with_one_stopped_mid_run_store_each_event_once() {
     let a = env.start_processor(&[("EVENTLINE__PIPELINE__BATCH_MAX_RECORDS", "500")]);
     let b = env.start_processor(&[("EVENTLINE__PIPELINE__BATCH_MAX_RECORDS", "500")]);
     env.produce(&records[..10_000]);
-    wait_until("both processes are working", Duration::from_secs(60), || env.outcomes_total() > 2_000);
+    wait_until("both processes have partitions and are storing", Duration::from_secs(60), || {
+        env.processor_log(a).contains("assigned") && env.processor_log(b).contains("assigned") && env.outcomes_total() > 2_000
+    });
     assert_eq!(env.stop_processor(a), 0);
     env.produce(&records[10_000..]);
     env.wait_drained(4, Duration::from_secs(120));
     wait_until("the lake holds every accepted event", Duration::from_secs(60), || env.lake_rows() == ids.len() as i64);
     assert_exactly_once(&env, ids.len(), records.len());
-    assert!(env.processor_log(a).contains("assigned") && env.processor_log(b).contains("assigned"));
     assert_eq!(env.stop_processor(b), 0);
 }

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""make bench: eventline's end-to-end throughput and latency against this machine's
+single-stage limits and a typical Python baseline, all measured in the same run.
+
+Prints a table, writes reports/bench-<time>.json and an SVG chart beside it. Ratios,
+not absolute figures, are what to compare across runs: these machines are noisy.
+"""
+import argparse
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import uuid
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BIN = str(ROOT / "target/release/eventline")
+STACK = str(ROOT / "scripts/stack.sh")
+LOCAL = tomllib.load(open(ROOT / "settings/local.toml", "rb"))
+BROKERS = LOCAL["kafka"]["brokers"]
+PG_BASE = LOCAL["postgres"]["url"].rsplit("/", 1)[0]
+WORK = ROOT / ".dev/bench"
+
+
+def run(args, env=None, capture=True):
+    return subprocess.run(args, env=env, check=True, capture_output=capture, text=True).stdout
+
+
+def psql(db, sql):
+    return run([STACK, "psql", "-d", db, "-v", "ON_ERROR_STOP=1", "-tAc", sql]).strip()
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+class Slice:
+    """A topic, a database and a lake folder of their own."""
+
+    def __init__(self, name, partitions=3):
+        suffix = uuid.uuid4().hex[:8]
+        self.topic, self.db = f"bench.{name}.{suffix}", f"bench_{name}_{suffix}"
+        self.lake = str(WORK / f"lake-{name}-{suffix}")
+        run([STACK, "topic", self.topic, str(partitions)])
+        run([STACK, "topic", self.topic + ".dlq", "1"])
+        psql("postgres", f"CREATE DATABASE {self.db}")
+        self.env = dict(os.environ, EVENTLINE_ENV="local", EVENTLINE__KAFKA__TOPIC=self.topic, EVENTLINE__KAFKA__DLQ_TOPIC=self.topic + ".dlq",
+                        EVENTLINE__KAFKA__GROUP_ID=f"bench-{suffix}", EVENTLINE__POSTGRES__URL=f"{PG_BASE}/{self.db}", EVENTLINE__LAKE__ROOT=self.lake,
+                        EVENTLINE__ADMIN__LISTEN="127.0.0.1:0", EVENTLINE__SUPERVISION__LOG_PATH=str(WORK / f"supervision-{suffix}.jsonl"), RUST_LOG="warn")
+        run([BIN, "migrate"], env=self.env)
+
+    def produce(self, n, rate=None):
+        args = [BIN, "produce", "--generate", str(n), "--seed", "42", "--duplicate-ratio", "0.05", "--invalid-ratio", "0.01", "--topic", self.topic]
+        if rate:
+            args += ["--rate", str(rate)]
+        run(args, env=self.env)
+
+    def progress(self):
+        pg = int(psql(self.db, f"SELECT coalesce(sum(next_offset),0) FROM sink_progress WHERE sink='postgres' AND topic='{self.topic}'") or 0)
+        lake = 0
+        for d in pathlib.Path(self.lake, "_eventline/log").glob(f"{self.topic}-*"):
+            entries = sorted(d.glob("*.json"))
+            if entries:
+                lake += json.load(open(entries[-1]))["next_offset"]
+        return pg, lake
+
+
+def proc_stats(pid):
+    rss = 0
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            rss = int(line.split()[1]) * 1024
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return rss, cpu
+
+
+def run_processor_until(slice_, end, timeout=900):
+    """Starts eventline run, waits until both sinks stored `end` records; returns stats."""
+    started = time.perf_counter()
+    p = subprocess.Popen([BIN, "run"], env=slice_.env, stderr=open(WORK / f"{slice_.topic}.log", "w"))
+    samples = []
+    try:
+        while True:
+            pg, lake = slice_.progress()
+            rss, cpu = proc_stats(p.pid)
+            samples.append((time.perf_counter() - started, rss))
+            if pg >= end and lake >= end:
+                break
+            if p.poll() is not None or time.perf_counter() - started > timeout:
+                raise SystemExit(f"processor stopped or timed out; see {WORK}/{slice_.topic}.log")
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        rss, cpu = proc_stats(p.pid)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=60)
+    return {"seconds": elapsed, "peak_rss_bytes": rss, "cpu_seconds": cpu, "rss_samples": samples}
+
+
+def postgres_limit(source):
+    """COPY of the same accepted rows into the same tables and indexes, with psql."""
+    target = Slice("pgcopy", partitions=1)
+    files = {}
+    for table, cols in [("processed_events", "event_id, topic, partition, \"offset\", payload_hash"),
+                        ("events", "event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, partition, \"offset\", kafka_timestamp")]:
+        path = WORK / f"{target.db}-{table}.csv"
+        run([STACK, "psql", "-d", source.db, "-c", f"\\copy (SELECT {cols} FROM {table}) TO '{path}' WITH (FORMAT csv)"])
+        files[table] = (path, cols)
+    rows = int(psql(source.db, "SELECT count(*) FROM events"))
+    started = time.perf_counter()
+    for table, (path, cols) in files.items():
+        run([STACK, "psql", "-d", target.db, "-c", f"\\copy {table} ({cols}) FROM '{path}' WITH (FORMAT csv)"])
+    return {"rows": rows, "seconds": time.perf_counter() - started}
+
+
+def baseline(n):
+    venv = ROOT / ".cache/bench-venv"
+    if not (venv / "bin/python").exists():
+        log("creating the baseline's virtualenv (bench/requirements.txt)")
+        run([sys.executable, "-m", "venv", str(venv)])
+    run([str(venv / "bin/pip"), "install", "-q", "-r", str(ROOT / "bench/requirements.txt")])
+    s = Slice("baseline")
+    s.produce(n)
+    out = run([str(venv / "bin/python"), str(ROOT / "bench/baseline.py"), "--brokers", BROKERS, "--topic", s.topic, "--db", f"{PG_BASE}/{s.db}", "--lake", s.lake, "--records", str(n)])
+    return json.loads(out)
+
+
+def latency(rate, seconds):
+    s = Slice(f"lat{int(rate)}")
+    n = int(rate * seconds)
+    p = subprocess.Popen([BIN, "run"], env=s.env, stderr=open(WORK / f"{s.topic}.log", "w"))
+    try:
+        time.sleep(3)  # let the processor join its group before the first record (start-up is not latency)
+        s.produce(n, rate=rate)
+        deadline = time.time() + 300
+        while s.progress() < (n, n) and time.time() < deadline:
+            time.sleep(0.1)
+        rss, cpu = proc_stats(p.pid)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=60)
+    q = psql(s.db, "SELECT concat_ws(',', percentile_cont(0.5) WITHIN GROUP (ORDER BY d), percentile_cont(0.95) WITHIN GROUP (ORDER BY d), "
+                   "percentile_cont(0.99) WITHIN GROUP (ORDER BY d), max(d)) FROM (SELECT extract(epoch FROM received_at - kafka_timestamp) * 1000 AS d FROM events) x")
+    pg = [round(float(v), 1) for v in q.split(",")]
+    import duckdb
+    lake = duckdb.sql(f"""SELECT quantile_cont(d, 0.5), quantile_cont(d, 0.95), quantile_cont(d, 0.99), max(d) FROM (
+        SELECT epoch_ms(ingested_at) - epoch_ms(kafka_timestamp) AS d FROM read_parquet('{s.lake}/**/*.parquet'))""").fetchone()
+    files = list(pathlib.Path(s.lake).glob("event_type=*/**/*.parquet"))
+    return {"rate": rate, "records": n, "postgres_ms": dict(zip(["p50", "p95", "p99", "max"], pg)),
+            "lake_ms": dict(zip(["p50", "p95", "p99", "max"], [round(float(v), 1) for v in lake])),
+            "lake_files": len(files), "lake_mean_file_bytes": int(sum(f.stat().st_size for f in files) / max(len(files), 1)),
+            "peak_rss_bytes": rss, "cpu_seconds": cpu}
+
+
+def svg_chart(result, path):
+    bars = [("eventline", result["eventline"]["per_second"])] + [(k, v["per_second"]) for k, v in result["limits"].items()] + [("python baseline", result["baseline"]["per_second"])]
+    top = max(v for _, v in bars) or 1
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="760" height="%d" font-family="sans-serif" font-size="13">' % (60 + 34 * len(bars) + 40 + 34 * len(result["latency"]))]
+    out.append('<text x="10" y="22" font-size="16">Throughput, input records per second (same run)</text>')
+    for i, (name, v) in enumerate(bars):
+        y = 40 + 34 * i
+        out.append(f'<text x="10" y="{y + 17}">{name}</text><rect x="190" y="{y}" width="{int(480 * v / top)}" height="24" fill="#3b7dd8"/><text x="{196 + int(480 * v / top)}" y="{y + 17}">{v:,.0f}</text>')
+    y0 = 60 + 34 * len(bars)
+    out.append(f'<text x="10" y="{y0}" font-size="16">Latency to Postgres (ms): p50 / p95 / p99 / max</text>')
+    for i, l in enumerate(result["latency"]):
+        ms = l["postgres_ms"]
+        out.append(f'<text x="10" y="{y0 + 26 + 34 * i}">{l["rate"]:,.0f}/s: {ms["p50"]} / {ms["p95"]} / {ms["p99"]} / {ms["max"]}   lake p99 {l["lake_ms"]["p99"]} ms, {l["lake_files"]} files</text>')
+    out.append("</svg>")
+    pathlib.Path(path).write_text("\n".join(out))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--baseline-events", type=int, default=30_000)
+    ap.add_argument("--latency-seconds", type=int, default=60)
+    ap.add_argument("--skip-latency", action="store_true")
+    a = ap.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    result = {"events": a.events, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "limits": {}}
+
+    log(f"pre-loading {a.events:,} generated events (5% duplicates, 1% invalid)")
+    main_slice = Slice("throughput")
+    main_slice.produce(a.events)
+    log("eventline draining the topic into both sinks")
+    e = run_processor_until(main_slice, a.events)
+    e["per_second"] = a.events / e["seconds"]
+    e.pop("rss_samples")
+    result["eventline"] = e
+    accepted = int(psql(main_slice.db, "SELECT count(*) FROM events"))
+    result["accepted_rows"] = accepted
+
+    log("limit: consume only")
+    c = json.loads(run([BIN, "bench-limit", "consume-only", "--topic", main_slice.topic], env=main_slice.env))
+    result["limits"]["consume only"] = {"per_second": c["per_second"], "seconds": c["seconds"]}
+    log("limit: Postgres only (COPY of the same rows)")
+    pg = postgres_limit(main_slice)
+    result["limits"]["postgres COPY only"] = {"per_second": a.events / pg["seconds"], "rows_per_second": pg["rows"] / pg["seconds"], "seconds": pg["seconds"]}
+    log("limit: lake only (the same rows as Parquet)")
+    lk = json.loads(run([BIN, "bench-limit", "lake-only", "--topic", main_slice.topic, "--root", str(WORK / f"lake-limit-{uuid.uuid4().hex[:6]}")], env=main_slice.env))
+    result["limits"]["lake only"] = {"per_second": a.events / lk["seconds"], "rows_per_second": lk["per_second"], "seconds": lk["seconds"]}
+    slowest = min(result["limits"].items(), key=lambda kv: kv[1]["per_second"])
+    result["fraction_of_slowest_limit"] = e["per_second"] / slowest[1]["per_second"]
+    result["slowest_limit"] = slowest[0]
+
+    log(f"baseline: Python consumer on {a.baseline_events:,} records")
+    result["baseline"] = baseline(a.baseline_events)
+    result["times_baseline"] = e["per_second"] / result["baseline"]["per_second"]
+
+    result["latency"] = []
+    if not a.skip_latency:
+        for rate in [1_000, 10_000, int(e["per_second"] / 2)]:
+            log(f"latency at {rate:,}/s for {a.latency_seconds}s")
+            result["latency"].append(latency(rate, a.latency_seconds))
+
+    reports = ROOT / "reports"
+    reports.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    json_path, svg_path = reports / f"bench-{stamp}.json", reports / f"bench-{stamp}.svg"
+    json_path.write_text(json.dumps(result, indent=2))
+    svg_chart(result, svg_path)
+
+    print(f"\n{'measure':<34}{'records/s':>14}{'vs eventline':>14}")
+    print(f"{'eventline end to end':<34}{e['per_second']:>14,.0f}{'1.00':>14}")
+    for k, v in result["limits"].items():
+        print(f"{'limit: ' + k:<34}{v['per_second']:>14,.0f}{e['per_second'] / v['per_second']:>14.2f}")
+    print(f"{'python baseline':<34}{result['baseline']['per_second']:>14,.0f}{result['times_baseline']:>13.1f}x")
+    print(f"\neventline = {result['fraction_of_slowest_limit']:.0%} of the slowest limit ({slowest[0]}); {result['times_baseline']:.1f}x the Python baseline")
+    print(f"peak RSS {e['peak_rss_bytes'] / 2**20:.0f} MiB, CPU {e['cpu_seconds']:.1f} s for {a.events:,} records ({accepted:,} accepted)")
+    for l in result["latency"]:
+        print(f"latency at {l['rate']:>7,}/s: postgres p50/p95/p99/max {l['postgres_ms']['p50']}/{l['postgres_ms']['p95']}/{l['postgres_ms']['p99']}/{l['postgres_ms']['max']} ms; "
+              f"lake p99 {l['lake_ms']['p99']} ms, {l['lake_files']} files of {l['lake_mean_file_bytes'] / 1024:.0f} KiB; peak RSS {l['peak_rss_bytes'] / 2**20:.0f} MiB")
+    print(f"\nresult: {json_path}\nchart:  {svg_path}")
+
+
+if __name__ == "__main__":
+    main()
