@@ -140,10 +140,24 @@ impl TestEnv {
     /// Produces `(key, value)` records to the source topic and waits for every delivery.
     /// Records without a partition go where their key hashes.
     pub fn produce(&self, records: &[(Option<i32>, String, Option<Vec<u8>>)]) {
-        let producer = self.producer();
+        produce_to(&self.brokers, &self.topic, records);
+    }
+}
+
+/// Produces records to `topic` and waits for every delivery (usable from a thread).
+pub fn produce_to(brokers: &str, topic: &str, records: &[(Option<i32>, String, Option<Vec<u8>>)]) {
+    {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "1000000")
+            .set("queue.buffering.max.kbytes", "1048576")
+            .create()
+            .expect("producer");
         block_on(async {
             let sends = records.iter().map(|(partition, key, value)| {
-                let mut record = FutureRecord::<str, [u8]>::to(&self.topic).key(key.as_str());
+                let mut record = FutureRecord::<str, [u8]>::to(topic).key(key.as_str());
                 if let Some(p) = partition {
                     record = record.partition(*p);
                 }
@@ -159,6 +173,9 @@ impl TestEnv {
             }
         });
     }
+}
+
+impl TestEnv {
 
     /// The environment that points the processor at this test's slice.
     pub fn processor_env(&self) -> Vec<(String, String)> {
