@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: up down status logs clean build demo test deps drill bench
+.PHONY: up down status logs clean build demo test deps drill bench bench-produce
 
 ## Local stack (Kafka + PostgreSQL, no Docker)
 up:
@@ -41,3 +41,7 @@ drill: deps up build
 ## Throughput and latency against this machine's limits and a Python baseline (reports/bench-*.json, *.svg)
 bench: deps up build
 	python3 bench/run_bench.py $(BENCH_ARGS)
+
+## The generator's publishing rate against Kafka's own producer benchmark, same run
+bench-produce: deps up build
+	scripts/bench-produce.sh

@@ -363,20 +363,7 @@ fn tail(text: &str, lines: usize) -> String {
 
 /// Every published Parquet file under a lake root.
 pub fn lake_files(root: &Path) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                out.push(path);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, &mut out);
-    out.sort();
-    out
+    eventline::lake_reader::data_files(root)
 }
 
 /// Runs one SQL statement in DuckDB (Python package) and returns its rows as CSV.
