@@ -83,14 +83,17 @@ fn progress_sums(ctx: &DrillContext) -> Result<(i64, i64), String> {
     Ok((pg, lake))
 }
 
-/// Waits until both sinks stored everything up to the high watermarks.
+/// Waits until both sinks stored everything up to the high watermarks and the running
+/// processor committed that (after a kill, only once the dead member's session expired
+/// and the partitions were assigned again).
 fn wait_drained(ctx: &DrillContext) -> DrillResult {
     let s = &ctx.settings;
-    wait_for("both sinks stored everything up to the end of the topic", ctx.timeout, || {
+    wait_for("both sinks stored everything up to the end of the topic, and it is committed", ctx.timeout, || {
         let marks = kafka_ops::watermarks(&s.kafka.brokers, &s.kafka.topic)?;
         let end: i64 = marks.iter().map(|(_, h)| h).sum();
         let (pg, lake) = progress_sums(ctx)?;
-        Ok(pg == end && lake == end)
+        let high: Vec<i64> = marks.iter().map(|(_, h)| *h).collect();
+        Ok(pg == end && lake == end && kafka_ops::committed(&s.kafka.brokers, &s.kafka.group_id, &s.kafka.topic)? == high)
     })
 }
 
