@@ -164,7 +164,21 @@ impl SinkWriter for ParquetWriter {
         std::fs::create_dir_all(&self.root).map_err(lake_error)
     }
 
-    fn write(&mut self, batch: &SharedBatch) -> Result<ProgressUpdate, SinkError> {
+    fn write(&mut self, batches: &[SharedBatch]) -> Result<ProgressUpdate, SinkError> {
+        let mut updates = Vec::new();
+        for batch in batches {
+            updates.extend(self.write_one(batch)?);
+        }
+        Ok(updates)
+    }
+
+    fn flush(&mut self, only_if_due: bool) -> Result<ProgressUpdate, SinkError> {
+        self.flush_due(only_if_due)
+    }
+}
+
+impl ParquetWriter {
+    fn write_one(&mut self, batch: &SharedBatch) -> Result<ProgressUpdate, SinkError> {
         let (root, writer_id, format, limits) = (self.root.clone(), self.writer_id.clone(), self.format, self.limits);
         let buf = self.buffer(&batch.topic, batch.partition)?;
         let from = match plan_write(buf.expected(), batch.first_offset, batch.next_offset) {
@@ -190,7 +204,7 @@ impl SinkWriter for ParquetWriter {
         Ok(Vec::new())
     }
 
-    fn flush(&mut self, only_if_due: bool) -> Result<ProgressUpdate, SinkError> {
+    fn flush_due(&mut self, only_if_due: bool) -> Result<ProgressUpdate, SinkError> {
         let mut updates = Vec::new();
         for buf in self.partitions.values_mut() {
             let due = should_flush(buf.rows, buf.bytes, buf.since.map(|s| s.elapsed()), &self.limits);

@@ -11,7 +11,7 @@ use crate::sink::{ProgressUpdate, SinkError, SinkId, SinkWriter};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::upsert::excluded;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -148,9 +148,12 @@ impl PostgresWriter {
         PostgresWriter { pool, progress: HashMap::new() }
     }
 
-    fn store(&self, conn: &mut PgConnection, batch: &SharedBatch, from: i64, expected: Option<i64>) -> Result<(), TxError> {
+    /// One transaction for every slice (a batch and the offset it is stored from):
+    /// the rows, the outcome counts, and a compare-and-set of each partition's progress
+    /// from `expected` to `next`.
+    fn store(&self, conn: &mut PgConnection, slices: &[(&SharedBatch, i64)], plan: &Plan) -> Result<(), TxError> {
         conn.transaction(|c| {
-            let accepted: Vec<NewEvent> = batch.accepted.iter().filter(|e| e.coords.offset >= from).map(NewEvent::from).collect();
+            let accepted: Vec<NewEvent> = slices.iter().flat_map(|(b, from)| b.accepted.iter().filter(move |e| e.coords.offset >= *from)).map(NewEvent::from).collect();
             if !accepted.is_empty() {
                 // COPY into the session's staging table, then one INSERT ... SELECT: about
                 // 2.5 times the rate of multi-row INSERT ... VALUES on this kind of machine.
@@ -163,26 +166,32 @@ impl PostgresWriter {
                 )
                 .execute(c)?;
             }
-            let dead: Vec<NewDeadLetter> = batch.dead.iter().filter(|d| d.record.coords.offset >= from).map(NewDeadLetter::from).collect();
+            let dead: Vec<NewDeadLetter> = slices.iter().flat_map(|(b, from)| b.dead.iter().filter(move |d| d.record.coords.offset >= *from)).map(NewDeadLetter::from).collect();
             for chunk in dead.chunks(ROWS_PER_STATEMENT) {
                 diesel::insert_into(dead_letters::table).values(chunk).on_conflict_do_nothing().execute(c)?;
             }
-            let conflicting: Vec<NewConflict> = batch.conflicts.iter().filter(|x| x.event.coords.offset >= from).map(NewConflict::from).collect();
+            let conflicting: Vec<NewConflict> = slices.iter().flat_map(|(b, from)| b.conflicts.iter().filter(move |x| x.event.coords.offset >= *from)).map(NewConflict::from).collect();
             for chunk in conflicting.chunks(ROWS_PER_STATEMENT) {
                 diesel::insert_into(conflicts::table).values(chunk).on_conflict_do_nothing().execute(c)?;
             }
-            let duplicates = batch.duplicates.iter().filter(|d| d.offset >= from).count();
-            let counts = [("accepted", accepted.len()), ("duplicate", duplicates), ("conflict", conflicting.len()), ("dead_letter", dead.len())];
+            let mut counts: BTreeMap<(&str, i32, &str), i64> = BTreeMap::new();
+            for (b, from) in slices {
+                let n = |it: &mut dyn Iterator<Item = i64>| it.filter(|o| o >= from).count() as i64;
+                for (outcome, k) in [
+                    ("accepted", n(&mut b.accepted.iter().map(|e| e.coords.offset))),
+                    ("duplicate", n(&mut b.duplicates.iter().map(|d| d.offset))),
+                    ("conflict", n(&mut b.conflicts.iter().map(|x| x.event.coords.offset))),
+                    ("dead_letter", n(&mut b.dead.iter().map(|d| d.record.coords.offset))),
+                ] {
+                    if k > 0 {
+                        *counts.entry((&b.topic, b.partition, outcome)).or_default() += k;
+                    }
+                }
+            }
             let rows: Vec<_> = counts
                 .iter()
-                .filter(|(_, n)| *n > 0)
-                .map(|(outcome, n)| {
-                    (
-                        outcome_counts::topic.eq(&*batch.topic),
-                        outcome_counts::partition.eq(batch.partition),
-                        outcome_counts::outcome.eq(*outcome),
-                        outcome_counts::count.eq(*n as i64),
-                    )
+                .map(|((topic, partition, outcome), n)| {
+                    (outcome_counts::topic.eq(*topic), outcome_counts::partition.eq(*partition), outcome_counts::outcome.eq(*outcome), outcome_counts::count.eq(*n))
                 })
                 .collect();
             if !rows.is_empty() {
@@ -193,14 +202,20 @@ impl PostgresWriter {
                     .set(outcome_counts::count.eq(outcome_counts::count + excluded(outcome_counts::count)))
                     .execute(c)?;
             }
-            if db::advance_progress(c, SinkId::Postgres.as_str(), &batch.topic, batch.partition, expected, batch.next_offset)? {
-                Ok(())
-            } else {
-                Err(TxError::Fenced)
+            for ((topic, partition), (expected, next)) in plan {
+                if let Some(next) = next.filter(|n| Some(*n) != *expected) {
+                    if !db::advance_progress(c, SinkId::Postgres.as_str(), topic, *partition, *expected, next)? {
+                        return Err(TxError::Fenced);
+                    }
+                }
             }
+            Ok(())
         })
     }
 }
+
+/// Per partition: the durable progress when the write started, and after it.
+type Plan = BTreeMap<(Arc<str>, i32), (Option<i64>, Option<i64>)>;
 
 fn retryable(e: impl std::fmt::Display) -> SinkError {
     SinkError::Retryable(e.to_string())
@@ -213,37 +228,55 @@ impl SinkWriter for PostgresWriter {
         db::conn(&self.pool).map(drop).map_err(retryable)
     }
 
-    fn write(&mut self, batch: &SharedBatch) -> Result<ProgressUpdate, SinkError> {
-        let key = (batch.topic.clone(), batch.partition);
+    fn write(&mut self, batches: &[SharedBatch]) -> Result<ProgressUpdate, SinkError> {
         let mut conn = db::conn(&self.pool).map_err(retryable)?;
         // Twice at most: a fenced attempt re-reads the progress another writer left.
         for _ in 0..2 {
-            let expected = match self.progress.get(&key) {
-                Some(p) => *p,
-                None => db::read_progress(&mut conn, SinkId::Postgres.as_str(), &batch.topic, batch.partition).map_err(retryable)?,
-            };
-            self.progress.insert(key.clone(), expected);
-            let from = match plan_write(expected, batch.first_offset, batch.next_offset) {
-                WritePlan::Skip => return Ok(vec![(batch.partition, expected.unwrap_or(batch.next_offset))]),
-                WritePlan::WriteFrom(from) => from,
-                WritePlan::Gap { expected, first } => {
-                    log::error!("Postgres writer: {}/{} offsets {expected}..{first} were never received (deleted by retention?)", batch.topic, batch.partition);
-                    first
+            let mut plan: Plan = BTreeMap::new();
+            let mut slices = Vec::new();
+            for batch in batches {
+                let key = (batch.topic.clone(), batch.partition);
+                if !plan.contains_key(&key) {
+                    let expected = match self.progress.get(&key) {
+                        Some(p) => *p,
+                        None => db::read_progress(&mut conn, SinkId::Postgres.as_str(), &batch.topic, batch.partition).map_err(retryable)?,
+                    };
+                    plan.insert(key.clone(), (expected, expected));
                 }
-            };
-            match self.store(&mut conn, batch, from, expected) {
+                let entry = plan.get_mut(&key).expect("inserted above");
+                let from = match plan_write(entry.1, batch.first_offset, batch.next_offset) {
+                    WritePlan::Skip => continue,
+                    WritePlan::WriteFrom(from) => from,
+                    WritePlan::Gap { expected, first } => {
+                        log::error!("Postgres writer: {}/{} offsets {expected}..{first} were never received (deleted by retention?)", batch.topic, batch.partition);
+                        first
+                    }
+                };
+                slices.push((batch, from));
+                entry.1 = Some(batch.next_offset);
+            }
+            let stored = if slices.is_empty() { Ok(()) } else { self.store(&mut conn, &slices, &plan) };
+            match stored {
                 Ok(()) => {
-                    self.progress.insert(key, Some(batch.next_offset));
-                    return Ok(vec![(batch.partition, batch.next_offset)]);
+                    let mut update = Vec::new();
+                    for ((topic, partition), (_, now)) in plan {
+                        self.progress.insert((topic, partition), now);
+                        if let Some(now) = now {
+                            update.push((partition, now));
+                        }
+                    }
+                    return Ok(update);
                 }
                 Err(TxError::Fenced) => {
-                    log::warn!("Postgres writer fenced on {}/{}: progress moved by another writer; re-reading", batch.topic, batch.partition);
-                    self.progress.remove(&key);
+                    log::warn!("Postgres writer fenced: a partition's progress moved under another writer; re-reading");
+                    for key in plan.keys() {
+                        self.progress.remove(key);
+                    }
                 }
                 Err(TxError::Db(e)) => return Err(retryable(e)),
             }
         }
-        Err(SinkError::Retryable(format!("fenced twice on {}/{}", batch.topic, batch.partition)))
+        Err(SinkError::Retryable("fenced twice: another writer keeps moving these partitions".into()))
     }
 
     fn flush(&mut self, _only_if_due: bool) -> Result<ProgressUpdate, SinkError> {

@@ -63,8 +63,9 @@ pub trait SinkWriter: Sized + Unpin + 'static {
     const ID: SinkId;
     /// Opens (or re-opens after a failure): connects, recovers leftovers.
     fn open(&mut self) -> Result<(), SinkError>;
-    /// Stores (or buffers) a decided batch, skipping what is already stored.
-    fn write(&mut self, batch: &SharedBatch) -> Result<ProgressUpdate, SinkError>;
+    /// Stores (or buffers) decided batches, in order, skipping what is already stored.
+    /// A sink may store several batches at once (one Postgres transaction for all).
+    fn write(&mut self, batches: &[SharedBatch]) -> Result<ProgressUpdate, SinkError>;
     /// Makes everything buffered durable (age limit reached, queue full, shutdown).
     fn flush(&mut self, only_if_due: bool) -> Result<ProgressUpdate, SinkError>;
 }
@@ -93,10 +94,10 @@ impl Faults {
     }
 }
 
-/// Ask the worker to store a batch.
+/// Ask the worker to store batches (in order).
 #[derive(Message)]
 #[rtype(result = "Result<ProgressUpdate, SinkError>")]
-pub struct Write(pub SharedBatch);
+pub struct Write(pub Vec<SharedBatch>);
 
 /// Ask the worker to flush its buffers (all, or only those due by age).
 #[derive(Message)]

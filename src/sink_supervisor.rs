@@ -42,6 +42,11 @@ pub struct Enqueue(pub SharedBatch);
 #[rtype(result = "()")]
 pub struct Drain;
 
+/// At most this many batches in one write.
+const MAX_GROUP_BATCHES: usize = 64;
+/// A write stops growing past this many records.
+const MAX_GROUP_RECORDS: usize = 50_000;
+
 type WorkerReply = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Result<ProgressUpdate, SinkError>, MailboxError>>>>;
 
 struct Retained {
@@ -132,9 +137,20 @@ impl<W: SinkWriter> SinkSupervisor<W> {
             return;
         }
         let Some(worker) = self.worker.clone() else { return };
-        let next = self.retained.iter().position(|r| !r.sent);
+        // Every batch waiting goes in one write (up to a cap): the Postgres writer stores
+        // them in one transaction, so a backlog costs one commit, not one per batch.
+        let mut group: Vec<SharedBatch> = Vec::new();
+        let mut records = 0;
+        for r in self.retained.iter().filter(|r| !r.sent) {
+            if group.len() >= MAX_GROUP_BATCHES || (records >= MAX_GROUP_RECORDS && !group.is_empty()) {
+                break;
+            }
+            records += r.batch.len();
+            group.push(r.batch.clone());
+        }
+        let next = (!group.is_empty()).then_some(());
         let request: WorkerReply = match next {
-            Some(i) => Box::pin(worker.send(Write(self.retained[i].batch.clone()))),
+            Some(()) => Box::pin(worker.send(Write(group.clone()))),
             None if !self.retained.is_empty() && (!self.waiting.is_empty() || !self.drains.is_empty()) => {
                 // Full (or draining) with nothing left to send: the writer is holding
                 // batches in its buffers, so make them durable now.
@@ -143,19 +159,21 @@ impl<W: SinkWriter> SinkSupervisor<W> {
             None => return self.finish_drains(),
         };
         self.busy = true;
-        let sent = next.map(|i| self.retained[i].batch.clone());
+        let sent = group;
         let started = Instant::now();
         ctx.spawn(request.into_actor(self).map(move |result, act, ctx| {
             act.busy = false;
             match result {
                 Ok(Ok(update)) => {
-                    if let Some(batch) = &sent {
+                    if !sent.is_empty() {
                         let m = metrics();
                         m.write_seconds.with_label_values(&[W::ID.as_str()]).observe(started.elapsed().as_secs_f64());
-                        m.batch_size.with_label_values(&[W::ID.as_str()]).observe(batch.len() as f64);
+                        for batch in &sent {
+                            m.batch_size.with_label_values(&[W::ID.as_str()]).observe(batch.len() as f64);
+                        }
                     }
                     // A flush that made nothing durable is retried by the tick, not in a loop.
-                    let moved = sent.is_some() || !update.is_empty();
+                    let moved = !sent.is_empty() || !update.is_empty();
                     act.on_success(sent, update);
                     if !moved {
                         return;
@@ -177,7 +195,7 @@ impl<W: SinkWriter> SinkSupervisor<W> {
         ctx.spawn(worker.send(Flush { only_if_due: true }).into_actor(self).map(|result, act, ctx| {
             act.busy = false;
             match result {
-                Ok(Ok(update)) => act.on_success(None, update),
+                Ok(Ok(update)) => act.on_success(Vec::new(), update),
                 Ok(Err(error)) => act.on_failure(error, ctx),
                 Err(mailbox) => act.on_failure(SinkError::Panicked(format!("writer mailbox closed: {mailbox}")), ctx),
             }
@@ -185,8 +203,8 @@ impl<W: SinkWriter> SinkSupervisor<W> {
         }));
     }
 
-    fn on_success(&mut self, sent: Option<SharedBatch>, update: ProgressUpdate) {
-        if let Some(batch) = sent {
+    fn on_success(&mut self, sent: Vec<SharedBatch>, update: ProgressUpdate) {
+        for batch in sent {
             if let Some(r) = self.retained.iter_mut().find(|r| Arc::ptr_eq(&r.batch, &batch)) {
                 r.sent = true;
             }
