@@ -59,8 +59,13 @@ fn metrics_match_what_was_produced_and_lag_drains_to_zero() {
     let (code, body) = get(&format!("{admin}/health"));
     assert_eq!(code, 200, "{body}");
 
-    let (code, status) = env.eventline(&["status", "--url", &admin]);
-    assert_eq!(code, 0, "{status}");
+    let (code, _) = env.eventline(&["status", "--url", &admin]);
+    assert_eq!(code, 0);
+    let out = std::process::Command::new(binary()).args(["status", "--url", &admin]).output().unwrap();
+    let view = String::from_utf8_lossy(&out.stdout);
+    assert!(view.contains("ready: yes") && view.contains("assigned partitions: 3"), "{view}");
+    assert!(view.lines().any(|l| l.starts_with("postgres") && l.contains(" up ")), "{view}");
+    assert!(view.lines().filter(|l| l.trim_end().ends_with(" 0") && l.starts_with(char::is_numeric)).count() == 3, "lag 0 on each partition: {view}");
     assert_eq!(env.stop_processor(p), 0);
 }
 
