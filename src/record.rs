@@ -200,9 +200,3 @@ impl DecidedBatch {
 
 /// Shared, read-only: both sinks get the same decided batch.
 pub type SharedBatch = Arc<DecidedBatch>;
-
-impl Default for Coords {
-    fn default() -> Self {
-        Coords { topic: Arc::from(""), partition: 0, offset: 0 }
-    }
-}
