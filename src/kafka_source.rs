@@ -295,6 +295,9 @@ impl SourceLoop {
     }
 
     fn on_rebalance(&mut self, event: RebalanceEvent) {
+        // Flows of revoked partitions finish on their own; only unfinished ones are kept
+        // for the shutdown to wait on, so they do not pile up over many rebalances.
+        self.retiring.retain(|task| !task.is_finished());
         match event {
             RebalanceEvent::Assigned { partition, progress } => {
                 if let Some(progress) = progress {

@@ -111,6 +111,16 @@ pub fn parse_text(text: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// Sum of every series of `metric` whose labels match `filter`, from [`parse_text`].
+pub fn sum_series(series: &[(String, f64)], metric: &str, filter: &[(&str, &str)]) -> f64 {
+    series
+        .iter()
+        .filter(|(s, _)| s == metric || s.starts_with(&format!("{metric}{{")))
+        .filter(|(s, _)| filter.iter().all(|(k, v)| label(s, k) == Some(v)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
 /// The value of label `name` in a series string.
 pub fn label<'a>(series: &'a str, name: &str) -> Option<&'a str> {
     let start = series.find(&format!("{name}=\""))? + name.len() + 2;

@@ -1,7 +1,7 @@
 //! `eventline status`: a compact view of a running processor, read from its admin
 //! endpoint: state per sink, lag per partition, rates, last restarts.
 
-use crate::metrics::{label, parse_text};
+use crate::metrics::{label, parse_text, sum_series};
 use crate::supervision_log::Entry;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -38,12 +38,7 @@ pub fn sample(base: &str) -> Result<Sample, String> {
 impl Sample {
     /// Sum of every series of `metric` whose labels match `filter`.
     pub fn sum(&self, metric: &str, filter: &[(&str, &str)]) -> f64 {
-        self.series
-            .iter()
-            .filter(|(s, _)| s == metric || s.starts_with(&format!("{metric}{{")))
-            .filter(|(s, _)| filter.iter().all(|(k, v)| label(s, k) == Some(v)))
-            .map(|(_, v)| v)
-            .sum()
+        sum_series(&self.series, metric, filter)
     }
 
     /// `label value -> value` for one metric.

@@ -4,7 +4,7 @@
 
 mod helpers;
 
-use eventline::metrics::{label, parse_text};
+use eventline::metrics::{parse_text, sum_series};
 use helpers::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -17,12 +17,7 @@ fn get(url: &str) -> (u16, String) {
 }
 
 fn sum(series: &[(String, f64)], metric: &str, filter: &[(&str, &str)]) -> i64 {
-    series
-        .iter()
-        .filter(|(s, _)| s.starts_with(&format!("{metric}{{")) || s == metric)
-        .filter(|(s, _)| filter.iter().all(|(k, v)| label(s, k) == Some(v)))
-        .map(|(_, v)| *v as i64)
-        .sum()
+    sum_series(series, metric, filter) as i64
 }
 
 #[test]
