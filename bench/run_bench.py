@@ -55,7 +55,9 @@ class Slice:
     def produce(self, n, rate=None):
         args = [BIN, "produce", "--generate", str(n), "--seed", "42", "--duplicate-ratio", "0.05", "--invalid-ratio", "0.01", "--topic", self.topic]
         if rate:
-            args += ["--rate", str(rate)]
+            # A paced run measures latency: the producer sends each record at once
+            # rather than waiting to fill a batch, as a latency-minded client would.
+            args += ["--rate", str(rate), "--linger-ms", "5"]
         run(args, env=self.env)
 
     def progress(self):
@@ -158,6 +160,7 @@ def latency(rate, seconds):
 
 def svg_chart(result, path):
     bars = [("eventline", result["eventline"]["per_second"])] + [(k, v["per_second"]) for k, v in result["limits"].items()] + [("python baseline", result["baseline"]["per_second"])]
+    bars = [(k, v) for k, v in bars if v == v]  # a skipped measure is NaN
     top = max(v for _, v in bars) or 1
     out = ['<svg xmlns="http://www.w3.org/2000/svg" width="760" height="%d" font-family="sans-serif" font-size="13">' % (60 + 34 * len(bars) + 40 + 34 * len(result["latency"]))]
     out.append('<text x="10" y="22" font-size="16">Throughput, input records per second (same run)</text>')
@@ -179,7 +182,15 @@ def main():
     ap.add_argument("--baseline-events", type=int, default=30_000)
     ap.add_argument("--latency-seconds", type=int, default=60)
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--skip-baseline", action="store_true", help="no Python baseline (for tuning)")
+    ap.add_argument("--latency-only", type=str, metavar="RATES", help="only the latency runs, at these comma-separated rates (for tuning)")
     a = ap.parse_args()
+    if a.latency_only:
+        WORK.mkdir(parents=True, exist_ok=True)
+        for rate in [int(r) for r in a.latency_only.split(",")]:
+            log(f"latency at {rate:,}/s for {a.latency_seconds}s")
+            print_latency(latency(rate, a.latency_seconds))
+        return
     WORK.mkdir(parents=True, exist_ok=True)
     result = {"events": a.events, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "limits": {}}
 
@@ -207,8 +218,11 @@ def main():
     result["fraction_of_slowest_limit"] = e["per_second"] / slowest[1]["per_second"]
     result["slowest_limit"] = slowest[0]
 
-    log(f"baseline: Python consumer on {a.baseline_events:,} records")
-    result["baseline"] = baseline(a.baseline_events)
+    if a.skip_baseline:
+        result["baseline"] = {"per_second": float("nan")}
+    else:
+        log(f"baseline: Python consumer on {a.baseline_events:,} records")
+        result["baseline"] = baseline(a.baseline_events)
     result["times_baseline"] = e["per_second"] / result["baseline"]["per_second"]
 
     result["latency"] = []
@@ -232,9 +246,13 @@ def main():
     print(f"\neventline = {result['fraction_of_slowest_limit']:.0%} of the slowest limit ({slowest[0]}); {result['times_baseline']:.1f}x the Python baseline")
     print(f"peak RSS {e['peak_rss_bytes'] / 2**20:.0f} MiB, CPU {e['cpu_seconds']:.1f} s for {a.events:,} records ({accepted:,} accepted)")
     for l in result["latency"]:
-        print(f"latency at {l['rate']:>7,}/s: postgres p50/p95/p99/max {l['postgres_ms']['p50']}/{l['postgres_ms']['p95']}/{l['postgres_ms']['p99']}/{l['postgres_ms']['max']} ms; "
-              f"lake p99 {l['lake_ms']['p99']} ms, {l['lake_files']} files of {l['lake_mean_file_bytes'] / 1024:.0f} KiB; peak RSS {l['peak_rss_bytes'] / 2**20:.0f} MiB")
+        print_latency(l)
     print(f"\nresult: {json_path}\nchart:  {svg_path}")
+
+
+def print_latency(l):
+    print(f"latency at {l['rate']:>7,}/s: postgres p50/p95/p99/max {l['postgres_ms']['p50']}/{l['postgres_ms']['p95']}/{l['postgres_ms']['p99']}/{l['postgres_ms']['max']} ms; "
+          f"lake p99 {l['lake_ms']['p99']} ms, {l['lake_files']} files of {l['lake_mean_file_bytes'] / 1024:.0f} KiB; peak RSS {l['peak_rss_bytes'] / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":

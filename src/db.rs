@@ -56,23 +56,6 @@ pub fn migrate(conn: &mut PgConnection) -> Result<usize, DbError> {
     result
 }
 
-/// Creates this session's COPY staging tables if needed. They are temporary (one per
-/// connection) and emptied at every commit, so batches never see each other's rows.
-pub fn ensure_staging_tables(conn: &mut PgConnection) -> QueryResult<()> {
-    diesel::sql_query(
-        "CREATE TEMP TABLE IF NOT EXISTS events_staging (event_id uuid, event_type text, schema_version int, source text, \
-         occurred_at timestamptz, payload text, payload_hash text, topic text, \"partition\" int, \"offset\" bigint, kafka_timestamp timestamptz) \
-         ON COMMIT DELETE ROWS",
-    )
-    .execute(conn)?;
-    diesel::sql_query(
-        "CREATE TEMP TABLE IF NOT EXISTS sightings_staging (event_id uuid, topic text, \"partition\" int, \"offset\" bigint, payload_hash text) \
-         ON COMMIT DELETE ROWS",
-    )
-    .execute(conn)?;
-    Ok(())
-}
-
 /// The stored progress of `sink` on a partition, `None` when it never stored anything.
 pub fn read_progress(conn: &mut PgConnection, sink: &str, topic: &str, partition: i32) -> Result<Option<i64>, DbError> {
     Ok(sink_progress::table

@@ -1,12 +1,13 @@
 //! The deduplicator actor: records the first sighting of each new `event_id` in
 //! `processed_events` and decides every valid record of a batch (see [`crate::dedup`]).
+//! It is on every record's path, so a batch of new events costs one statement (one
+//! round trip, one commit); only ids seen before cost a second, read-only one.
 //! It runs on a `SyncArbiter` because diesel blocks. The table, not any cache, is the
 //! authority, so replaying any range of the log gives the same outcomes.
 
 use crate::db::{self, DbError, PgPool};
 use crate::dedup::{decide, Decision, FirstSeen};
 use crate::record::{Checked, CheckedBatch, Conflict, Coords, DecidedBatch, Event};
-use crate::schema::sightings_staging;
 use actix::prelude::*;
 use diesel::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -39,16 +40,6 @@ impl Deduplicator {
     }
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = sightings_staging, treat_none_as_default_value = false)]
-struct NewSighting<'a> {
-    event_id: Uuid,
-    topic: &'a str,
-    partition: i32,
-    offset: i64,
-    payload_hash: &'a str,
-}
-
 #[derive(QueryableByName)]
 struct Sighting {
     #[diesel(sql_type = diesel::sql_types::Uuid)]
@@ -63,32 +54,42 @@ struct Sighting {
     payload_hash: String,
 }
 
-/// Records first sightings (COPY into a staging table, then one INSERT ... SELECT) and
-/// reads back the authoritative one for every id, in one transaction.
-fn first_sightings(conn: &mut PgConnection, events: &[&Event]) -> Result<HashMap<Uuid, FirstSeen>, DbError> {
+/// Records the ids not seen before and returns them: in the common case (new events)
+/// this one statement, one round trip and one commit, is the whole decision.
+const RECORD_NEW: &str = "\
+    INSERT INTO processed_events (event_id, topic, \"partition\", \"offset\", payload_hash) \
+    SELECT event_id, $2, $3, \"offset\", payload_hash FROM unnest($1::uuid[], $4::bigint[], $5::text[]) AS t(event_id, \"offset\", payload_hash) \
+    ON CONFLICT (event_id) DO NOTHING \
+    RETURNING event_id, topic, \"partition\", \"offset\", payload_hash";
+
+/// Reads the first sightings of ids recorded before (duplicates, conflicts, replays).
+/// The insert above waited for any concurrent writer of these ids, so a new snapshot
+/// sees them all.
+const READ: &str = "SELECT event_id, topic, \"partition\", \"offset\", payload_hash FROM processed_events WHERE event_id = ANY($1)";
+
+/// Records first sightings and reads back the authoritative one for every id.
+fn first_sightings(conn: &mut PgConnection, topic: &str, partition: i32, events: &[&Event]) -> Result<HashMap<Uuid, FirstSeen>, DbError> {
+    use diesel::sql_types::{Array, BigInt, Integer, Text, Uuid as SqlUuid};
     // The lowest offset of each id within the batch is its candidate first sighting;
     // sorted by id so concurrent writers take row locks in the same order.
     let mut seen = HashSet::new();
-    let mut rows: Vec<NewSighting> = events
-        .iter()
-        .filter(|e| seen.insert(e.event_id))
-        .map(|e| NewSighting { event_id: e.event_id, topic: &e.coords.topic, partition: e.coords.partition, offset: e.coords.offset, payload_hash: &e.payload_hash })
-        .collect();
-    rows.sort_by_key(|r| r.event_id);
-    let stored: Vec<Sighting> = conn.transaction(|c| {
-        db::ensure_staging_tables(c)?;
-        diesel::copy_from(sightings_staging::table).from_insertable(&rows).execute(c)?;
-        diesel::sql_query(
-            "INSERT INTO processed_events (event_id, topic, \"partition\", \"offset\", payload_hash) \
-             SELECT event_id, topic, \"partition\", \"offset\", payload_hash FROM sightings_staging ORDER BY event_id \
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .execute(c)?;
-        diesel::sql_query(
-            "SELECT p.event_id, p.topic, p.\"partition\", p.\"offset\", p.payload_hash FROM processed_events p JOIN sightings_staging s USING (event_id)",
-        )
-        .load::<Sighting>(c)
-    })?;
+    let mut rows: Vec<&Event> = events.iter().copied().filter(|e| seen.insert(e.event_id)).collect();
+    rows.sort_by_key(|e| e.event_id);
+    let ids: Vec<Uuid> = rows.iter().map(|e| e.event_id).collect();
+    let offsets: Vec<i64> = rows.iter().map(|e| e.coords.offset).collect();
+    let hashes: Vec<&str> = rows.iter().map(|e| e.payload_hash.as_str()).collect();
+    let mut stored: Vec<Sighting> = diesel::sql_query(RECORD_NEW)
+        .bind::<Array<SqlUuid>, _>(&ids)
+        .bind::<Text, _>(topic)
+        .bind::<Integer, _>(partition)
+        .bind::<Array<BigInt>, _>(&offsets)
+        .bind::<Array<Text>, _>(&hashes)
+        .load(conn)?;
+    if stored.len() < ids.len() {
+        let found: HashSet<Uuid> = stored.iter().map(|s| s.event_id).collect();
+        let known: Vec<Uuid> = ids.into_iter().filter(|id| !found.contains(id)).collect();
+        stored.extend(diesel::sql_query(READ).bind::<Array<SqlUuid>, _>(&known).load::<Sighting>(conn)?);
+    }
     Ok(stored
         .into_iter()
         .map(|s| (s.event_id, FirstSeen { coords: Coords { topic: s.topic.into(), partition: s.partition, offset: s.offset }, payload_hash: s.payload_hash }))
@@ -139,7 +140,7 @@ impl Handler<Decide> for Deduplicator {
         if events.is_empty() {
             return Ok(assemble(batch, &HashMap::new()));
         }
-        let first = db::conn(&self.pool).and_then(|mut conn| first_sightings(&mut conn, &events));
+        let first = db::conn(&self.pool).and_then(|mut conn| first_sightings(&mut conn, &batch.topic, batch.partition, &events));
         match first {
             Ok(first) => Ok(assemble(batch, &first)),
             Err(error) => Err(DedupFailed { batch, error }),

@@ -2,6 +2,8 @@
 //! through validation, de-duplication and dead-lettering, then hands the decided batch
 //! to both sink supervisors. Each hop is `send().await`, so a full mailbox slows the
 //! flow down, the flow's bounded channel fills, and the source pauses the partition.
+//! The flow's load tells the source when to close a batch: at once when the flow is
+//! idle (low latency at low rates), later and larger while it is busy (throughput).
 
 use crate::dead_letter::{DeadLetterPublisher, PublishDeadLetters};
 use crate::deduplicator::{Decide, Deduplicator};
@@ -12,8 +14,10 @@ use crate::sink_supervisor::{Enqueue, SinkSupervisor};
 use crate::stats::Stats;
 use crate::validator::{Validate, Validator};
 use actix::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// The addresses of the stages every flow uses.
 #[derive(Clone)]
@@ -37,10 +41,48 @@ fn retry_delay(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
 }
 
+/// Batches handed to a flow and not finished yet, shared by the source and the flow:
+/// the source closes a batch early when its flow is idle.
+#[derive(Debug, Default)]
+pub struct FlowLoad {
+    in_flight: AtomicUsize,
+    /// Woken whenever a flow finishes a batch.
+    pub finished: Arc<Notify>,
+}
+
+impl FlowLoad {
+    /// A counter that wakes `finished` when a batch is done.
+    pub fn new(finished: Arc<Notify>) -> Self {
+        FlowLoad { in_flight: AtomicUsize::new(0), finished }
+    }
+
+    /// True when the flow has nothing to do.
+    pub fn idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
+
+    /// A batch was handed over.
+    pub fn started(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A batch counted by [`FlowLoad::started`] could not be handed over after all.
+    pub fn done_without_sending(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn done(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.finished.notify_one();
+    }
+}
+
 /// Runs batches of one partition through the stages until the channel closes.
-pub async fn run_partition_flow(stages: Stages, mut batches: tokio::sync::mpsc::Receiver<SourceBatch>) {
+pub async fn run_partition_flow(stages: Stages, mut batches: tokio::sync::mpsc::Receiver<SourceBatch>, load: Arc<FlowLoad>) {
     while let Some(batch) = batches.recv().await {
-        if let Err(error) = process(&stages, batch).await {
+        let result = process(&stages, batch).await;
+        load.done();
+        if let Err(error) = result {
             // Only a stopped actor system gets here (shutdown past its deadline).
             log::error!("Partition flow stopped: {error}");
             return;

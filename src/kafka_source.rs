@@ -9,7 +9,7 @@
 //! neither skips nor re-stores anything (each sink skips what it already has).
 
 use crate::admin::Health;
-use crate::flow::{run_partition_flow, Stages};
+use crate::flow::{run_partition_flow, FlowLoad, Stages};
 use crate::offset_tracker::{Assigned, OffsetTracker, Revoked};
 use crate::progress::resume_offset;
 use crate::progress_store::{ProgressStore, SinkProgress};
@@ -24,7 +24,7 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 /// Partition assignment changes, forwarded from librdkafka's rebalance callback.
@@ -190,6 +190,7 @@ impl Actor for KafkaSource {
             health: self.health.clone(),
             partitions: HashMap::new(),
             retiring: Vec::new(),
+            flow_finished: Arc::new(Notify::new()),
         };
         let rebalances = self.rebalances.take().expect("started once");
         let stop = self.stop.subscribe();
@@ -219,7 +220,18 @@ struct PartitionState {
     overflow: VecDeque<SourceBatch>,
     paused: bool,
     flow: mpsc::Sender<SourceBatch>,
+    load: Arc<FlowLoad>,
     task: JoinHandle<()>,
+}
+
+impl PartitionState {
+    /// A batch closes when it is full, when its oldest record has waited `linger`, or
+    /// as soon as the flow has nothing else to do: batches grow only while the flow is
+    /// busy, so a quiet partition is not held back by the linger.
+    fn batch_due(&self, max: usize, linger: Duration) -> bool {
+        let Some(since) = self.pending_since else { return false };
+        self.pending.len() >= max || since.elapsed() >= linger || (self.load.idle() && self.overflow.is_empty())
+    }
 }
 
 struct SourceLoop {
@@ -231,6 +243,7 @@ struct SourceLoop {
     health: Arc<Health>,
     partitions: HashMap<i32, PartitionState>,
     retiring: Vec<JoinHandle<()>>,
+    flow_finished: Arc<Notify>,
 }
 
 /// Copies a borrowed Kafka message into an owned record.
@@ -252,6 +265,7 @@ impl SourceLoop {
     async fn run(mut self, mut rebalances: mpsc::UnboundedReceiver<RebalanceEvent>, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis((self.pipeline.batch_linger_ms / 2).clamp(2, 100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let flow_finished = self.flow_finished.clone();
         loop {
             tokio::select! {
                 biased;
@@ -265,6 +279,7 @@ impl SourceLoop {
                     }
                     Err(e) => log::warn!("Kafka consumer error: {e}"),
                 },
+                _ = flow_finished.notified() => self.close_due_batches(),
                 _ = tick.tick() => {
                     self.health.beat();
                     self.on_tick();
@@ -282,14 +297,14 @@ impl SourceLoop {
                 self.on_rebalance(event);
             }
         }
-        let max = self.pipeline.batch_max_records;
+        let (max, linger) = (self.pipeline.batch_max_records, Duration::from_millis(self.pipeline.batch_linger_ms));
         let Some(state) = self.partitions.get_mut(&partition) else {
             log::warn!("Record {}/{partition}@{} from an unassigned partition dropped", self.topic, record.coords.offset);
             return;
         };
         state.pending.push(record);
         state.pending_since.get_or_insert_with(Instant::now);
-        if state.pending.len() >= max {
+        if state.batch_due(max, linger) {
             self.close_batch(partition);
         }
     }
@@ -304,8 +319,9 @@ impl SourceLoop {
                     self.tracker.do_send(Assigned { partition, postgres: progress.postgres, lake: progress.lake });
                 }
                 let (tx, rx) = mpsc::channel(self.pipeline.partition_queue_batches);
-                let task = actix::spawn(run_partition_flow(self.stages.clone(), rx));
-                let state = PartitionState { pending: Vec::new(), pending_since: None, overflow: VecDeque::new(), paused: false, flow: tx, task };
+                let load = Arc::new(FlowLoad::new(self.flow_finished.clone()));
+                let task = actix::spawn(run_partition_flow(self.stages.clone(), rx, load.clone()));
+                let state = PartitionState { pending: Vec::new(), pending_since: None, overflow: VecDeque::new(), paused: false, flow: tx, load, task };
                 if let Some(old) = self.partitions.insert(partition, state) {
                     self.retiring.push(old.task);
                 }
@@ -334,19 +350,18 @@ impl SourceLoop {
     }
 
     fn on_tick(&mut self) {
-        let linger = Duration::from_millis(self.pipeline.batch_linger_ms);
-        let due: Vec<i32> = self
-            .partitions
-            .iter()
-            .filter(|(_, s)| s.pending_since.is_some_and(|t| t.elapsed() >= linger))
-            .map(|(p, _)| *p)
-            .collect();
-        for partition in due {
-            self.close_batch(partition);
-        }
+        self.close_due_batches();
         let partitions: Vec<i32> = self.partitions.keys().copied().collect();
         for partition in partitions {
             self.offer(partition);
+        }
+    }
+
+    fn close_due_batches(&mut self) {
+        let (max, linger) = (self.pipeline.batch_max_records, Duration::from_millis(self.pipeline.batch_linger_ms));
+        let due: Vec<i32> = self.partitions.iter().filter(|(_, s)| s.batch_due(max, linger)).map(|(p, _)| *p).collect();
+        for partition in due {
+            self.close_batch(partition);
         }
     }
 
@@ -365,9 +380,13 @@ impl SourceLoop {
     fn offer(&mut self, partition: i32) {
         let Some(state) = self.partitions.get_mut(&partition) else { return };
         while let Some(batch) = state.overflow.pop_front() {
+            // Counted before it is visible to the flow, so the flow's decrement never
+            // comes first.
+            state.load.started();
             match state.flow.try_send(batch) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(batch)) | Err(mpsc::error::TrySendError::Closed(batch)) => {
+                    state.load.done_without_sending();
                     state.overflow.push_front(batch);
                     break;
                 }
@@ -394,6 +413,7 @@ impl SourceLoop {
         }
         for (_, state) in self.partitions.drain() {
             for batch in state.overflow {
+                state.load.started();
                 if state.flow.send(batch).await.is_err() {
                     break;
                 }

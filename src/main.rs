@@ -88,6 +88,10 @@ struct ProduceArgs {
     /// Events per second (default: as fast as the broker takes them).
     #[arg(long)]
     rate: Option<f64>,
+    /// How long the producer waits to fill a batch: higher sends more per request,
+    /// lower delivers sooner (use 0-1 when measuring latency).
+    #[arg(long, default_value_t = 10)]
+    linger_ms: u64,
     /// Same seed and start time: identical records.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -386,6 +390,7 @@ fn produce(settings: &Settings, a: ProduceArgs) -> Result<i32> {
         topic: a.topic.unwrap_or_else(|| settings.kafka.topic.clone()),
         source,
         rate: a.rate,
+        linger_ms: a.linger_ms,
         dry_run: a.dry_run,
         write_jsonl: a.write_jsonl,
     };

@@ -6,7 +6,7 @@
 use crate::db::{self, PgPool};
 use crate::progress::{plan_write, WritePlan};
 use crate::record::{Conflict, DeadLetter, Event, SharedBatch};
-use crate::schema::{conflicts, dead_letters, events_staging, outcome_counts};
+use crate::schema::{conflicts, dead_letters, outcome_counts};
 use crate::sink::{ProgressUpdate, SinkError, SinkId, SinkWriter};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -37,39 +37,87 @@ impl From<diesel::result::Error> for TxError {
     }
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = events_staging, treat_none_as_default_value = false)]
-struct NewEvent<'a> {
-    event_id: Uuid,
-    event_type: &'a str,
-    schema_version: i32,
-    source: &'a str,
-    occurred_at: DateTime<Utc>,
-    payload: &'a str,
-    payload_hash: &'a str,
-    topic: &'a str,
-    partition: i32,
-    offset: i64,
-    kafka_timestamp: Option<DateTime<Utc>>,
+/// Accepted events as one array per column: one INSERT ... SELECT FROM unnest(...)
+/// stores any number of rows in one round trip, with no bind-parameter limit and no
+/// staging table to create and empty at every commit.
+#[derive(Default)]
+struct EventColumns<'a> {
+    event_id: Vec<Uuid>,
+    event_type: Vec<&'a str>,
+    schema_version: Vec<i32>,
+    source: Vec<&'a str>,
+    occurred_at: Vec<DateTime<Utc>>,
+    payload: Vec<&'a str>,
+    payload_hash: Vec<&'a str>,
+    topic: Vec<&'a str>,
+    partition: Vec<i32>,
+    offset: Vec<i64>,
+    kafka_timestamp: Vec<Option<DateTime<Utc>>>,
 }
 
-impl<'a> From<&'a Event> for NewEvent<'a> {
-    fn from(e: &'a Event) -> Self {
-        NewEvent {
-            event_id: e.event_id,
-            event_type: &e.event_type,
-            schema_version: e.schema_version,
-            source: &e.source,
-            occurred_at: e.occurred_at,
-            payload: &e.payload,
-            payload_hash: &e.payload_hash,
-            topic: &e.coords.topic,
-            partition: e.coords.partition,
-            offset: e.coords.offset,
-            kafka_timestamp: e.kafka_timestamp_ms.and_then(DateTime::from_timestamp_millis),
-        }
+impl<'a> EventColumns<'a> {
+    fn push(&mut self, e: &'a Event) {
+        self.event_id.push(e.event_id);
+        self.event_type.push(&e.event_type);
+        self.schema_version.push(e.schema_version);
+        self.source.push(&e.source);
+        self.occurred_at.push(e.occurred_at);
+        self.payload.push(&e.payload);
+        self.payload_hash.push(&e.payload_hash);
+        self.topic.push(&e.coords.topic);
+        self.partition.push(e.coords.partition);
+        self.offset.push(e.coords.offset);
+        self.kafka_timestamp.push(e.kafka_timestamp_ms.and_then(DateTime::from_timestamp_millis));
+    }
+
+    fn insert(&self, conn: &mut PgConnection, mode: InsertMode) -> QueryResult<usize> {
+        use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+        let sql = match mode {
+            InsertMode::New => INSERT_EVENTS,
+            InsertMode::SkipExisting => INSERT_EVENTS_SKIP_EXISTING,
+        };
+        diesel::sql_query(sql)
+            .bind::<Array<SqlUuid>, _>(&self.event_id)
+            .bind::<Array<Text>, _>(&self.event_type)
+            .bind::<Array<Integer>, _>(&self.schema_version)
+            .bind::<Array<Text>, _>(&self.source)
+            .bind::<Array<Timestamptz>, _>(&self.occurred_at)
+            .bind::<Array<Text>, _>(&self.payload)
+            .bind::<Array<Text>, _>(&self.payload_hash)
+            .bind::<Array<Text>, _>(&self.topic)
+            .bind::<Array<Integer>, _>(&self.partition)
+            .bind::<Array<BigInt>, _>(&self.offset)
+            .bind::<Array<Nullable<Timestamptz>>, _>(&self.kafka_timestamp)
+            .execute(conn)
     }
 }
+
+/// How accepted events go in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InsertMode {
+    /// A plain INSERT: the dedup decision and the progress compare-and-set already
+    /// guarantee the ids are new, and skipping the ON CONFLICT pre-check saves one
+    /// index probe per row.
+    New,
+    /// ON CONFLICT DO NOTHING, after a plain INSERT met an existing id (progress rows
+    /// deleted by hand, say): the write still lands, once.
+    SkipExisting,
+}
+
+/// The INSERT of accepted events, as a literal so both modes share it.
+macro_rules! insert_events_sql {
+    () => {
+        "\
+    INSERT INTO events (event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp) \
+    SELECT event_id, event_type, schema_version, source, occurred_at, payload::jsonb, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp \
+    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::timestamptz[]) \
+        AS t(event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp)"
+    };
+}
+
+const INSERT_EVENTS: &str = insert_events_sql!();
+
+const INSERT_EVENTS_SKIP_EXISTING: &str = concat!(insert_events_sql!(), " ON CONFLICT (event_id) DO NOTHING");
 
 #[derive(Insertable)]
 #[diesel(table_name = dead_letters)]
@@ -151,20 +199,14 @@ impl PostgresWriter {
     /// One transaction for every slice (a batch and the offset it is stored from):
     /// the rows, the outcome counts, and a compare-and-set of each partition's progress
     /// from `expected` to `next`.
-    fn store(&self, conn: &mut PgConnection, slices: &[(&SharedBatch, i64)], plan: &Plan) -> Result<(), TxError> {
+    fn store(&self, conn: &mut PgConnection, slices: &[(&SharedBatch, i64)], plan: &Plan, mode: InsertMode) -> Result<(), TxError> {
         conn.transaction(|c| {
-            let accepted: Vec<NewEvent> = slices.iter().flat_map(|(b, from)| b.accepted.iter().filter(move |e| e.coords.offset >= *from)).map(NewEvent::from).collect();
-            if !accepted.is_empty() {
-                // COPY into the session's staging table, then one INSERT ... SELECT: about
-                // 2.5 times the rate of multi-row INSERT ... VALUES on this kind of machine.
-                db::ensure_staging_tables(c)?;
-                diesel::copy_from(events_staging::table).from_insertable(&accepted).execute(c)?;
-                diesel::sql_query(
-                    "INSERT INTO events (event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp) \
-                     SELECT event_id, event_type, schema_version, source, occurred_at, payload::jsonb, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp \
-                     FROM events_staging ON CONFLICT (event_id) DO NOTHING",
-                )
-                .execute(c)?;
+            let mut accepted = EventColumns::default();
+            for (b, from) in slices {
+                b.accepted.iter().filter(|e| e.coords.offset >= *from).for_each(|e| accepted.push(e));
+            }
+            if !accepted.event_id.is_empty() {
+                accepted.insert(c, mode)?;
             }
             let dead: Vec<NewDeadLetter> = slices.iter().flat_map(|(b, from)| b.dead.iter().filter(move |d| d.record.coords.offset >= *from)).map(NewDeadLetter::from).collect();
             for chunk in dead.chunks(ROWS_PER_STATEMENT) {
@@ -255,7 +297,16 @@ impl SinkWriter for PostgresWriter {
                 slices.push((batch, from));
                 entry.1 = Some(batch.next_offset);
             }
-            let stored = if slices.is_empty() { Ok(()) } else { self.store(&mut conn, &slices, &plan) };
+            let stored = match slices.is_empty() {
+                true => Ok(()),
+                false => match self.store(&mut conn, &slices, &plan, InsertMode::New) {
+                    Err(TxError::Db(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, info))) => {
+                        log::warn!("Postgres writer: some accepted events were already in `events` ({}); storing the rest", info.message());
+                        self.store(&mut conn, &slices, &plan, InsertMode::SkipExisting)
+                    }
+                    other => other,
+                },
+            };
             match stored {
                 Ok(()) => {
                     let mut update = Vec::new();

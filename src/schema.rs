@@ -79,30 +79,3 @@ diesel::table! {
     }
 }
 
-diesel::table! {
-    /// Session-local staging table for COPY (created by `db::ensure_staging_tables`).
-    events_staging (event_id) {
-        event_id -> Uuid,
-        event_type -> Text,
-        schema_version -> Int4,
-        source -> Text,
-        occurred_at -> Timestamptz,
-        payload -> Text,
-        payload_hash -> Text,
-        topic -> Text,
-        partition -> Int4,
-        offset -> Int8,
-        kafka_timestamp -> Nullable<Timestamptz>,
-    }
-}
-
-diesel::table! {
-    /// Session-local staging table for COPY (created by `db::ensure_staging_tables`).
-    sightings_staging (event_id) {
-        event_id -> Uuid,
-        topic -> Text,
-        partition -> Int4,
-        offset -> Int8,
-        payload_hash -> Text,
-    }
-}
