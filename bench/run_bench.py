@@ -10,10 +10,12 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
 import tomllib
+import urllib.request
 import uuid
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -44,12 +46,13 @@ class Slice:
         suffix = uuid.uuid4().hex[:8]
         self.topic, self.db = f"bench.{name}.{suffix}", f"bench_{name}_{suffix}"
         self.lake = str(WORK / f"lake-{name}-{suffix}")
+        self.admin = f"127.0.0.1:{free_port()}"
         run([STACK, "topic", self.topic, str(partitions)])
         run([STACK, "topic", self.topic + ".dlq", "1"])
         psql("postgres", f"CREATE DATABASE {self.db}")
         self.env = dict(os.environ, EVENTLINE_ENV="local", EVENTLINE__KAFKA__TOPIC=self.topic, EVENTLINE__KAFKA__DLQ_TOPIC=self.topic + ".dlq",
                         EVENTLINE__KAFKA__GROUP_ID=f"bench-{suffix}", EVENTLINE__POSTGRES__URL=f"{PG_BASE}/{self.db}", EVENTLINE__LAKE__ROOT=self.lake,
-                        EVENTLINE__ADMIN__LISTEN="127.0.0.1:0", EVENTLINE__SUPERVISION__LOG_PATH=str(WORK / f"supervision-{suffix}.jsonl"), RUST_LOG="warn")
+                        EVENTLINE__ADMIN__LISTEN=self.admin, EVENTLINE__SUPERVISION__LOG_PATH=str(WORK / f"supervision-{suffix}.jsonl"), RUST_LOG="warn")
         run([BIN, "migrate"], env=self.env)
 
     def produce(self, n, rate=None):
@@ -60,6 +63,22 @@ class Slice:
             args += ["--rate", str(rate), "--linger-ms", "5"]
         run(args, env=self.env)
 
+    def durable(self):
+        """Both sinks' durable progress (records) from the processor's own metrics: a
+        cheap HTTP read, so polling does not take CPU from what is being measured (a
+        psql per poll did). (0, 0) until the processor answers."""
+        try:
+            text = urllib.request.urlopen(f"http://{self.admin}/metrics", timeout=2).read().decode()
+        except OSError:
+            return 0, 0
+        sums = {"postgres": 0, "lake": 0}
+        for line in text.splitlines():
+            if line.startswith("eventline_sink_progress_offset{"):
+                labels, value = line[len("eventline_sink_progress_offset{"):].split("}")
+                sink = dict(kv.split("=") for kv in labels.split(","))["sink"].strip('"')
+                sums[sink] += int(float(value))
+        return sums["postgres"], sums["lake"]
+
     def progress(self):
         pg = int(psql(self.db, f"SELECT coalesce(sum(next_offset),0) FROM sink_progress WHERE sink='postgres' AND topic='{self.topic}'") or 0)
         lake = 0
@@ -68,6 +87,12 @@ class Slice:
             if entries:
                 lake += json.load(open(entries[-1]))["next_offset"]
         return pg, lake
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def proc_stats(pid):
@@ -87,7 +112,7 @@ def run_processor_until(slice_, end, timeout=900):
     samples = []
     try:
         while True:
-            pg, lake = slice_.progress()
+            pg, lake = slice_.durable()
             rss, cpu = proc_stats(p.pid)
             samples.append((time.perf_counter() - started, rss))
             if pg >= end and lake >= end:
@@ -100,6 +125,8 @@ def run_processor_until(slice_, end, timeout=900):
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=60)
+    if min(slice_.progress()) < end:
+        raise SystemExit(f"the metrics said {end} records were durable, the stored progress says {slice_.progress()}")
     return {"seconds": elapsed, "peak_rss_bytes": rss, "cpu_seconds": cpu, "rss_samples": samples}
 
 
@@ -139,7 +166,7 @@ def latency(rate, seconds):
         time.sleep(3)  # let the processor join its group before the first record (start-up is not latency)
         s.produce(n, rate=rate)
         deadline = time.time() + 300
-        while s.progress() < (n, n) and time.time() < deadline:
+        while min(s.durable()) < n and time.time() < deadline:
             time.sleep(0.1)
         rss, cpu = proc_stats(p.pid)
     finally:

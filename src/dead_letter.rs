@@ -7,7 +7,7 @@
 use crate::record::{DeadLetter, SharedBatch};
 use actix::prelude::*;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 use std::time::Duration;
 
@@ -25,12 +25,22 @@ pub struct DeadLetterPublisher {
 impl DeadLetterPublisher {
     /// A publisher to `topic` on `brokers`.
     pub fn new(brokers: &str, topic: &str) -> Result<Self, rdkafka::error::KafkaError> {
-        let producer = ClientConfig::new()
+        let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", "30000")
-            .set("linger.ms", "5")
+            // A flow waits for its dead letters' acknowledgement before it hands the
+            // batch to the sinks (at-least-once to the DLQ topic), so send at once.
+            .set("linger.ms", "0")
             .create()?;
+        // Learn the topic's leaders now, in the background: otherwise the first dead
+        // letter waits for it (about half a second), and so does its whole partition.
+        let (warm, warm_topic) = (producer.clone(), topic.to_string());
+        std::thread::spawn(move || {
+            if let Err(e) = warm.client().fetch_metadata(Some(&warm_topic), std::time::Duration::from_secs(10)) {
+                log::debug!("DLQ metadata not fetched yet ({e}); the first dead letter will fetch it");
+            }
+        });
         Ok(DeadLetterPublisher { producer, topic: topic.to_string() })
     }
 }

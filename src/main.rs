@@ -7,6 +7,10 @@ use eventline::supervision_log::{format_table, read_entries, Entry};
 use std::path::PathBuf;
 use std::time::Duration;
 
+// See Cargo.toml: faster than glibc malloc on the hot path, and a smaller peak RSS.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "eventline", version, about = "Kafka -> contracts -> dedup -> PostgreSQL + Parquet lake, exactly once")]
 struct Cli {

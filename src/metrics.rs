@@ -25,6 +25,8 @@ pub struct Metrics {
     pub sink_progress: IntGaugeVec,
     /// Batches held by a sink's supervisor, by sink.
     pub queue_depth: IntGaugeVec,
+    /// Approximate bytes held by each sink supervisor.
+    pub queue_bytes: IntGaugeVec,
     /// Restarts, by sink.
     pub sink_restarts: IntCounterVec,
     /// 1 when the sink's writer is up, 0 while restarting or given up.
@@ -76,6 +78,7 @@ impl Metrics {
             committed_offset: gauge_vec("eventline_committed_offset", "Offset committed to Kafka", &["partition"]),
             sink_progress: gauge_vec("eventline_sink_progress_offset", "Next offset the sink has not stored", &["sink", "partition"]),
             queue_depth: gauge_vec("eventline_sink_queue_batches", "Batches held by the sink supervisor", &["sink"]),
+            queue_bytes: gauge_vec("eventline_sink_queue_bytes", "Approximate bytes of batches held by the sink supervisor (bounded by pipeline.sink_queue_bytes)", &["sink"]),
             sink_restarts: counter_vec("eventline_sink_restarts_total", "Writer restarts", &["sink"]),
             sink_up: gauge_vec("eventline_sink_up", "1 when the writer is up", &["sink"]),
             lake_files: counter("eventline_lake_files_written_total", "Published lake files"),

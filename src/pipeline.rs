@@ -133,7 +133,7 @@ pub fn start(settings: &Settings, contracts: Arc<Contracts>, pool: PgPool) -> Re
     );
     let parts = |plan: &[String], status: &Arc<SinkStatus>| SupervisorParts {
         faults: Faults::new(plan, s.faults.after_batches),
-        capacity: s.pipeline.sink_queue_batches,
+        capacity_bytes: s.pipeline.sink_queue_bytes,
         policy: policy.clone(),
         log: log.clone(),
         tracker: tracker.clone(),

@@ -108,12 +108,13 @@ pub struct PipelineSettings {
     pub contracts_dir: PathBuf,
     /// Close a batch at this many records.
     pub batch_max_records: usize,
-    /// Close a batch after this long even when it is small; bounds latency.
+    /// While the partition's flow is busy, close a batch after this long even when it
+    /// is small (an idle flow takes records at once).
     pub batch_linger_ms: u64,
     /// Batches queued per partition before the partition is paused.
     pub partition_queue_batches: usize,
-    /// Batches a sink may hold while it is slow or restarting.
-    pub sink_queue_batches: usize,
+    /// Bytes of batches a sink may hold until they are durable; bounds memory.
+    pub sink_queue_bytes: usize,
     /// Records larger than this are dead-lettered as `oversized`.
     pub max_record_bytes: usize,
     /// JSON nested deeper than this is dead-lettered as `too_deep`.
@@ -180,7 +181,7 @@ impl Settings {
         let rules: [(bool, &'static str, &'static str); 7] = [
             (self.pipeline.batch_max_records > 0, "pipeline.batch_max_records", "must be at least 1"),
             (self.pipeline.partition_queue_batches > 0, "pipeline.partition_queue_batches", "must be at least 1"),
-            (self.pipeline.sink_queue_batches > 0, "pipeline.sink_queue_batches", "must be at least 1"),
+            (self.pipeline.sink_queue_bytes > 0, "pipeline.sink_queue_bytes", "must be at least 1"),
             (self.lake.max_rows_per_file > 0, "lake.max_rows_per_file", "must be at least 1"),
             (self.lake.row_group_rows > 0, "lake.row_group_rows", "must be at least 1"),
             ((1..=22).contains(&self.lake.zstd_level), "lake.zstd_level", "must be between 1 and 22"),

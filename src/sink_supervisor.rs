@@ -1,5 +1,5 @@
 //! Supervises one sink writer. It holds every batch the sink has not made durable yet
-//! (bounded by `pipeline.sink_queue_batches`), feeds them to the writer one at a time,
+//! (bounded by `pipeline.sink_queue_bytes`), feeds them to the writer one at a time,
 //! and when a write fails or panics it drops the writer, waits with exponential
 //! backoff, builds a fresh writer and re-sends everything not yet durable (the writer
 //! skips what its durable progress already covers). Every start, failure, restart,
@@ -52,6 +52,7 @@ type WorkerReply = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Res
 struct Retained {
     batch: SharedBatch,
     sent: bool,
+    bytes: usize,
 }
 
 /// The supervisor actor of one sink.
@@ -62,7 +63,8 @@ pub struct SinkSupervisor<W: SinkWriter> {
     retained: VecDeque<Retained>,
     waiting: VecDeque<(SharedBatch, oneshot::Sender<()>)>,
     drains: Vec<oneshot::Sender<()>>,
-    capacity: usize,
+    capacity_bytes: usize,
+    retained_bytes: usize,
     busy: bool,
     policy: RestartPolicy,
     down_since: Option<Instant>,
@@ -78,8 +80,8 @@ pub struct SinkSupervisor<W: SinkWriter> {
 pub struct SupervisorParts {
     /// Fault plan (tests and drills).
     pub faults: Arc<Mutex<Faults>>,
-    /// Batches held at most.
-    pub capacity: usize,
+    /// Bytes of batches held at most (one batch is always admitted).
+    pub capacity_bytes: usize,
     /// Restart policy.
     pub policy: RestartPolicy,
     /// The supervision log.
@@ -104,7 +106,8 @@ impl<W: SinkWriter> SinkSupervisor<W> {
             retained: VecDeque::new(),
             waiting: VecDeque::new(),
             drains: Vec::new(),
-            capacity: parts.capacity,
+            capacity_bytes: parts.capacity_bytes,
+            retained_bytes: 0,
             busy: false,
             policy: parts.policy,
             down_since: None,
@@ -215,6 +218,7 @@ impl<W: SinkWriter> SinkSupervisor<W> {
             let (durable, held): (VecDeque<Retained>, VecDeque<Retained>) =
                 self.retained.drain(..).partition(|r| r.sent && r.batch.partition == partition && r.batch.next_offset <= next);
             self.retained = held;
+            self.retained_bytes -= durable.iter().map(|r| r.bytes).sum::<usize>();
             let latency = m.end_to_end_seconds.with_label_values(&[W::ID.as_str()]);
             for r in &durable {
                 for e in &r.batch.accepted {
@@ -233,9 +237,9 @@ impl<W: SinkWriter> SinkSupervisor<W> {
             self.log.append(&entry);
         }
         self.policy.on_success();
-        while self.retained.len() < self.capacity {
+        while self.has_room() {
             let Some((batch, admitted)) = self.waiting.pop_front() else { break };
-            self.retained.push_back(Retained { batch, sent: false });
+            self.retain(batch);
             let _ = admitted.send(());
         }
     }
@@ -272,6 +276,18 @@ impl<W: SinkWriter> SinkSupervisor<W> {
         }
     }
 
+    /// Below the byte bound, or empty (a batch larger than the bound still gets in).
+    fn has_room(&self) -> bool {
+        self.retained.is_empty() || self.retained_bytes < self.capacity_bytes
+    }
+
+    fn retain(&mut self, batch: SharedBatch) {
+        let bytes = batch.approx_bytes();
+        self.retained_bytes += bytes;
+        self.retained.push_back(Retained { batch, sent: false, bytes });
+        metrics().queue_bytes.with_label_values(&[W::ID.as_str()]).set(self.retained_bytes as i64);
+    }
+
     fn finish_drains(&mut self) {
         if self.retained.is_empty() && self.waiting.is_empty() {
             self.drains.drain(..).for_each(|done| {
@@ -299,8 +315,8 @@ impl<W: SinkWriter> Handler<Enqueue> for SinkSupervisor<W> {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) -> Self::Result {
-        if self.retained.len() < self.capacity && self.waiting.is_empty() {
-            self.retained.push_back(Retained { batch: msg.0, sent: false });
+        if self.has_room() && self.waiting.is_empty() {
+            self.retain(msg.0);
             self.drive(ctx);
             return Box::pin(async {});
         }
