@@ -158,7 +158,22 @@ def baseline(n):
     return json.loads(out)
 
 
+def kafka_latency(rate, seconds):
+    """The floor: Kafka alone (same producer, same rate, a consumer that does nothing)."""
+    topic = f"bench.kafkalat.{uuid.uuid4().hex[:8]}"
+    run([STACK, "topic", topic, "3"])
+    n = int(rate * seconds)
+    env = dict(os.environ, EVENTLINE_ENV="local", RUST_LOG="warn")
+    reader = subprocess.Popen([BIN, "bench-limit", "kafka-latency", "--topic", topic, "--records", str(n)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if reader.stderr.readline().strip() != "ready":
+        raise SystemExit("the Kafka latency reader did not start")
+    run([BIN, "produce", "--generate", str(n), "--seed", "42", "--topic", topic, "--rate", str(rate), "--linger-ms", "5"], env=env)
+    out, _ = reader.communicate(timeout=120)
+    return {k: round(v, 1) for k, v in json.loads(out).items() if k in ("p50", "p95", "p99", "max")}
+
+
 def latency(rate, seconds):
+    floor = kafka_latency(rate, seconds)
     s = Slice(f"lat{int(rate)}")
     n = int(rate * seconds)
     p = subprocess.Popen([BIN, "run"], env=s.env, stderr=open(WORK / f"{s.topic}.log", "w"))
@@ -179,7 +194,7 @@ def latency(rate, seconds):
     lake = duckdb.sql(f"""SELECT quantile_cont(d, 0.5), quantile_cont(d, 0.95), quantile_cont(d, 0.99), max(d) FROM (
         SELECT epoch_ms(ingested_at) - epoch_ms(kafka_timestamp) AS d FROM read_parquet('{s.lake}/**/*.parquet'))""").fetchone()
     files = list(pathlib.Path(s.lake).glob("event_type=*/**/*.parquet"))
-    return {"rate": rate, "records": n, "postgres_ms": dict(zip(["p50", "p95", "p99", "max"], pg)),
+    return {"rate": rate, "records": n, "postgres_ms": dict(zip(["p50", "p95", "p99", "max"], pg)), "kafka_only_ms": floor,
             "lake_ms": dict(zip(["p50", "p95", "p99", "max"], [round(float(v), 1) for v in lake])),
             "lake_files": len(files), "lake_mean_file_bytes": int(sum(f.stat().st_size for f in files) / max(len(files), 1)),
             "peak_rss_bytes": rss, "cpu_seconds": cpu}
@@ -278,7 +293,9 @@ def main():
 
 
 def print_latency(l):
-    print(f"latency at {l['rate']:>7,}/s: postgres p50/p95/p99/max {l['postgres_ms']['p50']}/{l['postgres_ms']['p95']}/{l['postgres_ms']['p99']}/{l['postgres_ms']['max']} ms; "
+    k = l["kafka_only_ms"]
+    print(f"latency at {l['rate']:>7,}/s: postgres p50/p95/p99/max {l['postgres_ms']['p50']}/{l['postgres_ms']['p95']}/{l['postgres_ms']['p99']}/{l['postgres_ms']['max']} ms "
+          f"(Kafka alone {k['p50']}/{k['p95']}/{k['p99']}/{k['max']} ms); "
           f"lake p99 {l['lake_ms']['p99']} ms, {l['lake_files']} files of {l['lake_mean_file_bytes'] / 1024:.0f} KiB; peak RSS {l['peak_rss_bytes'] / 2**20:.0f} MiB")
 
 

@@ -63,6 +63,42 @@ pub fn consume_only(brokers: &str, topic: &str) -> Result<(u64, f64), String> {
     Ok(result)
 }
 
+/// Latency floor: how long Kafka alone takes to hand over a record, measured as (time
+/// received minus the record's produce timestamp) for the next `records` records of
+/// `topic`, read from the current end by a consumer that does nothing else. Returns
+/// the delays in milliseconds, sorted.
+pub fn kafka_latency(brokers: &str, topic: &str, records: u64, ready: impl FnOnce()) -> Result<Vec<f64>, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("eventline-bench-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..md.topics().first().map(|t| t.partitions().len() as i32).unwrap_or(0) {
+        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+        tpl.add_partition_offset(topic, p, Offset::Offset(high)).map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    // One empty poll so the first fetches are on their way before traffic starts.
+    let _ = consumer.poll(Duration::from_millis(200));
+    ready();
+    let mut delays = Vec::with_capacity(records as usize);
+    while (delays.len() as u64) < records {
+        match consumer.poll(Duration::from_secs(30)) {
+            Some(Ok(m)) => {
+                let now = chrono::Utc::now().timestamp_millis() as f64;
+                delays.push(now - m.timestamp().to_millis().unwrap_or(0) as f64);
+            }
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err(format!("no record for 30 s after {} of {records}", delays.len())),
+        }
+    }
+    delays.sort_by(f64::total_cmp);
+    Ok(delays)
+}
+
 /// Lake-only limit: the topic's valid events (read and checked untimed) written as
 /// Parquet files with the lake's format and file size, timed. Returns (rows, seconds).
 pub fn lake_only(brokers: &str, topic: &str, contracts: &Contracts, root: &Path, format: FileFormat, rows_per_file: usize) -> Result<(u64, f64), String> {

@@ -48,9 +48,13 @@ enum Command {
     /// Single-stage limits for `make bench` (prints one JSON object).
     #[command(hide = true)]
     BenchLimit {
-        /// consume-only or lake-only.
-        #[arg(value_parser = ["consume-only", "lake-only"])]
+        /// consume-only, lake-only, or kafka-latency (prints "ready" on stderr, then
+        /// reads the next --records records and prints their delay percentiles).
+        #[arg(value_parser = ["consume-only", "lake-only", "kafka-latency"])]
         stage: String,
+        /// kafka-latency: records to wait for.
+        #[arg(long, default_value_t = 10_000)]
+        records: u64,
         /// Topic to read (default: kafka.topic).
         #[arg(long)]
         topic: Option<String>,
@@ -256,9 +260,15 @@ fn execute(cli: Cli) -> Result<i32> {
             };
             status(&base, watch)
         }
-        Command::BenchLimit { stage, topic, root } => {
+        Command::BenchLimit { stage, topic, root, records } => {
             let s = load(&cli.settings_dir)?;
             let topic = topic.unwrap_or_else(|| s.kafka.topic.clone());
+            if stage == "kafka-latency" {
+                let d = eventline::bench::kafka_latency(&s.kafka.brokers, &topic, records.max(1), || eprintln!("ready")).map_err(anyhow::Error::msg)?;
+                let q = |p: f64| d[((d.len() as f64 * p) as usize).min(d.len() - 1)];
+                println!("{}", serde_json::json!({"stage": stage, "records": d.len(), "p50": q(0.5), "p95": q(0.95), "p99": q(0.99), "max": d[d.len() - 1]}));
+                return Ok(0);
+            }
             let (records, seconds) = if stage == "consume-only" {
                 eventline::bench::consume_only(&s.kafka.brokers, &topic)
             } else {

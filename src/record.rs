@@ -217,3 +217,30 @@ impl DecidedBatch {
 
 /// Shared, read-only: both sinks get the same decided batch.
 pub type SharedBatch = Arc<DecidedBatch>;
+
+#[cfg(test)]
+mod approx_bytes_tests {
+    use super::*;
+
+    fn event(payload_len: usize) -> Event {
+        Event {
+            event_id: Uuid::nil(),
+            event_type: "account_created".into(),
+            schema_version: 1,
+            source: "crm".into(),
+            occurred_at: DateTime::<Utc>::default(),
+            payload: "x".repeat(payload_len),
+            payload_hash: "h".repeat(64),
+            coords: Coords { topic: Arc::from("t"), partition: 0, offset: 0 },
+            kafka_timestamp_ms: None,
+        }
+    }
+
+    #[test]
+    fn approx_bytes_counts_what_the_batch_holds() {
+        let small = DecidedBatch { accepted: vec![event(10); 100], ..DecidedBatch::default() };
+        let large = DecidedBatch { accepted: vec![event(1000); 100], ..DecidedBatch::default() };
+        assert!(small.approx_bytes() >= 100 * (10 + 64 + std::mem::size_of::<Event>()));
+        assert_eq!(large.approx_bytes() - small.approx_bytes(), 100 * 990);
+    }
+}

@@ -219,6 +219,7 @@ impl<W: SinkWriter> SinkSupervisor<W> {
                 self.retained.drain(..).partition(|r| r.sent && r.batch.partition == partition && r.batch.next_offset <= next);
             self.retained = held;
             self.retained_bytes -= durable.iter().map(|r| r.bytes).sum::<usize>();
+            m.queue_bytes.with_label_values(&[W::ID.as_str()]).set(self.retained_bytes as i64);
             let latency = m.end_to_end_seconds.with_label_values(&[W::ID.as_str()]);
             for r in &durable {
                 for e in &r.batch.accepted {
