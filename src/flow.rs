@@ -43,11 +43,11 @@ fn retry_delay(attempt: u32) -> Duration {
 
 /// Batches handed to a flow and not finished yet, shared by the source and the flow:
 /// the source closes a batch early when its flow is idle.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FlowLoad {
     in_flight: AtomicUsize,
     /// Woken whenever a flow finishes a batch.
-    pub finished: Arc<Notify>,
+    finished: Arc<Notify>,
 }
 
 impl FlowLoad {

@@ -136,10 +136,7 @@ pub enum CheckedLine {
 pub fn check_line(contracts: &Contracts, number: usize, line: &str) -> CheckedLine {
     let coords = Coords { topic: Arc::from("producer"), partition: 0, offset: number as i64 };
     match contracts.check(Some(line.as_bytes()), coords, None) {
-        Ok(event) => {
-            let payload: serde_json::Value = serde_json::from_str(&event.payload).unwrap_or_default();
-            CheckedLine::Valid { key: entity_key(&serde_json::json!({"payload": payload, "event_id": event.event_id.to_string()})) }
-        }
+        Ok(_) => CheckedLine::Valid { key: serde_json::from_str(line).map(|v| entity_key(&v)).unwrap_or_default() },
         Err(rejection) => {
             let id = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["event_id"].as_str().map(String::from));
             let id = id.map(|id| format!(" event_id {id}:")).unwrap_or_default();

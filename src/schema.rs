@@ -78,4 +78,3 @@ diesel::table! {
         updated_at -> Timestamptz,
     }
 }
-

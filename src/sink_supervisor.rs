@@ -1,5 +1,5 @@
 //! Supervises one sink writer. It holds every batch the sink has not made durable yet
-//! (bounded by `pipeline.sink_queue_bytes`), feeds them to the writer one at a time,
+//! (bounded by `pipeline.sink_queue_bytes`), feeds them to the writer in groups,
 //! and when a write fails or panics it drops the writer, waits with exponential
 //! backoff, builds a fresh writer and re-sends everything not yet durable (the writer
 //! skips what its durable progress already covers). Every start, failure, restart,
@@ -151,15 +151,14 @@ impl<W: SinkWriter> SinkSupervisor<W> {
             records += r.batch.len();
             group.push(r.batch.clone());
         }
-        let next = (!group.is_empty()).then_some(());
-        let request: WorkerReply = match next {
-            Some(()) => Box::pin(worker.send(Write(group.clone()))),
-            None if !self.retained.is_empty() && (!self.waiting.is_empty() || !self.drains.is_empty()) => {
-                // Full (or draining) with nothing left to send: the writer is holding
-                // batches in its buffers, so make them durable now.
-                Box::pin(worker.send(Flush { only_if_due: false }))
-            }
-            None => return self.finish_drains(),
+        let request: WorkerReply = if !group.is_empty() {
+            Box::pin(worker.send(Write(group.clone())))
+        } else if !self.retained.is_empty() && (!self.waiting.is_empty() || !self.drains.is_empty()) {
+            // Full (or draining) with nothing left to send: the writer is holding
+            // batches in its buffers, so make them durable now.
+            Box::pin(worker.send(Flush { only_if_due: false }))
+        } else {
+            return self.finish_drains();
         };
         self.busy = true;
         let sent = group;
