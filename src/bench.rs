@@ -3,8 +3,7 @@
 //! Parquet with the lake's settings (`lake_only`).
 
 use crate::contract::Contracts;
-use crate::lake_files::{to_record_batch, write_parquet, FileFormat};
-use crate::lake_layout::partition_dir;
+use crate::lake_files::{group_by_folder, to_record_batch, write_parquet, FileFormat};
 use crate::record::{Coords, Event};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -114,11 +113,7 @@ pub fn lake_only(brokers: &str, topic: &str, contracts: &Contracts, root: &Path,
     let mut rows = 0u64;
     for (partition, list) in &events {
         for (chunk_index, chunk) in list.chunks(rows_per_file.max(1)).enumerate() {
-            let mut groups: BTreeMap<std::path::PathBuf, Vec<&Event>> = BTreeMap::new();
-            for e in chunk {
-                groups.entry(partition_dir(&e.event_type, e.occurred_at)).or_default().push(e);
-            }
-            for (dir, group) in groups {
+            for (dir, group) in group_by_folder(chunk) {
                 let folder = root.join(dir);
                 std::fs::create_dir_all(&folder).map_err(|e| e.to_string())?;
                 let batch = to_record_batch(&group, 0).map_err(|e| e.to_string())?;

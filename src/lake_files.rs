@@ -3,15 +3,18 @@
 //! The Hive partition columns (`event_type`, `year`, `month`, `day`) live in the folder
 //! names only: Spark refuses a column that is both in the file and in the path.
 
+use crate::lake_layout::partition_dir;
 use crate::record::Event;
-use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use chrono::NaiveDate;
+use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray, StringBuilder, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 /// Encoding settings of a lake file.
@@ -68,18 +71,34 @@ pub fn lake_schema() -> SchemaRef {
         .clone()
 }
 
+/// Events grouped by their Hive folder (event type and UTC day), in folder order. The
+/// folder path is built once per group, not once per event.
+pub fn group_by_folder<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<(PathBuf, Vec<&'a Event>)> {
+    let mut groups: BTreeMap<(&str, NaiveDate), Vec<&Event>> = BTreeMap::new();
+    for event in events {
+        groups.entry((&event.event_type, event.occurred_at.date_naive())).or_default().push(event);
+    }
+    groups.into_iter().map(|((event_type, day), events)| (partition_dir(event_type, day), events)).collect()
+}
+
 /// One Arrow batch of events, all columns typed, timestamps in UTC microseconds.
 pub fn to_record_batch(events: &[&Event], ingested_at_us: i64) -> Result<RecordBatch, LakeFileError> {
-    let strings = |f: &dyn Fn(&Event) -> String| -> ArrayRef { Arc::new(StringArray::from_iter_values(events.iter().map(|e| f(e)))) };
+    // Borrowed strings: the payloads go straight into the Arrow buffer, without a copy each.
+    let strings = |f: &dyn Fn(&Event) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(events.iter().map(|e| f(e)))) };
     let micros = |values: Vec<Option<i64>>| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC")) };
+    let mut ids = StringBuilder::with_capacity(events.len(), events.len() * uuid::fmt::Hyphenated::LENGTH);
+    let mut id_text = uuid::Uuid::encode_buffer();
+    for e in events {
+        ids.append_value(e.event_id.hyphenated().encode_lower(&mut id_text));
+    }
     let columns: Vec<ArrayRef> = vec![
-        strings(&|e| e.event_id.to_string()),
+        Arc::new(ids.finish()),
         Arc::new(Int32Array::from_iter_values(events.iter().map(|e| e.schema_version))),
-        strings(&|e| e.source.clone()),
+        strings(&|e| &e.source),
         micros(events.iter().map(|e| Some(e.occurred_at.timestamp_micros())).collect()),
-        strings(&|e| e.payload.clone()),
-        strings(&|e| e.payload_hash.clone()),
-        strings(&|e| e.coords.topic.to_string()),
+        strings(&|e| &e.payload),
+        strings(&|e| &e.payload_hash),
+        strings(&|e| &e.coords.topic),
         Arc::new(Int32Array::from_iter_values(events.iter().map(|e| e.coords.partition))),
         Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.coords.offset))),
         micros(events.iter().map(|e| e.kafka_timestamp_ms.map(|ms| ms * 1000)).collect()),
@@ -120,6 +139,25 @@ mod tests {
             coords: Coords { topic: "t".into(), partition: 2, offset },
             kafka_timestamp_ms: None,
         }
+    }
+
+    #[test]
+    fn events_group_by_type_and_utc_day_in_order() {
+        let mut late = event(1);
+        late.occurred_at = chrono::DateTime::parse_from_rfc3339("2025-11-23T00:30:00+01:00").unwrap().with_timezone(&chrono::Utc);
+        let mut other = event(2);
+        other.event_type = "contact_created".into();
+        let events = [event(0), late, other, event(3)];
+        let groups = group_by_folder(&events);
+        let summary: Vec<(String, Vec<i64>)> =
+            groups.iter().map(|(dir, es)| (dir.display().to_string(), es.iter().map(|e| e.coords.offset).collect())).collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("event_type=account_created/year=2025/month=11/day=22".to_string(), vec![0, 1, 3]),
+                ("event_type=contact_created/year=2025/month=11/day=22".to_string(), vec![2]),
+            ]
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! lake/_eventline/staging/crm.events.raw-1/00000000000000000007-{writer}/0.staged   before publishing
 //! ```
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{Datelike, NaiveDate};
 use std::path::PathBuf;
 
 /// Folder of the commit log entries of one topic partition.
@@ -36,8 +36,8 @@ pub fn staging_dir(topic: &str, partition: i32, version: u64, writer: &str) -> P
     staging_root(topic, partition).join(format!("{version:020}-{writer}"))
 }
 
-/// The Hive partition folder for an event type and a UTC time.
-pub fn partition_dir(event_type: &str, at: DateTime<Utc>) -> PathBuf {
+/// The Hive partition folder for an event type and a UTC day.
+pub fn partition_dir(event_type: &str, at: NaiveDate) -> PathBuf {
     PathBuf::from(format!("event_type={event_type}"))
         .join(format!("year={:04}", at.year()))
         .join(format!("month={:02}", at.month()))
@@ -53,12 +53,11 @@ pub fn data_file_name(topic: &str, partition: i32, first: i64, last: i64) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     #[test]
-    fn hive_folders_use_the_events_utc_date() {
-        let at = Utc.with_ymd_and_hms(2026, 1, 2, 23, 59, 0).unwrap();
-        assert_eq!(partition_dir("account_created", at), PathBuf::from("event_type=account_created/year=2026/month=01/day=02"));
+    fn hive_folders_are_type_then_zero_padded_date() {
+        let day = NaiveDate::from_ymd_opt(2026, 1, 2).unwrap();
+        assert_eq!(partition_dir("account_created", day), PathBuf::from("event_type=account_created/year=2026/month=01/day=02"));
     }
 
     #[test]

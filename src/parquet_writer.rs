@@ -4,13 +4,13 @@
 //! (create-new: failing means another writer moved the partition on, i.e. fenced), then
 //! publishes the files by renaming them into their Hive folders.
 
-use crate::lake_files::{to_record_batch, write_parquet, FileFormat};
-use crate::lake_layout::{data_file_name, partition_dir, staging_dir};
+use crate::lake_files::{group_by_folder, to_record_batch, write_parquet, FileFormat};
+use crate::lake_layout::{data_file_name, staging_dir};
 use crate::lake_log::{self, LakeLogError, LogEntry, LoggedFile};
 use crate::progress::{plan_write, WritePlan};
-use crate::record::{Event, SharedBatch};
+use crate::record::SharedBatch;
 use crate::sink::{ProgressUpdate, SinkError, SinkId, SinkWriter};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +24,19 @@ pub struct RollLimits {
     pub max_bytes: usize,
     /// Age of the oldest buffered record.
     pub max_age: Duration,
+    /// Time since the last batch for the partition arrived (`None`: never idle-flushed).
+    /// A backlog or burst that has ended lands now rather than after `max_age`, while a
+    /// steady trickle, which keeps arriving, still fills files up to `max_age`.
+    pub max_idle: Option<Duration>,
+}
+
+/// How long a buffer has been filling, and since when it has been still.
+#[derive(Debug, Clone, Copy)]
+pub struct BufferAge {
+    /// Since its oldest record arrived.
+    pub oldest: Duration,
+    /// Since its latest batch arrived.
+    pub idle: Duration,
 }
 
 /// A partition's buffered, not yet durable, range and rows.
@@ -43,17 +56,25 @@ struct PartitionBuffer {
     rows: usize,
     bytes: usize,
     since: Option<Instant>,
+    last_batch: Option<Instant>,
 }
 
 impl PartitionBuffer {
     fn expected(&self) -> Option<i64> {
         self.range.map(|(_, next)| next).or(self.durable)
     }
+
+    fn due(&self, limits: &RollLimits) -> bool {
+        let age = self.since.zip(self.last_batch).map(|(since, last)| BufferAge { oldest: since.elapsed(), idle: last.elapsed() });
+        should_flush(self.rows, self.bytes, age, limits)
+    }
 }
 
 /// Whether a buffer must become files now (a named predicate, unit-tested).
-pub fn should_flush(rows: usize, bytes: usize, age: Option<Duration>, limits: &RollLimits) -> bool {
-    rows >= limits.max_rows || bytes >= limits.max_bytes || age.is_some_and(|a| a >= limits.max_age)
+pub fn should_flush(rows: usize, bytes: usize, age: Option<BufferAge>, limits: &RollLimits) -> bool {
+    rows >= limits.max_rows
+        || bytes >= limits.max_bytes
+        || age.is_some_and(|a| a.oldest >= limits.max_age || limits.max_idle.is_some_and(|idle| a.idle >= idle))
 }
 
 /// Stores decided batches in the Parquet lake.
@@ -93,7 +114,7 @@ impl ParquetWriter {
         let key = (topic.clone(), partition);
         if !self.partitions.contains_key(&key) {
             let (version, durable) = Self::recover_partition(&self.root, topic, partition).map_err(lake_error)?;
-            let buffer = PartitionBuffer { topic: topic.clone(), partition, version, durable, range: None, batches: Vec::new(), rows: 0, bytes: 0, since: None };
+            let buffer = PartitionBuffer { topic: topic.clone(), partition, version, durable, range: None, batches: Vec::new(), rows: 0, bytes: 0, since: None, last_batch: None };
             self.partitions.insert(key.clone(), buffer);
         }
         Ok(self.partitions.get_mut(&key).expect("inserted above"))
@@ -103,12 +124,7 @@ impl ParquetWriter {
         let Some((first, next)) = buf.range else { return Ok(None) };
         let version = buf.version + 1;
         let staging = staging_dir(&buf.topic, buf.partition, version, writer_id);
-        let mut groups: BTreeMap<PathBuf, Vec<&Event>> = BTreeMap::new();
-        for (batch, from) in &buf.batches {
-            for event in batch.accepted.iter().filter(|e| e.coords.offset >= *from) {
-                groups.entry(partition_dir(&event.event_type, event.occurred_at)).or_default().push(event);
-            }
-        }
+        let groups = group_by_folder(buf.batches.iter().flat_map(|(batch, from)| batch.accepted.iter().filter(move |e| e.coords.offset >= *from)));
         let name = data_file_name(&buf.topic, buf.partition, first, next - 1);
         let ingested_at = chrono::Utc::now().timestamp_micros();
         let mut files = Vec::new();
@@ -153,6 +169,7 @@ impl ParquetWriter {
         buf.rows = 0;
         buf.bytes = 0;
         buf.since = None;
+        buf.last_batch = None;
         Ok(Some(next))
     }
 }
@@ -196,7 +213,8 @@ impl ParquetWriter {
         buf.batches.push((batch.clone(), from));
         buf.range = Some((buf.range.map_or(from, |(first, _)| first), batch.next_offset));
         buf.since.get_or_insert_with(Instant::now);
-        if should_flush(buf.rows, buf.bytes, buf.since.map(|s| s.elapsed()), &limits) {
+        buf.last_batch = Some(Instant::now());
+        if buf.due(&limits) {
             if let Some(next) = Self::flush_buffer(&root, &writer_id, format, buf)? {
                 return Ok(vec![(batch.partition, next)]);
             }
@@ -207,8 +225,7 @@ impl ParquetWriter {
     fn flush_due(&mut self, only_if_due: bool) -> Result<ProgressUpdate, SinkError> {
         let mut updates = Vec::new();
         for buf in self.partitions.values_mut() {
-            let due = should_flush(buf.rows, buf.bytes, buf.since.map(|s| s.elapsed()), &self.limits);
-            if buf.range.is_some() && (due || !only_if_due) {
+            if buf.range.is_some() && (!only_if_due || buf.due(&self.limits)) {
                 if let Some(next) = Self::flush_buffer(&self.root, &self.writer_id, self.format, buf)? {
                     updates.push((buf.partition, next));
                 }
@@ -222,14 +239,26 @@ impl ParquetWriter {
 mod tests {
     use super::*;
 
-    const LIMITS: RollLimits = RollLimits { max_rows: 100, max_bytes: 1000, max_age: Duration::from_secs(5) };
+    const LIMITS: RollLimits = RollLimits { max_rows: 100, max_bytes: 1000, max_age: Duration::from_secs(5), max_idle: Some(Duration::from_secs(1)) };
+
+    fn age(oldest_ms: u64, idle_ms: u64) -> Option<BufferAge> {
+        Some(BufferAge { oldest: Duration::from_millis(oldest_ms), idle: Duration::from_millis(idle_ms) })
+    }
 
     #[test]
     fn flushes_at_whichever_limit_comes_first() {
-        assert!(!should_flush(99, 999, Some(Duration::from_secs(4)), &LIMITS));
+        assert!(!should_flush(99, 999, age(4_000, 10), &LIMITS));
         assert!(should_flush(100, 0, None, &LIMITS));
         assert!(should_flush(1, 1000, None, &LIMITS));
-        assert!(should_flush(1, 1, Some(Duration::from_secs(5)), &LIMITS));
+        assert!(should_flush(1, 1, age(5_000, 10), &LIMITS));
         assert!(!should_flush(0, 0, None, &LIMITS));
+    }
+
+    #[test]
+    fn a_still_buffer_flushes_before_its_age_unless_idle_flushing_is_off() {
+        assert!(should_flush(1, 1, age(1_200, 1_000), &LIMITS));
+        assert!(!should_flush(1, 1, age(1_200, 999), &LIMITS));
+        let no_idle = RollLimits { max_idle: None, ..LIMITS };
+        assert!(!should_flush(1, 1, age(4_999, 4_000), &no_idle));
     }
 }

@@ -146,7 +146,7 @@ pub fn start(settings: &Settings, contracts: Arc<Contracts>, pool: PgPool) -> Re
     let postgres = SinkSupervisor::new(Arc::new(move || PostgresWriter::new(pg_pool.clone())), parts(&s.faults.postgres, &postgres_status)).start();
     let (root, limits, format) = (
         s.lake.root.clone(),
-        RollLimits { max_rows: s.lake.max_rows_per_file, max_bytes: s.lake.max_bytes_per_file, max_age: Duration::from_millis(s.lake.max_file_age_ms) },
+        RollLimits { max_rows: s.lake.max_rows_per_file, max_bytes: s.lake.max_bytes_per_file, max_age: Duration::from_millis(s.lake.max_file_age_ms), max_idle: (s.lake.idle_flush_ms > 0).then(|| Duration::from_millis(s.lake.idle_flush_ms)) },
         FileFormat { row_group_rows: s.lake.row_group_rows, zstd_level: s.lake.zstd_level },
     );
     let lake = SinkSupervisor::new(Arc::new(move || ParquetWriter::new(root.clone(), limits, format)), parts(&s.faults.parquet, &lake_status)).start();

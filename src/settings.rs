@@ -94,6 +94,9 @@ pub struct LakeSettings {
     pub max_bytes_per_file: usize,
     /// Roll once the oldest buffered row is this old; bounds lake latency.
     pub max_file_age_ms: u64,
+    /// Roll once no batch has arrived for the partition for this long (0: never), so the
+    /// end of a backlog or burst lands without waiting for `max_file_age_ms`.
+    pub idle_flush_ms: u64,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
     /// zstd compression level (1 to 22).

@@ -153,9 +153,9 @@ impl<W: SinkWriter> SinkSupervisor<W> {
         }
         let request: WorkerReply = if !group.is_empty() {
             Box::pin(worker.send(Write(group.clone())))
-        } else if !self.retained.is_empty() && (!self.waiting.is_empty() || !self.drains.is_empty()) {
-            // Full (or draining) with nothing left to send: the writer is holding
-            // batches in its buffers, so make them durable now.
+        } else if !self.retained.is_empty() && flush_now(self.retained_bytes, self.capacity_bytes, !self.waiting.is_empty() || !self.drains.is_empty()) {
+            // Nothing left to send, and the writer's buffers hold half the queue (or
+            // someone waits): make them durable now.
             Box::pin(worker.send(Flush { only_if_due: false }))
         } else {
             return self.finish_drains();
@@ -297,6 +297,14 @@ impl<W: SinkWriter> SinkSupervisor<W> {
     }
 }
 
+/// Whether batches a writer holds in its buffers must be made durable now: at half the
+/// byte bound, not at the bound itself, so the other half keeps admitting batches while
+/// the flush runs (flushing only when full paused every partition for the length of a
+/// flush); and always when someone waits for room or for a drain.
+pub fn flush_now(retained_bytes: usize, capacity_bytes: usize, someone_waits: bool) -> bool {
+    someone_waits || retained_bytes >= capacity_bytes / 2
+}
+
 impl<W: SinkWriter> Actor for SinkSupervisor<W> {
     type Context = Context<Self>;
 
@@ -340,5 +348,17 @@ impl<W: SinkWriter> Handler<Drain> for SinkSupervisor<W> {
         Box::pin(async move {
             let _ = wait.await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flush_now;
+
+    #[test]
+    fn held_batches_flush_at_half_the_bound_or_when_someone_waits() {
+        assert!(!flush_now(499, 1000, false));
+        assert!(flush_now(500, 1000, false));
+        assert!(flush_now(1, 1000, true));
     }
 }
