@@ -77,10 +77,31 @@ impl FlowLoad {
     }
 }
 
+/// Batches of a partition being validated at once: the next batch is checked while
+/// this one is being decided (validation does not depend on order; the dedup decision
+/// and the hand-over to the sinks do, so they stay one batch at a time, in order).
+const VALIDATED_AHEAD: usize = 2;
+
 /// Runs batches of one partition through the stages until the channel closes.
-pub async fn run_partition_flow(stages: Stages, mut batches: tokio::sync::mpsc::Receiver<SourceBatch>, load: Arc<FlowLoad>) {
-    while let Some(batch) = batches.recv().await {
-        let result = process(&stages, batch).await;
+pub async fn run_partition_flow(stages: Stages, batches: tokio::sync::mpsc::Receiver<SourceBatch>, load: Arc<FlowLoad>) {
+    use futures::stream::{self, StreamExt};
+    let validator = stages.validator.clone();
+    let received = stream::unfold(batches, |mut rx| async move { rx.recv().await.map(|batch| (batch, rx)) });
+    let mut checked = received
+        .map(|batch| {
+            let validator = validator.clone();
+            async move {
+                let count = batch.records.len();
+                validator.send(Validate(batch)).await.map(|checked| (checked, count))
+            }
+        })
+        .buffered(VALIDATED_AHEAD)
+        .boxed_local();
+    while let Some(validated) = checked.next().await {
+        let result = match validated {
+            Ok((batch, count)) => decide_and_hand_over(&stages, batch, count).await,
+            Err(error) => Err(error),
+        };
         load.done();
         if let Err(error) = result {
             // Only a stopped actor system gets here (shutdown past its deadline).
@@ -113,9 +134,8 @@ fn record_outcomes(batch: &crate::record::DecidedBatch, consumed: usize) {
     }
 }
 
-async fn process(stages: &Stages, batch: SourceBatch) -> Result<(), MailboxError> {
-    let (topic, partition, count) = (batch.topic.clone(), batch.partition, batch.records.len());
-    let mut checked = stages.validator.send(Validate(batch)).await?;
+async fn decide_and_hand_over(stages: &Stages, mut checked: crate::record::CheckedBatch, count: usize) -> Result<(), MailboxError> {
+    let (topic, partition) = (checked.topic.clone(), checked.partition);
     let mut attempt = 0;
     let decided = loop {
         match stages.deduplicator.send(Decide(checked)).await? {
