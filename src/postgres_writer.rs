@@ -6,7 +6,7 @@
 use crate::db::{self, PgPool};
 use crate::progress::{plan_write, WritePlan};
 use crate::record::{Conflict, DeadLetter, Event, SharedBatch};
-use crate::schema::{conflicts, dead_letters, outcome_counts};
+use crate::schema::{conflicts, dead_letters, events, outcome_counts};
 use crate::sink::{ProgressUpdate, SinkError, SinkId, SinkWriter};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -37,9 +37,9 @@ impl From<diesel::result::Error> for TxError {
     }
 }
 
-/// Accepted events as one array per column: one INSERT ... SELECT FROM unnest(...)
-/// stores any number of rows in one round trip, with no bind-parameter limit and no
-/// staging table to create and empty at every commit.
+/// Accepted events as one array per column, for the fallback write: one
+/// INSERT ... SELECT FROM unnest(...) ... ON CONFLICT DO NOTHING stores any number of
+/// rows in one round trip, with no bind-parameter limit.
 #[derive(Default)]
 struct EventColumns<'a> {
     event_id: Vec<Uuid>,
@@ -70,13 +70,9 @@ impl<'a> EventColumns<'a> {
         self.kafka_timestamp.push(e.kafka_timestamp_ms.and_then(DateTime::from_timestamp_millis));
     }
 
-    fn insert(&self, conn: &mut PgConnection, mode: InsertMode) -> QueryResult<usize> {
+    fn insert_skipping_existing(&self, conn: &mut PgConnection) -> QueryResult<usize> {
         use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
-        let sql = match mode {
-            InsertMode::New => INSERT_EVENTS,
-            InsertMode::SkipExisting => INSERT_EVENTS_SKIP_EXISTING,
-        };
-        diesel::sql_query(sql)
+        diesel::sql_query(INSERT_EVENTS_SKIP_EXISTING)
             .bind::<Array<SqlUuid>, _>(&self.event_id)
             .bind::<Array<Text>, _>(&self.event_type)
             .bind::<Array<Integer>, _>(&self.schema_version)
@@ -92,32 +88,76 @@ impl<'a> EventColumns<'a> {
     }
 }
 
+/// A JSON document that is already valid JSON text (the validator produced it), sent
+/// as `jsonb` without parsing it into a `serde_json::Value` and printing it again.
+#[derive(Debug, diesel::expression::AsExpression)]
+#[diesel(sql_type = diesel::sql_types::Jsonb)]
+struct JsonText<'a>(&'a str);
+
+impl diesel::serialize::ToSql<diesel::sql_types::Jsonb, diesel::pg::Pg> for JsonText<'_> {
+    fn to_sql<'b>(&'b self, out: &mut diesel::serialize::Output<'b, '_, diesel::pg::Pg>) -> diesel::serialize::Result {
+        use std::io::Write;
+        // jsonb's binary input is a version byte (1) and the JSON text.
+        out.write_all(&[1])?;
+        out.write_all(self.0.as_bytes())?;
+        Ok(diesel::serialize::IsNull::No)
+    }
+}
+
+/// One accepted event as a row of `events` for `COPY ... FROM STDIN (FORMAT binary)`.
+#[derive(Insertable)]
+#[diesel(table_name = events, treat_none_as_default_value = false)]
+struct EventRow<'a> {
+    event_id: Uuid,
+    event_type: &'a str,
+    schema_version: i32,
+    source: &'a str,
+    occurred_at: DateTime<Utc>,
+    payload: JsonText<'a>,
+    payload_hash: &'a str,
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    kafka_timestamp: Option<DateTime<Utc>>,
+}
+
+impl<'a> From<&'a Event> for EventRow<'a> {
+    fn from(e: &'a Event) -> Self {
+        EventRow {
+            event_id: e.event_id,
+            event_type: &e.event_type,
+            schema_version: e.schema_version,
+            source: &e.source,
+            occurred_at: e.occurred_at,
+            payload: JsonText(&e.payload),
+            payload_hash: &e.payload_hash,
+            topic: &e.coords.topic,
+            partition: e.coords.partition,
+            offset: e.coords.offset,
+            kafka_timestamp: e.kafka_timestamp_ms.and_then(DateTime::from_timestamp_millis),
+        }
+    }
+}
+
 /// How accepted events go in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum InsertMode {
-    /// A plain INSERT: the dedup decision and the progress compare-and-set already
-    /// guarantee the ids are new, and skipping the ON CONFLICT pre-check saves one
-    /// index probe per row.
+    /// COPY in binary format: the dedup decision and the progress compare-and-set
+    /// already guarantee the ids are new, so the fastest path Postgres has applies
+    /// (rows go into the table in bulk; no ON CONFLICT pre-check per row).
     New,
     /// ON CONFLICT DO NOTHING, after a plain INSERT met an existing id (progress rows
     /// deleted by hand, say): the write still lands, once.
     SkipExisting,
 }
 
-/// The INSERT of accepted events, as a literal so both modes share it.
-macro_rules! insert_events_sql {
-    () => {
-        "\
+/// The INSERT of accepted events that skips ids already stored.
+const INSERT_EVENTS_SKIP_EXISTING: &str = "\
     INSERT INTO events (event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp) \
     SELECT event_id, event_type, schema_version, source, occurred_at, payload::jsonb, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp \
     FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::timestamptz[]) \
-        AS t(event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp)"
-    };
-}
-
-const INSERT_EVENTS: &str = insert_events_sql!();
-
-const INSERT_EVENTS_SKIP_EXISTING: &str = concat!(insert_events_sql!(), " ON CONFLICT (event_id) DO NOTHING");
+        AS t(event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp) \
+    ON CONFLICT (event_id) DO NOTHING";
 
 #[derive(Insertable)]
 #[diesel(table_name = dead_letters)]
@@ -201,12 +241,21 @@ impl PostgresWriter {
     /// from `expected` to `next`.
     fn store(&self, conn: &mut PgConnection, slices: &[(&SharedBatch, i64)], plan: &Plan, mode: InsertMode) -> Result<(), TxError> {
         conn.transaction(|c| {
-            let mut accepted = EventColumns::default();
-            for (b, from) in slices {
-                b.accepted.iter().filter(|e| e.coords.offset >= *from).for_each(|e| accepted.push(e));
-            }
-            if !accepted.event_id.is_empty() {
-                accepted.insert(c, mode)?;
+            let accepted = slices.iter().flat_map(|(b, from)| b.accepted.iter().filter(move |e| e.coords.offset >= *from));
+            match mode {
+                InsertMode::New => {
+                    let rows: Vec<EventRow> = accepted.map(EventRow::from).collect();
+                    if !rows.is_empty() {
+                        diesel::copy_from(events::table).from_insertable(rows).execute(c)?;
+                    }
+                }
+                InsertMode::SkipExisting => {
+                    let mut columns = EventColumns::default();
+                    accepted.for_each(|e| columns.push(e));
+                    if !columns.event_id.is_empty() {
+                        columns.insert_skipping_existing(c)?;
+                    }
+                }
             }
             let dead: Vec<NewDeadLetter> = slices.iter().flat_map(|(b, from)| b.dead.iter().filter(move |d| d.record.coords.offset >= *from)).map(NewDeadLetter::from).collect();
             for chunk in dead.chunks(ROWS_PER_STATEMENT) {
