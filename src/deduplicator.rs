@@ -41,6 +41,12 @@ impl Deduplicator {
 }
 
 #[derive(QueryableByName)]
+struct NewId {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    event_id: Uuid,
+}
+
+#[derive(QueryableByName)]
 struct Sighting {
     #[diesel(sql_type = diesel::sql_types::Uuid)]
     event_id: Uuid,
@@ -54,13 +60,14 @@ struct Sighting {
     payload_hash: String,
 }
 
-/// Records the ids not seen before and returns them: in the common case (new events)
-/// this one statement, one round trip and one commit, is the whole decision.
+/// Records the ids not seen before and returns them (only the ids: the rest of a new
+/// id's first sighting is the record at hand): in the common case (new events) this
+/// one statement, one round trip and one commit, is the whole decision.
 const RECORD_NEW: &str = "\
     INSERT INTO processed_events (event_id, topic, \"partition\", \"offset\", payload_hash) \
     SELECT event_id, $2, $3, \"offset\", payload_hash FROM unnest($1::uuid[], $4::bigint[], $5::text[]) AS t(event_id, \"offset\", payload_hash) \
     ON CONFLICT (event_id) DO NOTHING \
-    RETURNING event_id, topic, \"partition\", \"offset\", payload_hash";
+    RETURNING event_id";
 
 /// Reads the first sightings of ids recorded before (duplicates, conflicts, replays).
 /// The insert above waited for any concurrent writer of these ids, so a new snapshot
@@ -78,22 +85,29 @@ fn first_sightings(conn: &mut PgConnection, topic: &str, partition: i32, events:
     let ids: Vec<Uuid> = rows.iter().map(|e| e.event_id).collect();
     let offsets: Vec<i64> = rows.iter().map(|e| e.coords.offset).collect();
     let hashes: Vec<&str> = rows.iter().map(|e| e.payload_hash.as_str()).collect();
-    let mut stored: Vec<Sighting> = diesel::sql_query(RECORD_NEW)
+    let recorded: HashSet<Uuid> = diesel::sql_query(RECORD_NEW)
         .bind::<Array<SqlUuid>, _>(&ids)
         .bind::<Text, _>(topic)
         .bind::<Integer, _>(partition)
         .bind::<Array<BigInt>, _>(&offsets)
         .bind::<Array<Text>, _>(&hashes)
-        .load(conn)?;
-    if stored.len() < ids.len() {
-        let found: HashSet<Uuid> = stored.iter().map(|s| s.event_id).collect();
-        let known: Vec<Uuid> = ids.into_iter().filter(|id| !found.contains(id)).collect();
-        stored.extend(diesel::sql_query(READ).bind::<Array<SqlUuid>, _>(&known).load::<Sighting>(conn)?);
-    }
-    Ok(stored
+        .load::<NewId>(conn)?
         .into_iter()
-        .map(|s| (s.event_id, FirstSeen { coords: Coords { topic: s.topic.into(), partition: s.partition, offset: s.offset }, payload_hash: s.payload_hash }))
-        .collect())
+        .map(|row| row.event_id)
+        .collect();
+    let mut first: HashMap<Uuid, FirstSeen> = rows
+        .iter()
+        .filter(|e| recorded.contains(&e.event_id))
+        .map(|e| (e.event_id, FirstSeen { coords: e.coords.clone(), payload_hash: e.payload_hash.clone() }))
+        .collect();
+    if recorded.len() < ids.len() {
+        let known: Vec<Uuid> = ids.into_iter().filter(|id| !recorded.contains(id)).collect();
+        let earlier = diesel::sql_query(READ).bind::<Array<SqlUuid>, _>(&known).load::<Sighting>(conn)?;
+        first.extend(earlier.into_iter().map(|s| {
+            (s.event_id, FirstSeen { coords: Coords { topic: s.topic.into(), partition: s.partition, offset: s.offset }, payload_hash: s.payload_hash })
+        }));
+    }
+    Ok(first)
 }
 
 /// Applies the decision to every record of the batch.
