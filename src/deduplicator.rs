@@ -31,12 +31,15 @@ pub struct DedupFailed {
 /// The deduplicator actor.
 pub struct Deduplicator {
     pool: PgPool,
+    /// Kept between batches (a pool checkout costs a validation round trip); dropped
+    /// after any error, so the retry gets a checked one.
+    conn: Option<db::PgConn>,
 }
 
 impl Deduplicator {
     /// A deduplicator over `pool`.
     pub fn new(pool: PgPool) -> Self {
-        Deduplicator { pool }
+        Deduplicator { pool, conn: None }
     }
 }
 
@@ -154,7 +157,15 @@ impl Handler<Decide> for Deduplicator {
         if events.is_empty() {
             return Ok(assemble(batch, &HashMap::new()));
         }
-        let first = db::conn(&self.pool).and_then(|mut conn| first_sightings(&mut conn, &batch.topic, batch.partition, &events));
+        let conn = match self.conn.take() {
+            Some(conn) => Ok(conn),
+            None => db::conn(&self.pool),
+        };
+        let first = conn.and_then(|mut conn| {
+            let first = first_sightings(&mut conn, &batch.topic, batch.partition, &events)?;
+            self.conn = Some(conn);
+            Ok(first)
+        });
         match first {
             Ok(first) => Ok(assemble(batch, &first)),
             Err(error) => Err(DedupFailed { batch, error }),

@@ -22,6 +22,11 @@ const ROWS_PER_STATEMENT: usize = 4_000;
 /// Stores decided batches in Postgres.
 pub struct PostgresWriter {
     pool: PgPool,
+    /// Kept between writes: a pool checkout costs a validation round trip, which at
+    /// moderate rates (small groups) was a large share of each write. After any error
+    /// it is dropped (the supervisor builds a fresh writer), so a broken connection is
+    /// never reused.
+    conn: Option<db::PgConn>,
     progress: HashMap<(Arc<str>, i32), Option<i64>>,
 }
 
@@ -233,7 +238,7 @@ pub fn headers_json(headers: &[(String, Option<Vec<u8>>)]) -> serde_json::Value 
 impl PostgresWriter {
     /// A writer over `pool`; it connects on first use.
     pub fn new(pool: PgPool) -> Self {
-        PostgresWriter { pool, progress: HashMap::new() }
+        PostgresWriter { pool, conn: None, progress: HashMap::new() }
     }
 
     /// One transaction for every slice (a batch and the offset it is stored from):
@@ -316,11 +321,15 @@ impl SinkWriter for PostgresWriter {
     const ID: SinkId = SinkId::Postgres;
 
     fn open(&mut self) -> Result<(), SinkError> {
-        db::conn(&self.pool).map(drop).map_err(retryable)
+        self.conn = Some(db::conn(&self.pool).map_err(retryable)?);
+        Ok(())
     }
 
     fn write(&mut self, batches: &[SharedBatch]) -> Result<ProgressUpdate, SinkError> {
-        let mut conn = db::conn(&self.pool).map_err(retryable)?;
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => db::conn(&self.pool).map_err(retryable)?,
+        };
         // Twice at most: a fenced attempt re-reads the progress another writer left.
         for _ in 0..2 {
             let mut plan: Plan = BTreeMap::new();
@@ -365,6 +374,7 @@ impl SinkWriter for PostgresWriter {
                             update.push((partition, now));
                         }
                     }
+                    self.conn = Some(conn);
                     return Ok(update);
                 }
                 Err(TxError::Fenced) => {
