@@ -79,6 +79,20 @@ class Slice:
                 sums[sink] += int(float(value))
         return sums["postgres"], sums["lake"]
 
+    def wait_ready(self, process, timeout=60):
+        """Until the processor's /ready says partitions are assigned and both sinks are up."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if process.poll() is not None:
+                raise SystemExit(f"processor exited with {process.returncode}; see {WORK}/{self.topic}.log")
+            try:
+                if urllib.request.urlopen(f"http://{self.admin}/ready", timeout=2).status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise SystemExit(f"processor not ready after {timeout}s; see {WORK}/{self.topic}.log")
+
     def progress(self):
         pg = int(psql(self.db, f"SELECT coalesce(sum(next_offset),0) FROM sink_progress WHERE sink='postgres' AND topic='{self.topic}'") or 0)
         lake = 0
@@ -178,7 +192,7 @@ def latency(rate, seconds):
     n = int(rate * seconds)
     p = subprocess.Popen([BIN, "run"], env=s.env, stderr=open(WORK / f"{s.topic}.log", "w"))
     try:
-        time.sleep(3)  # let the processor join its group before the first record (start-up is not latency)
+        s.wait_ready(p)  # start-up (joining the group, connecting) is not latency
         s.produce(n, rate=rate)
         deadline = time.time() + 300
         while min(s.durable()) < n and time.time() < deadline:
