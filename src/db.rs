@@ -66,32 +66,3 @@ pub fn read_progress(conn: &mut PgConnection, sink: &str, topic: &str, partition
         .first(conn)
         .optional()?)
 }
-
-/// Moves progress by compare-and-set: only from `expected` (or from nothing).
-/// Returns false when another writer moved it first: this writer is fenced.
-pub fn advance_progress(
-    conn: &mut PgConnection,
-    sink: &str,
-    topic: &str,
-    partition: i32,
-    expected: Option<i64>,
-    next: i64,
-) -> QueryResult<bool> {
-    use sink_progress::dsl as p;
-    let changed = match expected {
-        Some(expected) => diesel::update(
-            p::sink_progress
-                .filter(p::sink.eq(sink))
-                .filter(p::topic.eq(topic))
-                .filter(p::partition.eq(partition))
-                .filter(p::next_offset.eq(expected)),
-        )
-        .set((p::next_offset.eq(next), p::updated_at.eq(diesel::dsl::now)))
-        .execute(conn)?,
-        None => diesel::insert_into(p::sink_progress)
-            .values((p::sink.eq(sink), p::topic.eq(topic), p::partition.eq(partition), p::next_offset.eq(next)))
-            .on_conflict_do_nothing()
-            .execute(conn)?,
-    };
-    Ok(changed == 1)
-}

@@ -6,11 +6,10 @@
 use crate::db::{self, PgPool};
 use crate::progress::{plan_write, WritePlan};
 use crate::record::{Conflict, DeadLetter, Event, SharedBatch};
-use crate::schema::{conflicts, dead_letters, events, outcome_counts};
+use crate::schema::{conflicts, dead_letters, events};
 use crate::sink::{ProgressUpdate, SinkError, SinkId, SinkWriter};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::upsert::excluded;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -284,29 +283,113 @@ impl PostgresWriter {
                     }
                 }
             }
-            let rows: Vec<_> = counts
-                .iter()
-                .map(|((topic, partition, outcome), n)| {
-                    (outcome_counts::topic.eq(*topic), outcome_counts::partition.eq(*partition), outcome_counts::outcome.eq(*outcome), outcome_counts::count.eq(*n))
-                })
-                .collect();
-            if !rows.is_empty() {
-                diesel::insert_into(outcome_counts::table)
-                    .values(rows)
-                    .on_conflict((outcome_counts::topic, outcome_counts::partition, outcome_counts::outcome))
-                    .do_update()
-                    .set(outcome_counts::count.eq(outcome_counts::count + excluded(outcome_counts::count)))
-                    .execute(c)?;
+            let mut bookkeeping = Bookkeeping::default();
+            for ((topic, partition, outcome), n) in &counts {
+                bookkeeping.count(topic, *partition, outcome, *n);
             }
             for ((topic, partition), (expected, next)) in plan {
                 if let Some(next) = next.filter(|n| Some(*n) != *expected) {
-                    if !db::advance_progress(c, SinkId::Postgres.as_str(), topic, *partition, *expected, next)? {
-                        return Err(TxError::Fenced);
-                    }
+                    bookkeeping.advance(topic, *partition, *expected, next);
                 }
+            }
+            if !bookkeeping.store(c)? {
+                return Err(TxError::Fenced);
             }
             Ok(())
         })
+    }
+}
+
+/// Outcome counts and progress moves of one transaction, stored by one statement
+/// ([`BOOKKEEPING`]): at moderate rates a write holds a few small batches, and one round
+/// trip per partition plus one for the counts was a large share of it.
+#[derive(Default)]
+struct Bookkeeping<'a> {
+    count_topic: Vec<&'a str>,
+    count_partition: Vec<i32>,
+    count_outcome: Vec<&'a str>,
+    count_n: Vec<i64>,
+    move_topic: Vec<&'a str>,
+    move_partition: Vec<i32>,
+    move_expected: Vec<i64>,
+    move_next: Vec<i64>,
+    start_topic: Vec<&'a str>,
+    start_partition: Vec<i32>,
+    start_next: Vec<i64>,
+}
+
+/// Adds the outcome counts, moves progress by compare-and-set (from the expected offset,
+/// or from no row at all) and returns how many partitions moved.
+const BOOKKEEPING: &str = "\
+    WITH counted AS ( \
+        INSERT INTO outcome_counts (topic, \"partition\", outcome, count) \
+        SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[]) \
+        ON CONFLICT (topic, \"partition\", outcome) DO UPDATE SET count = outcome_counts.count + excluded.count \
+    ), moved AS ( \
+        UPDATE sink_progress p SET next_offset = m.next, updated_at = now() \
+        FROM unnest($5::text[], $6::int[], $7::bigint[], $8::bigint[]) AS m(topic, \"partition\", expected, next) \
+        WHERE p.sink = $12 AND p.topic = m.topic AND p.\"partition\" = m.\"partition\" AND p.next_offset = m.expected \
+        RETURNING 1 \
+    ), started AS ( \
+        INSERT INTO sink_progress (sink, topic, \"partition\", next_offset) \
+        SELECT $12, topic, \"partition\", next FROM unnest($9::text[], $10::int[], $11::bigint[]) AS s(topic, \"partition\", next) \
+        ON CONFLICT DO NOTHING \
+        RETURNING 1 \
+    ) \
+    SELECT (SELECT count(*) FROM moved) + (SELECT count(*) FROM started) AS moved";
+
+#[derive(QueryableByName)]
+struct Moved {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    moved: i64,
+}
+
+impl<'a> Bookkeeping<'a> {
+    fn count(&mut self, topic: &'a str, partition: i32, outcome: &'a str, n: i64) {
+        self.count_topic.push(topic);
+        self.count_partition.push(partition);
+        self.count_outcome.push(outcome);
+        self.count_n.push(n);
+    }
+
+    fn advance(&mut self, topic: &'a str, partition: i32, expected: Option<i64>, next: i64) {
+        match expected {
+            Some(expected) => {
+                self.move_topic.push(topic);
+                self.move_partition.push(partition);
+                self.move_expected.push(expected);
+                self.move_next.push(next);
+            }
+            None => {
+                self.start_topic.push(topic);
+                self.start_partition.push(partition);
+                self.start_next.push(next);
+            }
+        }
+    }
+
+    /// False when a partition did not move: another writer moved it first (fenced).
+    fn store(&self, conn: &mut PgConnection) -> QueryResult<bool> {
+        use diesel::sql_types::{Array, BigInt, Integer, Text};
+        let moves = self.move_topic.len() + self.start_topic.len();
+        if moves == 0 && self.count_topic.is_empty() {
+            return Ok(true);
+        }
+        let moved: Moved = diesel::sql_query(BOOKKEEPING)
+            .bind::<Array<Text>, _>(&self.count_topic)
+            .bind::<Array<Integer>, _>(&self.count_partition)
+            .bind::<Array<Text>, _>(&self.count_outcome)
+            .bind::<Array<BigInt>, _>(&self.count_n)
+            .bind::<Array<Text>, _>(&self.move_topic)
+            .bind::<Array<Integer>, _>(&self.move_partition)
+            .bind::<Array<BigInt>, _>(&self.move_expected)
+            .bind::<Array<BigInt>, _>(&self.move_next)
+            .bind::<Array<Text>, _>(&self.start_topic)
+            .bind::<Array<Integer>, _>(&self.start_partition)
+            .bind::<Array<BigInt>, _>(&self.start_next)
+            .bind::<Text, _>(SinkId::Postgres.as_str())
+            .get_result(conn)?;
+        Ok(moved.moved == moves as i64)
     }
 }
 
