@@ -114,7 +114,8 @@ pub struct PipelineSettings {
     /// While the partition's flow is busy, close a batch after this long even when it
     /// is small (an idle flow takes records at once).
     pub batch_linger_ms: u64,
-    /// Batches queued per partition before the partition is paused.
+    /// Batches queued per partition before the source stops reading (and, after 5 s,
+    /// pauses the partition).
     pub partition_queue_batches: usize,
     /// Bytes of batches a sink may hold until they are durable; bounds memory.
     pub sink_queue_bytes: usize,

@@ -4,8 +4,8 @@
 //! backoff, builds a fresh writer and re-sends everything not yet durable (the writer
 //! skips what its durable progress already covers). Every start, failure, restart,
 //! recovery and give-up goes to the supervision log. While it restarts, its queue
-//! absorbs new batches; only when the queue is full does `Enqueue` wait, which pauses
-//! the source: the other sink keeps writing until then.
+//! absorbs new batches; only when the queue is full does `Enqueue` wait, which holds
+//! the flows and then the source: the other sink keeps writing until then.
 
 use crate::admin::Health;
 use crate::metrics::metrics;
