@@ -259,6 +259,13 @@ fn batch_due(pending: usize, waited: Option<Duration>, max: usize, linger: Durat
     pending > 0 && (pending >= max || waited >= linger || flow_idle)
 }
 
+/// Whether a partition whose flow has been full for `full_for` (`None`: it has room)
+/// should be paused: once it has been full for [`PAUSE_AFTER`], and, once paused, until
+/// it has room again. Shorter stalls only stop the reading (see the module doc).
+fn keep_paused(full_for: Option<Duration>, paused: bool) -> bool {
+    full_for.is_some_and(|full_for| paused || full_for >= PAUSE_AFTER)
+}
+
 struct SourceLoop {
     consumer: Arc<SourceConsumer>,
     topic: Arc<str>,
@@ -429,7 +436,7 @@ impl SourceLoop {
             true => None,
             false => Some(state.full_since.unwrap_or_else(Instant::now)),
         };
-        let full = state.full_since.is_some_and(|since| since.elapsed() >= PAUSE_AFTER) || (state.paused && !state.overflow.is_empty());
+        let full = keep_paused(state.full_since.map(|since| since.elapsed()), state.paused);
         if full != state.paused {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&self.topic, partition);
@@ -466,7 +473,7 @@ impl SourceLoop {
 
 #[cfg(test)]
 mod tests {
-    use super::batch_due;
+    use super::{batch_due, keep_paused, PAUSE_AFTER};
     use std::time::Duration;
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -478,5 +485,14 @@ mod tests {
         assert!(batch_due(1, Some(MS(20)), 5000, MS(20), false), "busy flow: linger reached");
         assert!(batch_due(5000, Some(MS(0)), 5000, MS(20), false), "full");
         assert!(!batch_due(0, None, 5000, MS(20), true), "nothing pending");
+    }
+
+    #[test]
+    fn a_partition_is_paused_only_after_a_long_stall_and_resumed_when_it_has_room() {
+        assert!(!keep_paused(None, false), "room: read on");
+        assert!(!keep_paused(Some(MS(300)), false), "short stall: reading stops, no pause");
+        assert!(keep_paused(Some(PAUSE_AFTER), false), "long stall: pause");
+        assert!(keep_paused(Some(MS(1)), true), "paused and still full: stay paused");
+        assert!(!keep_paused(None, true), "room again: resume");
     }
 }
