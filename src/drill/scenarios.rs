@@ -330,13 +330,17 @@ fn resend(ctx: &DrillContext, report: &mut Report) -> DrillResult {
     Ok(())
 }
 
-/// Samples both sinks' progress while waiting for the drain: (elapsed, pg, lake).
-fn drain_sampling(ctx: &DrillContext, start: Instant) -> Result<Vec<(Duration, i64, i64)>, String> {
+/// Samples both sinks' progress while waiting for the drain: (elapsed, pg, lake). The
+/// drain counts only once `sending` has finished (traffic may still be on its way).
+fn drain_sampling(ctx: &DrillContext, start: Instant, sending: &std::thread::JoinHandle<Result<Traffic, String>>) -> Result<Vec<(Duration, i64, i64)>, String> {
     let s = &ctx.settings;
     let mut samples = Vec::new();
     wait_for("both sinks stored everything up to the end of the topic", ctx.timeout, || {
         let (pg, lake) = progress_sums(ctx)?;
         samples.push((start.elapsed(), pg, lake));
+        if !sending.is_finished() {
+            return Ok(false);
+        }
         let end: i64 = kafka_ops::watermarks(&s.kafka.brokers, &s.kafka.topic)?.iter().map(|(_, h)| h).sum();
         Ok(pg == end && lake == end)
     })?;
@@ -358,9 +362,16 @@ fn sink_crash(ctx: &DrillContext, report: &mut Report) -> DrillResult {
         &processor_log(ctx, "sink-crash"),
     )?;
     report.step(format!("started a processor (pid {}) whose {actor} fails with an error, a panic and an error after 3 batches", child.pid()));
-    let traffic = send_traffic(ctx, None)?;
-    report.step(format!("sent {} generated records (seed {})", ctx.events, ctx.seed));
-    let samples = drain_sampling(ctx, start)?;
+    // Paced over about 10 s, so records keep coming while the failing sink is down (its
+    // backoff is 1 + 2 + 4 s): the other sink must keep storing them. Sent all at once,
+    // the whole drill fits in the sinks' queues and the other sink is done before the
+    // failures start, which proves nothing.
+    let traffic_ctx = ctx.clone();
+    let rate = (ctx.events as f64 / 10.0).max(100.0);
+    let sender = std::thread::spawn(move || send_traffic(&traffic_ctx, Some(rate)));
+    let samples = drain_sampling(ctx, start, &sender)?;
+    let traffic = sender.join().map_err(|_| "traffic thread panicked".to_string())??;
+    report.step(format!("sent {} generated records (seed {}) at {rate:.0}/s", ctx.events, ctx.seed));
     let code = child.stop(Duration::from_secs(60))?;
     let (after, lake) = snap(ctx)?;
     table_figures(report, &before, &after);
