@@ -210,6 +210,9 @@ case "${1:-}" in
       for _ in $(seq 1 60); do kafka_answers 2>/dev/null | grep -qx "$2" || break; sleep 0.5; done
     fi
     create_topic "$2" "$3" ;;
+  # topics-delete REGEX: delete every topic whose name matches (the bench's leftovers)
+  topics-delete)
+    kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_HOST:$KAFKA_PORT" --delete --if-exists --topic "$2" >/dev/null 2>&1 || true ;;
   psql) shift; psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$@" ;;
-  *) echo "usage: $0 up|down|status|logs|clean|topic NAME PARTITIONS [recreate]|psql ARGS" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|logs|clean|topic NAME PARTITIONS [recreate]|topics-delete REGEX|psql ARGS" >&2; exit 2 ;;
 esac
