@@ -48,6 +48,13 @@ pub fn conn(pool: &PgPool) -> Result<PgConn, DbError> {
     pool.get().map_err(|e| DbError::Unavailable(e.to_string()))
 }
 
+/// The connection an actor kept from its last successful use, or a fresh one from the
+/// pool. Kept connections skip the checkout's validation round trip; the caller puts the
+/// connection back only after a success, so one that failed is never reused.
+pub fn kept_or_new(kept: &mut Option<PgConn>, pool: &PgPool) -> Result<PgConn, DbError> {
+    kept.take().map_or_else(|| conn(pool), Ok)
+}
+
 /// Runs pending migrations while holding a session advisory lock.
 pub fn migrate(conn: &mut PgConnection) -> Result<usize, DbError> {
     diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).execute(conn)?;

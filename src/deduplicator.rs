@@ -157,11 +157,7 @@ impl Handler<Decide> for Deduplicator {
         if events.is_empty() {
             return Ok(assemble(batch, &HashMap::new()));
         }
-        let conn = match self.conn.take() {
-            Some(conn) => Ok(conn),
-            None => db::conn(&self.pool),
-        };
-        let first = conn.and_then(|mut conn| {
+        let first = db::kept_or_new(&mut self.conn, &self.pool).and_then(|mut conn| {
             let first = first_sightings(&mut conn, &batch.topic, batch.partition, &events)?;
             self.conn = Some(conn);
             Ok(first)

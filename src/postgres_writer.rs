@@ -409,10 +409,7 @@ impl SinkWriter for PostgresWriter {
     }
 
     fn write(&mut self, batches: &[SharedBatch]) -> Result<ProgressUpdate, SinkError> {
-        let mut conn = match self.conn.take() {
-            Some(conn) => conn,
-            None => db::conn(&self.pool).map_err(retryable)?,
-        };
+        let mut conn = db::kept_or_new(&mut self.conn, &self.pool).map_err(retryable)?;
         // Twice at most: a fenced attempt re-reads the progress another writer left.
         for _ in 0..2 {
             let mut plan: Plan = BTreeMap::new();

@@ -38,8 +38,8 @@ fn a_group_reset_and_a_lake_rebuild_give_the_same_content_and_outcomes() {
     assert_eq!(env.snapshot(), before, "a rebuilt lake holds the same events; Postgres is untouched");
 
     // 3. Postgres's progress and counts deleted by hand: the processor replays the log
-    // into Postgres; the events are already there, so the writer's plain INSERT meets
-    // them and the write is redone skipping existing rows: nothing doubles, counts match.
+    // into Postgres; the events are already there, so the writer's COPY meets them and
+    // the write is redone skipping existing rows: nothing doubles, counts match.
     use diesel::RunQueryDsl;
     diesel::sql_query("DELETE FROM sink_progress WHERE sink = 'postgres'").execute(&mut env.pg()).unwrap();
     diesel::sql_query("DELETE FROM outcome_counts").execute(&mut env.pg()).unwrap();
