@@ -27,7 +27,7 @@ export EVENTLINE__PIPELINE__SUMMARY_INTERVAL_S=2
 say "Clean slate: topic $TOPIC, database $DB, lake/"
 "$STACK" topic "$TOPIC" 3 recreate
 "$STACK" topic "$TOPIC.dlq" 1 recreate
-"$STACK" psql -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -qc "CREATE DATABASE $DB" >/dev/null
+PGOPTIONS="-c client_min_messages=warning" "$STACK" psql -d postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -qc "CREATE DATABASE $DB" >/dev/null
 find lake -mindepth 1 -not -name .gitkeep -delete 2>/dev/null || true
 rm -f "$EVENTLINE__SUPERVISION__LOG_PATH"
 
@@ -36,32 +36,46 @@ say "Starting the processor (log: ${LOG#$ROOT/})"
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
 
+# Runs `eventline produce ARGS` and shows its summary lines. Everything it prints also goes
+# to $PRODUCE_LOG: on a broker started seconds ago librdkafka warns ("Coordinator load in
+# progress: retrying") before it succeeds, and those lines belong in a log, not on screen.
+# grep reads to the end, so the producer never writes into a closed pipe, and under
+# pipefail its exit code still decides.
+PRODUCE_LOG="$ROOT/.dev/demo-producer.log"
+: > "$PRODUCE_LOG"
+produce() { "$BIN" produce "$@" 2>&1 | tee -a "$PRODUCE_LOG" | grep -E '^(sent |generated: )'; }
+
+# Polls `check` every 0.2 s until it succeeds or `seconds` pass; the processor must stay up.
+wait_for() { # seconds, description, check...
+  local deadline=$((SECONDS + $1)) what="$2"; shift 2
+  until "$@"; do
+    kill -0 $PID 2>/dev/null || { echo "processor exited; see $LOG"; tail -20 "$LOG"; exit 1; }
+    [ $SECONDS -lt $deadline ] || { echo "timed out after $((SECONDS - deadline + $1))s waiting for $what; see $LOG"; exit 1; }
+    sleep 0.2
+  done
+}
+
 say "Producing sample traffic"
 started=$(date +%s.%N)
 echo "-- 300 valid events from fixtures/crm-sample.jsonl"
-"$BIN" produce --file fixtures/crm-sample.jsonl 2>&1 | head -1
+produce --file fixtures/crm-sample.jsonl
 echo "-- the first 30 of them again (a retrying upstream): duplicates"
-head -30 fixtures/crm-sample.jsonl | "$BIN" produce --file - 2>&1 | head -1
+head -30 fixtures/crm-sample.jsonl | produce --file -
 echo "-- 6 broken events sent raw on purpose (the producer would reject them): dead letters"
-"$BIN" produce --file fixtures/crm-invalid.jsonl --raw 2>&1 | head -1
+produce --file fixtures/crm-invalid.jsonl --raw
 echo "-- 50,000 generated events with duplicates, conflicts, invalid records and tombstones"
-"$BIN" produce --generate 50000 --seed 7 --duplicate-ratio 0.05 --conflict-ratio 0.02 --invalid-ratio 0.03 --tombstone-ratio 0.01 2>&1 | tail -1
+produce --generate 50000 --seed 7 --duplicate-ratio 0.05 --conflict-ratio 0.02 --invalid-ratio 0.03 --tombstone-ratio 0.01
 total=$((300 + 30 + 6 + 50000))
 
 say "Waiting until all $total records are accounted for"
-for _ in $(seq 1 600); do
-  done_count=$(sql -tAc "SELECT coalesce(sum(count),0) FROM outcome_counts" 2>/dev/null || echo 0)
-  [ "$done_count" = "$total" ] && break
-  kill -0 $PID 2>/dev/null || { echo "processor exited; see $LOG"; tail -20 "$LOG"; exit 1; }
-  sleep 0.2
-done
-[ "$done_count" = "$total" ] || { echo "only $done_count of $total records processed; see $LOG"; exit 1; }
+all_accounted() { done_count=$(sql -tAc "SELECT coalesce(sum(count),0) FROM outcome_counts" 2>/dev/null || echo 0); [ "$done_count" = "$total" ]; }
+wait_for 300 "all $total records to get an outcome" all_accounted
 accepted=$(sql -tAc "SELECT count(*) FROM events")
-for _ in $(seq 1 300); do
+lake_complete() {
   in_lake=$(python3 -c "import duckdb,glob;print(duckdb.sql(\"SELECT count(*) FROM read_parquet('lake/**/*.parquet')\").fetchone()[0] if glob.glob('lake/**/*.parquet', recursive=True) else 0)")
-  [ "$in_lake" = "$accepted" ] && break
-  sleep 0.2
-done
+  [ "$in_lake" = "$accepted" ]
+}
+wait_for 120 "the lake to hold all $accepted accepted events" lake_complete
 elapsed=$(python3 -c "import time;print(f'{time.time()-$started:.2f}')")
 
 say "Stopping the processor with SIGTERM (flush, commit, exit 0)"

@@ -33,8 +33,11 @@ print(f"KAFKA_HOST={host} KAFKA_PORT={port} CONTROLLER_PORT={int(port) + 1}")
 print(f"PG_HOST={u.hostname} PG_PORT={u.port or 5432} PG_USER={u.username} PG_DB={u.path.lstrip('/')}")
 PY
 )"
-  # Allow overriding the Postgres port alone, e.g. for a drill that needs a second cluster.
+  # Ports can be overridden, e.g. for a drill that needs a second cluster or for the
+  # check that a second checkout's stack starts beside this one (scripts/check-private-clone.sh).
   PG_PORT="${EVENTLINE_PG_PORT:-$PG_PORT}"
+  KAFKA_PORT="${EVENTLINE_KAFKA_PORT:-$KAFKA_PORT}"
+  CONTROLLER_PORT=$((KAFKA_PORT + 1))
 }
 
 # --- helpers -------------------------------------------------------------------------
@@ -129,20 +132,29 @@ create_topic() {
 # --- PostgreSQL ----------------------------------------------------------------------
 # initdb and postgres refuse to run as root, so as root the cluster belongs to the
 # 'postgres' user. Its data must then sit where that user can reach it.
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+as_pg() { if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 
-pg_data_dir() {
+# Where the cluster really lives. As root the server runs as 'postgres', which must reach
+# this folder by its real path: a symlink inside a checkout it cannot enter (a clone under
+# /root, mode 700) does not help, because the kernel checks every folder on the way.
+pg_home() {
   if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$DEV"; then
-    # The checkout is not reachable by 'postgres' (e.g. under /root): keep the cluster
-    # in a folder of its own, linked from .dev/pg.
-    local outside="/var/tmp/eventline-pg-$(printf '%s' "$ROOT" | md5sum | cut -c1-12)"
-    mkdir -p "$outside" && chown postgres: "$outside"
-    [ -L "$PG_DIR" ] || { rm -rf "$PG_DIR"; ln -s "$outside" "$PG_DIR"; }
+    printf '/var/tmp/eventline-pg-%s' "$(printf '%s' "$ROOT" | md5sum | cut -c1-12)"
   else
-    mkdir -p "$PG_DIR"
-    [ "$(id -u)" = 0 ] && chown postgres: "$PG_DIR"
+    printf '%s' "$PG_DIR"
   fi
-  echo "$PG_DIR"
+}
+
+# Creates the cluster's folder; outside the checkout, .dev/pg links to it so that people
+# find the data and the log where they expect them. Prints the real path.
+pg_data_dir() {
+  local home; home="$(pg_home)"
+  mkdir -p "$home"
+  [ "$(id -u)" = 0 ] && chown postgres: "$home"
+  if [ "$home" != "$PG_DIR" ] && [ "$(readlink "$PG_DIR" 2>/dev/null)" != "$home" ]; then
+    rm -rf "$PG_DIR"; ln -s "$home" "$PG_DIR"
+  fi
+  printf '%s' "$home"
 }
 
 pg_answers() { "$PG_BIN/pg_isready" -h "$PG_HOST" -p "$PG_PORT" -q; }
@@ -167,10 +179,11 @@ pg_up() {
 }
 
 pg_down() {
-  [ -e "$PG_DIR/data/PG_VERSION" ] || return 0
+  local home; home="$(pg_home)"
+  [ -e "$home/data/PG_VERSION" ] || return 0
   if pid_alive "$DEV/postgres.pid"; then
     log "stopping postgres"
-    as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null || true
+    as_pg "$PG_BIN/pg_ctl" -D "$home/data" -m fast -w stop >/dev/null || true
   fi
   rm -f "$DEV/postgres.pid"
 }
@@ -199,7 +212,7 @@ case "${1:-}" in
   down)   kafka_down; pg_down ;;
   status) status ;;
   logs)   tail -n "${LINES_TO_SHOW:-40}" "$KAFKA_DIR/logs/server.log" "$PG_DIR/postgres.log" 2>/dev/null || true ;;
-  clean)  kafka_down; pg_down; rm -rf "$KAFKA_DIR" "$(readlink -f "$PG_DIR" 2>/dev/null || echo "$PG_DIR")" "$PG_DIR" "$DEV" ;;
+  clean)  kafka_down; pg_down; rm -rf "$KAFKA_DIR" "$(pg_home)" "$PG_DIR" "$DEV" ;;
   pg-stop)  pg_down ;;          # used by drills
   pg-start) pg_up ;;
   # topic NAME PARTITIONS [recreate]: create a topic (deleting it first with "recreate")

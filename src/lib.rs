@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod console;
 pub mod contract;
 pub mod db;
 pub mod dead_letter;

@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use eventline::console::out;
 use eventline::settings::Settings;
 use eventline::supervision_log::{format_table, read_entries, Entry};
 use std::path::PathBuf;
@@ -240,8 +241,10 @@ fn main() {
     init_logging(&cli.log_format);
     match execute(cli) {
         Ok(code) => std::process::exit(code),
+        // The reader of our output went away (`eventline supervision | head`): done.
+        Err(error) if error.chain().any(eventline::console::is_closed_pipe) => std::process::exit(0),
         Err(error) => {
-            eprintln!("eventline: {error:#}");
+            eventline::console::note(&format!("eventline: {error:#}"));
             std::process::exit(1);
         }
     }
@@ -260,13 +263,13 @@ fn execute(cli: Cli) -> Result<i32> {
         }
         Command::Config => {
             let settings = load(&cli.settings_dir)?;
-            println!("{}", serde_json::to_string_pretty(&settings)?);
+            out(&format!("{}\n", serde_json::to_string_pretty(&settings)?))?;
             Ok(0)
         }
         Command::Migrate => {
             let settings = load(&cli.settings_dir)?;
             eventline::pipeline::prepare(&settings).context("migrating")?;
-            println!("migrations applied");
+            out("migrations applied\n")?;
             Ok(0)
         }
         Command::Status { url, watch } => {
@@ -280,9 +283,9 @@ fn execute(cli: Cli) -> Result<i32> {
             let s = load(&cli.settings_dir)?;
             let topic = topic.unwrap_or_else(|| s.kafka.topic.clone());
             if stage == "kafka-latency" {
-                let d = eventline::bench::kafka_latency(&s.kafka.brokers, &topic, records.max(1), || eprintln!("ready")).map_err(anyhow::Error::msg)?;
+                let d = eventline::bench::kafka_latency(&s.kafka.brokers, &topic, records.max(1), || eventline::console::note("ready")).map_err(anyhow::Error::msg)?;
                 let q = |p: f64| d[((d.len() as f64 * p) as usize).min(d.len() - 1)];
-                println!("{}", serde_json::json!({"stage": stage, "records": d.len(), "p50": q(0.5), "p95": q(0.95), "p99": q(0.99), "max": d[d.len() - 1]}));
+                out(&format!("{}\n", serde_json::json!({"stage": stage, "records": d.len(), "p50": q(0.5), "p95": q(0.95), "p99": q(0.99), "max": d[d.len() - 1]})))?;
                 return Ok(0);
             }
             let (records, seconds) = if stage == "consume-only" {
@@ -294,7 +297,7 @@ fn execute(cli: Cli) -> Result<i32> {
                 eventline::bench::lake_only(&s.kafka.brokers, &topic, &contracts, &root, format, s.lake.max_rows_per_file)
             }
             .map_err(anyhow::Error::msg)?;
-            println!("{}", serde_json::json!({"stage": stage, "records": records, "seconds": seconds, "per_second": records as f64 / seconds.max(1e-9)}));
+            out(&format!("{}\n", serde_json::json!({"stage": stage, "records": records, "seconds": seconds, "per_second": records as f64 / seconds.max(1e-9)})))?;
             Ok(0)
         }
         Command::Drill(args) => drill(load(&cli.settings_dir)?, args),
@@ -336,10 +339,10 @@ fn status(base: &str, watch: bool) -> Result<i32> {
         let view = render(base, &window[0], &newest);
         window.push_back(newest);
         if !watch {
-            print!("{view}");
+            out(&view)?;
             return Ok(0);
         }
-        print!("\x1b[2J\x1b[H{view}");
+        out(&format!("\x1b[2J\x1b[H{view}"))?;
     }
 }
 
@@ -371,10 +374,9 @@ fn drill(settings: Settings, a: DrillArgs) -> Result<i32> {
     let report = eventline::drill::run(a.name, &ctx);
     let saved = report.save(&ctx.reports_dir).with_context(|| format!("saving the report in {}", ctx.reports_dir.display()))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        print!("{}", report.text());
-        println!("report: {}", saved.display());
+        out(&format!("{}report: {}\n", report.text(), saved.display()))?;
     }
     Ok(if report.passed { 0 } else { 1 })
 }
@@ -425,7 +427,8 @@ fn produce(settings: &Settings, a: ProduceArgs) -> Result<i32> {
         write_jsonl: a.write_jsonl,
     };
     let summary = produce(&options, &contracts).context("producing")?;
-    eprint!("{}", summary.report());
+    // The summary is a note: with a closed stderr every record was still sent.
+    eventline::console::note(summary.report().trim_end());
     let rejected: u64 = summary.rejected.values().sum();
     let failed: u64 = summary.failed.values().sum();
     Ok(if failed > 0 || (rejected > 0 && !a.skip_invalid) { 1 } else { 0 })
@@ -448,12 +451,12 @@ fn print_supervision(path: &std::path::Path, since: Option<chrono::DateTime<chro
         shown = entries.len();
         if json {
             for e in &fresh {
-                println!("{}", serde_json::to_string(e)?);
+                out(&format!("{}\n", serde_json::to_string(e)?))?;
             }
         } else if first_page {
-            print!("{}", format_table(&fresh));
+            out(&format_table(&fresh))?;
         } else if !fresh.is_empty() {
-            print!("{}", format_table(&fresh).split_once('\n').map(|(_, rows)| rows).unwrap_or(""));
+            out(format_table(&fresh).split_once('\n').map(|(_, rows)| rows).unwrap_or(""))?;
         }
         if !follow {
             return Ok(0);

@@ -137,7 +137,7 @@ impl Progress {
             Progress::Lines { last } => {
                 if last.elapsed() >= Duration::from_secs(2) {
                     *last = Instant::now();
-                    eprintln!("produce: {sent} sent ({:.0}/s)", sent as f64 / started.elapsed().as_secs_f64());
+                    crate::console::note(&format!("produce: {sent} sent ({:.0}/s)", sent as f64 / started.elapsed().as_secs_f64()));
                 }
             }
         }
@@ -209,7 +209,7 @@ pub fn produce(options: &ProduceOptions, contracts: &Contracts) -> Result<Produc
                 match check_line(contracts, index + 1, &line) {
                     CheckedLine::Valid { key } => emit(&key, Some(line.as_bytes()), &mut summary)?,
                     CheckedLine::Rejected { class, message } => {
-                        eprintln!("rejected: {message}");
+                        crate::console::note(&format!("rejected: {message}"));
                         *summary.rejected.entry(class.to_string()).or_default() += 1;
                     }
                 }

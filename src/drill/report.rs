@@ -54,7 +54,7 @@ impl Report {
     /// Records a step (also printed as progress).
     pub fn step(&mut self, text: impl Into<String>) {
         let text = text.into();
-        eprintln!("drill {}: {text}", self.drill);
+        crate::console::note(&format!("drill {}: {text}", self.drill));
         self.steps.push(text);
     }
 
