@@ -70,7 +70,11 @@ pub struct AdminState {
 
 async fn health(state: web::Data<AdminState>) -> HttpResponse {
     let h = &state.health;
-    let (beat, progress, lag) = (h.source_heartbeat_ms.load(Ordering::Relaxed), h.last_progress_ms.load(Ordering::Relaxed), h.lag.load(Ordering::Relaxed));
+    let (beat, progress, lag) = (
+        h.source_heartbeat_ms.load(Ordering::Relaxed),
+        h.last_progress_ms.load(Ordering::Relaxed),
+        h.lag.load(Ordering::Relaxed),
+    );
     let body = serde_json::json!({"source_heartbeat_ms_ago": now_ms() - beat, "progress_ms_ago": now_ms() - progress, "lag": lag});
     if is_live(now_ms(), beat, progress, lag, state.stall) {
         HttpResponse::Ok().json(body)
@@ -81,8 +85,10 @@ async fn health(state: web::Data<AdminState>) -> HttpResponse {
 
 async fn ready(state: web::Data<AdminState>) -> HttpResponse {
     let assigned = state.health.assigned.load(Ordering::Relaxed);
-    let (pg, lake) = (state.postgres.up.load(Ordering::Relaxed), state.lake.up.load(Ordering::Relaxed));
-    let body = serde_json::json!({"assigned_partitions": assigned, "postgres_up": pg, "lake_up": lake});
+    let (pg, lake) =
+        (state.postgres.up.load(Ordering::Relaxed), state.lake.up.load(Ordering::Relaxed));
+    let body =
+        serde_json::json!({"assigned_partitions": assigned, "postgres_up": pg, "lake_up": lake});
     if is_ready(assigned, pg, lake) {
         HttpResponse::Ok().json(body)
     } else {
@@ -113,7 +119,11 @@ pub fn start(listen: &str, state: AdminState) -> std::io::Result<std::net::Socke
     .workers(1)
     .disable_signals()
     .bind(listen)?;
-    let address = server.addrs().first().copied().ok_or_else(|| std::io::Error::other("admin server bound no address"))?;
+    let address = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::other("admin server bound no address"))?;
     actix::spawn(server.run());
     Ok(address)
 }

@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 
 /// Reads every record of `topic` up to the current high watermarks and calls `each`.
 /// Returns (records, seconds spent reading).
-pub fn read_topic(brokers: &str, topic: &str, mut each: impl FnMut(i32, i64, Option<&[u8]>, Option<i64>)) -> Result<(u64, f64), String> {
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    mut each: impl FnMut(i32, i64, Option<&[u8]>, Option<i64>),
+) -> Result<(u64, f64), String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("eventline-bench-{}", uuid::Uuid::new_v4()))
@@ -24,12 +28,15 @@ pub fn read_topic(brokers: &str, topic: &str, mut each: impl FnMut(i32, i64, Opt
         .set("fetch.max.bytes", "52428800")
         .create()
         .map_err(|e| e.to_string())?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    let md =
+        consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(|e| e.to_string())?;
     let partitions = md.topics().first().map(|t| t.partitions().len() as i32).unwrap_or(0);
     let mut ends = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
         if high > low {
             ends.insert(p, high);
             tpl.add_partition_offset(topic, p, Offset::Offset(low)).map_err(|e| e.to_string())?;
@@ -66,17 +73,25 @@ pub fn consume_only(brokers: &str, topic: &str) -> Result<(u64, f64), String> {
 /// received minus the record's produce timestamp) for the next `records` records of
 /// `topic`, read from the current end by a consumer that does nothing else. Returns
 /// the delays in milliseconds, sorted.
-pub fn kafka_latency(brokers: &str, topic: &str, records: u64, ready: impl FnOnce()) -> Result<Vec<f64>, String> {
+pub fn kafka_latency(
+    brokers: &str,
+    topic: &str,
+    records: u64,
+    ready: impl FnOnce(),
+) -> Result<Vec<f64>, String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("eventline-bench-{}", uuid::Uuid::new_v4()))
         .set("enable.auto.commit", "false")
         .create()
         .map_err(|e| e.to_string())?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    let md =
+        consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(|e| e.to_string())?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..md.topics().first().map(|t| t.partitions().len() as i32).unwrap_or(0) {
-        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
         tpl.add_partition_offset(topic, p, Offset::Offset(high)).map_err(|e| e.to_string())?;
     }
     consumer.assign(&tpl).map_err(|e| e.to_string())?;
@@ -100,7 +115,14 @@ pub fn kafka_latency(brokers: &str, topic: &str, records: u64, ready: impl FnOnc
 
 /// Lake-only limit: the topic's valid events (read and checked untimed) written as
 /// Parquet files with the lake's format and file size, timed. Returns (rows, seconds).
-pub fn lake_only(brokers: &str, topic: &str, contracts: &Contracts, root: &Path, format: FileFormat, rows_per_file: usize) -> Result<(u64, f64), String> {
+pub fn lake_only(
+    brokers: &str,
+    topic: &str,
+    contracts: &Contracts,
+    root: &Path,
+    format: FileFormat,
+    rows_per_file: usize,
+) -> Result<(u64, f64), String> {
     let topic_name: Arc<str> = Arc::from(topic);
     let mut events: BTreeMap<i32, Vec<Event>> = BTreeMap::new();
     read_topic(brokers, topic, |partition, offset, value, ts| {
@@ -117,7 +139,12 @@ pub fn lake_only(brokers: &str, topic: &str, contracts: &Contracts, root: &Path,
                 let folder = root.join(dir);
                 std::fs::create_dir_all(&folder).map_err(|e| e.to_string())?;
                 let batch = to_record_batch(&group, 0).map_err(|e| e.to_string())?;
-                write_parquet(&folder.join(format!("{topic}-{partition}-{chunk_index}.parquet")), &batch, format).map_err(|e| e.to_string())?;
+                write_parquet(
+                    &folder.join(format!("{topic}-{partition}-{chunk_index}.parquet")),
+                    &batch,
+                    format,
+                )
+                .map_err(|e| e.to_string())?;
                 rows += group.len() as u64;
             }
         }

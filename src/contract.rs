@@ -116,7 +116,9 @@ impl Contracts {
         coords: Coords,
         kafka_timestamp_ms: Option<i64>,
     ) -> Result<Event, Rejection> {
-        let bytes = value.ok_or_else(|| Rejection::new(ErrorClass::Tombstone, "record value is null (tombstone)"))?;
+        let bytes = value.ok_or_else(|| {
+            Rejection::new(ErrorClass::Tombstone, "record value is null (tombstone)")
+        })?;
         let doc = self.parse(bytes)?;
         self.check_value(doc, coords, kafka_timestamp_ms)
     }
@@ -126,24 +128,40 @@ impl Contracts {
         if bytes.len() > self.limits.max_record_bytes {
             return Err(Rejection::new(
                 ErrorClass::Oversized,
-                format!("record is {} bytes, limit is {} (pipeline.max_record_bytes)", bytes.len(), self.limits.max_record_bytes),
+                format!(
+                    "record is {} bytes, limit is {} (pipeline.max_record_bytes)",
+                    bytes.len(),
+                    self.limits.max_record_bytes
+                ),
             ));
         }
         let text = std::str::from_utf8(bytes).map_err(|e| {
-            Rejection::new(ErrorClass::NotUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+            Rejection::new(
+                ErrorClass::NotUtf8,
+                format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+            )
         })?;
         let depth = json_depth(text);
         if depth > self.limits.max_json_depth {
             return Err(Rejection::new(
                 ErrorClass::TooDeep,
-                format!("JSON nests {depth} levels, limit is {} (pipeline.max_json_depth)", self.limits.max_json_depth),
+                format!(
+                    "JSON nests {depth} levels, limit is {} (pipeline.max_json_depth)",
+                    self.limits.max_json_depth
+                ),
             ));
         }
-        serde_json::from_str(text).map_err(|e| Rejection::new(ErrorClass::NotJson, format!("not JSON: {e}")))
+        serde_json::from_str(text)
+            .map_err(|e| Rejection::new(ErrorClass::NotJson, format!("not JSON: {e}")))
     }
 
     /// Envelope and payload contract checks on parsed JSON.
-    pub fn check_value(&self, doc: Value, coords: Coords, kafka_timestamp_ms: Option<i64>) -> Result<Event, Rejection> {
+    pub fn check_value(
+        &self,
+        doc: Value,
+        coords: Coords,
+        kafka_timestamp_ms: Option<i64>,
+    ) -> Result<Event, Rejection> {
         if let Some(reason) = first_error(&self.envelope, &doc, "") {
             return Err(Rejection::new(ErrorClass::BadEnvelope, reason));
         }
@@ -157,19 +175,29 @@ impl Contracts {
         };
         let Some(contract) = self.payloads.get(&(event_type.clone(), version)) else {
             return Err(if self.payloads.keys().any(|(t, _)| *t == event_type) {
-                reject(ErrorClass::UnknownSchemaVersion, format!("/schema_version: no contract for {event_type} v{version}"))
+                reject(
+                    ErrorClass::UnknownSchemaVersion,
+                    format!("/schema_version: no contract for {event_type} v{version}"),
+                )
             } else {
-                reject(ErrorClass::UnknownEventType, format!("/event_type: no contract for event type '{event_type}'"))
+                reject(
+                    ErrorClass::UnknownEventType,
+                    format!("/event_type: no contract for event type '{event_type}'"),
+                )
             });
         };
         if let Some(reason) = first_error(contract, &doc["payload"], "/payload") {
             return Err(reject(ErrorClass::ContractViolation, reason));
         }
         let event_id = doc["event_id"].as_str().and_then(|s| uuid::Uuid::parse_str(s).ok());
-        let occurred_at = doc["timestamp"].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok());
+        let occurred_at =
+            doc["timestamp"].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok());
         // The envelope schema already checked both formats; this guards a laxer checker.
         let (Some(event_id), Some(occurred_at)) = (event_id, occurred_at) else {
-            return Err(reject(ErrorClass::BadEnvelope, "/event_id or /timestamp: unparsable".to_string()));
+            return Err(reject(
+                ErrorClass::BadEnvelope,
+                "/event_id or /timestamp: unparsable".to_string(),
+            ));
         };
         let payload_hash = canonical_hash(&doc);
         let mut doc = doc;
@@ -189,16 +217,21 @@ impl Contracts {
 
 fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>, ContractLoadError> {
     let io = |source| ContractLoadError::Io { path: dir.to_path_buf(), source };
-    let mut entries = std::fs::read_dir(dir).map_err(io)?.collect::<Result<Vec<_>, _>>().map_err(io)?;
+    let mut entries =
+        std::fs::read_dir(dir).map_err(io)?.collect::<Result<Vec<_>, _>>().map_err(io)?;
     entries.sort_by_key(|e| e.file_name());
     Ok(entries)
 }
 
 fn compile(path: &Path) -> Result<jsonschema::Validator, ContractLoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ContractLoadError::Io { path: path.into(), source })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ContractLoadError::Io { path: path.into(), source })?;
     let bad = |message: String| ContractLoadError::BadSchema { path: path.into(), message };
     let schema: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    jsonschema::options().should_validate_formats(true).build(&schema).map_err(|e| bad(e.to_string()))
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// `v3.schema.json` -> 3.
@@ -326,8 +359,15 @@ mod tests {
 
     #[test]
     fn knows_every_shipped_contract() {
-        let known: Vec<String> = contracts().known().into_iter().map(|(t, v)| format!("{t}/v{v}")).collect();
-        for t in ["account_created", "account_updated", "contact_created", "opportunity_created", "opportunity_stage_changed"] {
+        let known: Vec<String> =
+            contracts().known().into_iter().map(|(t, v)| format!("{t}/v{v}")).collect();
+        for t in [
+            "account_created",
+            "account_updated",
+            "contact_created",
+            "opportunity_created",
+            "opportunity_stage_changed",
+        ] {
             assert!(known.contains(&format!("{t}/v1")), "{t} missing from {known:?}");
         }
     }
@@ -347,7 +387,11 @@ mod tests {
         let mut doc = account_created();
         doc["payload"].as_object_mut().unwrap().remove("industry");
         let r = check(&doc).unwrap_err();
-        assert!(r.reason.contains("rule 'required'") && r.reason.contains("industry"), "{}", r.reason);
+        assert!(
+            r.reason.contains("rule 'required'") && r.reason.contains("industry"),
+            "{}",
+            r.reason
+        );
     }
 
     #[test]
@@ -403,7 +447,10 @@ mod tests {
         // sha256 of `{"a":[1,"x",null,true,],"b":{"c":2.5,},}`: changing the canonical
         // text would make every replayed event look like a conflicting resend.
         let doc: Value = serde_json::from_str(r#"{"b":{"c":2.5},"a":[1,"x",null,true]}"#).unwrap();
-        assert_eq!(canonical_hash(&doc), "eaac541412626ffd6eb3d8f68856d6d2fa70680ea54fe2b13c19778722b80edc");
+        assert_eq!(
+            canonical_hash(&doc),
+            "eaac541412626ffd6eb3d8f68856d6d2fa70680ea54fe2b13c19778722b80edc"
+        );
     }
 
     #[test]

@@ -58,13 +58,21 @@ pub fn kept_or_new(kept: &mut Option<PgConn>, pool: &PgPool) -> Result<PgConn, D
 /// Runs pending migrations while holding a session advisory lock.
 pub fn migrate(conn: &mut PgConnection) -> Result<usize, DbError> {
     diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).execute(conn)?;
-    let result = conn.run_pending_migrations(MIGRATIONS).map(|done| done.len()).map_err(|e| DbError::Migration(e.to_string()));
+    let result = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map(|done| done.len())
+        .map_err(|e| DbError::Migration(e.to_string()));
     diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).execute(conn)?;
     result
 }
 
 /// The stored progress of `sink` on a partition, `None` when it never stored anything.
-pub fn read_progress(conn: &mut PgConnection, sink: &str, topic: &str, partition: i32) -> Result<Option<i64>, DbError> {
+pub fn read_progress(
+    conn: &mut PgConnection,
+    sink: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<i64>, DbError> {
     Ok(sink_progress::table
         .filter(sink_progress::sink.eq(sink))
         .filter(sink_progress::topic.eq(topic))

@@ -37,8 +37,12 @@ impl DeadLetterPublisher {
         // letter waits for it (about half a second), and so does its whole partition.
         let (warm, warm_topic) = (producer.clone(), topic.to_string());
         std::thread::spawn(move || {
-            if let Err(e) = warm.client().fetch_metadata(Some(&warm_topic), std::time::Duration::from_secs(10)) {
-                log::debug!("DLQ metadata not fetched yet ({e}); the first dead letter will fetch it");
+            if let Err(e) =
+                warm.client().fetch_metadata(Some(&warm_topic), std::time::Duration::from_secs(10))
+            {
+                log::debug!(
+                    "DLQ metadata not fetched yet ({e}); the first dead letter will fetch it"
+                );
             }
         });
         Ok(DeadLetterPublisher { producer, topic: topic.to_string() })
@@ -78,7 +82,8 @@ impl Handler<PublishDeadLetters> for DeadLetterPublisher {
         Box::pin(async move {
             let batch = msg.0;
             let sends = batch.dead.iter().map(|dead| {
-                let mut record = FutureRecord::<[u8], [u8]>::to(&topic).headers(dead_letter_headers(dead));
+                let mut record =
+                    FutureRecord::<[u8], [u8]>::to(&topic).headers(dead_letter_headers(dead));
                 if let Some(value) = dead.record.value.as_deref() {
                     record = record.payload(value);
                 }
@@ -88,10 +93,14 @@ impl Handler<PublishDeadLetters> for DeadLetterPublisher {
                 producer.send(record, Duration::from_secs(30))
             });
             let results = futures::future::join_all(sends).await;
-            let failed: Vec<String> = results.into_iter().filter_map(|r| r.err().map(|(e, _)| e.to_string())).collect();
+            let failed: Vec<String> =
+                results.into_iter().filter_map(|r| r.err().map(|(e, _)| e.to_string())).collect();
             match failed.first() {
                 None => Ok(batch.dead.len()),
-                Some(first) => Err(format!("{} dead letters not confirmed by the broker: {first}", failed.len())),
+                Some(first) => Err(format!(
+                    "{} dead letters not confirmed by the broker: {first}",
+                    failed.len()
+                )),
             }
         })
     }

@@ -78,12 +78,18 @@ const RECORD_NEW: &str = "\
 const READ: &str = "SELECT event_id, topic, \"partition\", \"offset\", payload_hash FROM processed_events WHERE event_id = ANY($1)";
 
 /// Records first sightings and reads back the authoritative one for every id.
-fn first_sightings(conn: &mut PgConnection, topic: &str, partition: i32, events: &[&Event]) -> Result<HashMap<Uuid, FirstSeen>, DbError> {
+fn first_sightings(
+    conn: &mut PgConnection,
+    topic: &str,
+    partition: i32,
+    events: &[&Event],
+) -> Result<HashMap<Uuid, FirstSeen>, DbError> {
     use diesel::sql_types::{Array, BigInt, Integer, Text, Uuid as SqlUuid};
     // The lowest offset of each id within the batch is its candidate first sighting;
     // sorted by id so concurrent writers take row locks in the same order.
     let mut seen = HashSet::new();
-    let mut rows: Vec<&Event> = events.iter().copied().filter(|e| seen.insert(e.event_id)).collect();
+    let mut rows: Vec<&Event> =
+        events.iter().copied().filter(|e| seen.insert(e.event_id)).collect();
     rows.sort_by_key(|e| e.event_id);
     let ids: Vec<Uuid> = rows.iter().map(|e| e.event_id).collect();
     let offsets: Vec<i64> = rows.iter().map(|e| e.coords.offset).collect();
@@ -101,13 +107,29 @@ fn first_sightings(conn: &mut PgConnection, topic: &str, partition: i32, events:
     let mut first: HashMap<Uuid, FirstSeen> = rows
         .iter()
         .filter(|e| recorded.contains(&e.event_id))
-        .map(|e| (e.event_id, FirstSeen { coords: e.coords.clone(), payload_hash: e.payload_hash.clone() }))
+        .map(|e| {
+            (
+                e.event_id,
+                FirstSeen { coords: e.coords.clone(), payload_hash: e.payload_hash.clone() },
+            )
+        })
         .collect();
     if recorded.len() < ids.len() {
         let known: Vec<Uuid> = ids.into_iter().filter(|id| !recorded.contains(id)).collect();
-        let earlier = diesel::sql_query(READ).bind::<Array<SqlUuid>, _>(&known).load::<Sighting>(conn)?;
+        let earlier =
+            diesel::sql_query(READ).bind::<Array<SqlUuid>, _>(&known).load::<Sighting>(conn)?;
         first.extend(earlier.into_iter().map(|s| {
-            (s.event_id, FirstSeen { coords: Coords { topic: s.topic.into(), partition: s.partition, offset: s.offset }, payload_hash: s.payload_hash })
+            (
+                s.event_id,
+                FirstSeen {
+                    coords: Coords {
+                        topic: s.topic.into(),
+                        partition: s.partition,
+                        offset: s.offset,
+                    },
+                    payload_hash: s.payload_hash,
+                },
+            )
         }));
     }
     Ok(first)
@@ -136,7 +158,9 @@ pub fn assemble(batch: CheckedBatch, first: &HashMap<Uuid, FirstSeen>) -> Decide
                 match decide(&event.coords, &event.payload_hash, first_seen) {
                     Decision::Accepted => out.accepted.push(event),
                     Decision::Duplicate => out.duplicates.push(event.coords),
-                    Decision::Conflict => out.conflicts.push(Conflict { first_seen: first_seen.coords.clone(), event }),
+                    Decision::Conflict => out
+                        .conflicts
+                        .push(Conflict { first_seen: first_seen.coords.clone(), event }),
                 }
             }
         }
@@ -153,7 +177,11 @@ impl Handler<Decide> for Deduplicator {
 
     fn handle(&mut self, msg: Decide, _: &mut SyncContext<Self>) -> Self::Result {
         let batch = msg.0;
-        let events: Vec<&Event> = batch.items.iter().filter_map(|i| if let Checked::Valid(e) = i { Some(e) } else { None }).collect();
+        let events: Vec<&Event> = batch
+            .items
+            .iter()
+            .filter_map(|i| if let Checked::Valid(e) = i { Some(e) } else { None })
+            .collect();
         if events.is_empty() {
             return Ok(assemble(batch, &HashMap::new()));
         }

@@ -83,10 +83,15 @@ impl FlowLoad {
 const VALIDATED_AHEAD: usize = 2;
 
 /// Runs batches of one partition through the stages until the channel closes.
-pub async fn run_partition_flow(stages: Stages, batches: tokio::sync::mpsc::Receiver<SourceBatch>, load: Arc<FlowLoad>) {
+pub async fn run_partition_flow(
+    stages: Stages,
+    batches: tokio::sync::mpsc::Receiver<SourceBatch>,
+    load: Arc<FlowLoad>,
+) {
     use futures::stream::{self, StreamExt};
     let validator = stages.validator.clone();
-    let received = stream::unfold(batches, |mut rx| async move { rx.recv().await.map(|batch| (batch, rx)) });
+    let received =
+        stream::unfold(batches, |mut rx| async move { rx.recv().await.map(|batch| (batch, rx)) });
     let mut checked = received
         .map(|batch| {
             let validator = validator.clone();
@@ -115,7 +120,8 @@ pub async fn run_partition_flow(stages: Stages, batches: tokio::sync::mpsc::Rece
 fn record_outcomes(batch: &crate::record::DecidedBatch, consumed: usize) {
     let m = crate::metrics::metrics();
     m.consumed.inc_by(consumed as u64);
-    let mut counts: std::collections::HashMap<(&str, &str, &str), u64> = std::collections::HashMap::new();
+    let mut counts: std::collections::HashMap<(&str, &str, &str), u64> =
+        std::collections::HashMap::new();
     for e in &batch.accepted {
         *counts.entry(("accepted", e.event_type.as_str(), "")).or_default() += 1;
     }
@@ -123,7 +129,9 @@ fn record_outcomes(batch: &crate::record::DecidedBatch, consumed: usize) {
         *counts.entry(("conflict", c.event.event_type.as_str(), "")).or_default() += 1;
     }
     for d in &batch.dead {
-        *counts.entry(("dead_letter", d.event_type.as_deref().unwrap_or("unknown"), d.class.as_str())).or_default() += 1;
+        *counts
+            .entry(("dead_letter", d.event_type.as_deref().unwrap_or("unknown"), d.class.as_str()))
+            .or_default() += 1;
     }
     if !batch.duplicates.is_empty() {
         // Duplicates carry only coordinates; their type is the first sighting's.
@@ -134,14 +142,21 @@ fn record_outcomes(batch: &crate::record::DecidedBatch, consumed: usize) {
     }
 }
 
-async fn decide_and_hand_over(stages: &Stages, mut checked: crate::record::CheckedBatch, count: usize) -> Result<(), MailboxError> {
+async fn decide_and_hand_over(
+    stages: &Stages,
+    mut checked: crate::record::CheckedBatch,
+    count: usize,
+) -> Result<(), MailboxError> {
     let (topic, partition) = (checked.topic.clone(), checked.partition);
     let mut attempt = 0;
     let decided = loop {
         match stages.deduplicator.send(Decide(checked)).await? {
             Ok(decided) => break decided,
             Err(failed) => {
-                log::warn!("Dedup of {topic}/{partition} failed, retrying (attempt {attempt}): {}", failed.error);
+                log::warn!(
+                    "Dedup of {topic}/{partition} failed, retrying (attempt {attempt}): {}",
+                    failed.error
+                );
                 checked = failed.batch;
                 tokio::time::sleep(retry_delay(attempt)).await;
                 attempt += 1;

@@ -13,20 +13,48 @@ use serde_json::{json, Value};
 use std::collections::VecDeque;
 
 /// Every event type the generator knows, in the order they usually appear.
-pub const EVENT_TYPES: [&str; 5] = ["account_created", "account_updated", "contact_created", "opportunity_created", "opportunity_stage_changed"];
+pub const EVENT_TYPES: [&str; 5] = [
+    "account_created",
+    "account_updated",
+    "contact_created",
+    "opportunity_created",
+    "opportunity_stage_changed",
+];
 
-const INDUSTRIES: [&str; 10] = ["software", "finance", "healthcare", "retail", "manufacturing", "education", "energy", "media", "logistics", "public_sector"];
+const INDUSTRIES: [&str; 10] = [
+    "software",
+    "finance",
+    "healthcare",
+    "retail",
+    "manufacturing",
+    "education",
+    "energy",
+    "media",
+    "logistics",
+    "public_sector",
+];
 const REGIONS: [(&str, &[&str], &str); 4] = [
     ("AMER", &["US", "CA"], "USD"),
     ("EMEA", &["DE", "FR", "GB", "NL", "ES", "SE"], "EUR"),
     ("APAC", &["JP", "AU", "SG", "IN"], "USD"),
     ("LATAM", &["BR", "MX", "AR", "CL"], "USD"),
 ];
-const NAME_PARTS: [&str; 16] = ["Blue", "North", "Acme", "Vertex", "Lumen", "Harbor", "Summit", "Quartz", "Nimbus", "Cedar", "Atlas", "Polar", "Orbit", "Granite", "Beacon", "Falcon"];
-const NAME_SUFFIXES: [&str; 8] = ["Systems", "Labs", "Logistics", "Health", "Capital", "Foods", "Energy", "Media"];
-const FIRST_NAMES: [&str; 12] = ["Ana", "Ben", "Chloe", "David", "Elif", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kara", "Luca"];
-const LAST_NAMES: [&str; 12] = ["Silva", "Meyer", "Dubois", "Khan", "Novak", "Rossi", "Tanaka", "Smith", "Garcia", "Larsen", "Okafor", "Ivanova"];
-const TITLES: [&str; 6] = ["CTO", "Head of Data", "VP Sales", "Procurement Lead", "CFO", "Engineering Manager"];
+const NAME_PARTS: [&str; 16] = [
+    "Blue", "North", "Acme", "Vertex", "Lumen", "Harbor", "Summit", "Quartz", "Nimbus", "Cedar",
+    "Atlas", "Polar", "Orbit", "Granite", "Beacon", "Falcon",
+];
+const NAME_SUFFIXES: [&str; 8] =
+    ["Systems", "Labs", "Logistics", "Health", "Capital", "Foods", "Energy", "Media"];
+const FIRST_NAMES: [&str; 12] = [
+    "Ana", "Ben", "Chloe", "David", "Elif", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kara",
+    "Luca",
+];
+const LAST_NAMES: [&str; 12] = [
+    "Silva", "Meyer", "Dubois", "Khan", "Novak", "Rossi", "Tanaka", "Smith", "Garcia", "Larsen",
+    "Okafor", "Ivanova",
+];
+const TITLES: [&str; 6] =
+    ["CTO", "Head of Data", "VP Sales", "Procurement Lead", "CFO", "Engineering Manager"];
 const STAGES: [&str; 4] = ["prospecting", "qualification", "proposal", "negotiation"];
 
 /// Generator knobs (ratios are probabilities per record, 0.0 to 1.0).
@@ -56,7 +84,9 @@ impl Default for GeneratorConfig {
     fn default() -> Self {
         GeneratorConfig {
             seed: 1,
-            start_time: DateTime::parse_from_rfc3339("2026-11-22T08:00:00Z").expect("valid").with_timezone(&Utc),
+            start_time: DateTime::parse_from_rfc3339("2026-11-22T08:00:00Z")
+                .expect("valid")
+                .with_timezone(&Utc),
             types: EVENT_TYPES.iter().map(|t| t.to_string()).collect(),
             duplicate_ratio: 0.0,
             conflict_ratio: 0.0,
@@ -124,7 +154,16 @@ impl Generator {
     pub fn new(config: GeneratorConfig) -> Generator {
         let rng = StdRng::seed_from_u64(config.seed);
         let clock = config.start_time;
-        Generator { config, rng, clock, accounts: Vec::new(), contacts: 0, opportunities: Vec::new(), open: Vec::new(), recent: VecDeque::new() }
+        Generator {
+            config,
+            rng,
+            clock,
+            accounts: Vec::new(),
+            contacts: 0,
+            opportunities: Vec::new(),
+            open: Vec::new(),
+            recent: VecDeque::new(),
+        }
     }
 
     fn uuid(&mut self) -> String {
@@ -144,7 +183,8 @@ impl Generator {
         self.clock += Duration::milliseconds(self.rng.gen_range(1..250));
         let mut at = self.clock;
         if self.rng.gen_bool(self.config.late_ratio) {
-            let late_ms = self.rng.gen_range(1..=self.config.max_lateness.num_milliseconds().max(1));
+            let late_ms =
+                self.rng.gen_range(1..=self.config.max_lateness.num_milliseconds().max(1));
             at -= Duration::milliseconds(late_ms);
         }
         json!({
@@ -212,7 +252,12 @@ impl Generator {
                 "opportunity_created" => {
                     let id = self.short_id("opp");
                     self.open.push(self.opportunities.len());
-                    self.opportunities.push(Opportunity { id: id.clone(), account, stage: 0, closed: false });
+                    self.opportunities.push(Opportunity {
+                        id: id.clone(),
+                        account,
+                        stage: 0,
+                        closed: false,
+                    });
                     let close = self.clock + Duration::days(self.rng.gen_range(14..180));
                     json!({
                         "opportunity_id": id,
@@ -245,7 +290,15 @@ impl Generator {
                     if closed {
                         self.open.swap_remove(slot);
                     }
-                    let probability = if closed { if to == "closed_won" { 100 } else { 0 } } else { (stage as i64 + 1) * 20 };
+                    let probability = if closed {
+                        if to == "closed_won" {
+                            100
+                        } else {
+                            0
+                        }
+                    } else {
+                        (stage as i64 + 1) * 20
+                    };
                     let value = self.envelope(event_type, json!({"opportunity_id": id, "account_id": owner, "from_stage": from, "to_stage": to, "probability": probability}));
                     return (owner, event_type.into(), value);
                 }
@@ -280,19 +333,32 @@ impl Iterator for Generator {
     fn next(&mut self) -> Option<GeneratedRecord> {
         let roll: f64 = self.rng.gen();
         let c = &self.config;
-        let (dup, conflict, invalid, tombstone) = (c.duplicate_ratio, c.conflict_ratio, c.invalid_ratio, c.tombstone_ratio);
+        let (dup, conflict, invalid, tombstone) =
+            (c.duplicate_ratio, c.conflict_ratio, c.invalid_ratio, c.tombstone_ratio);
         if !self.recent.is_empty() && roll < dup + conflict {
             let i = self.rng.gen_range(0..self.recent.len());
             let (key, text) = self.recent[i].clone();
             if roll < dup {
-                return Some(GeneratedRecord { key, value: Some(text.into_bytes()), kind: Kind::Duplicate });
+                return Some(GeneratedRecord {
+                    key,
+                    value: Some(text.into_bytes()),
+                    kind: Kind::Duplicate,
+                });
             }
             let mut value: Value = serde_json::from_str(&text).expect("generated JSON parses");
             value["source"] = json!("crm-replica");
-            return Some(GeneratedRecord { key, value: Some(value.to_string().into_bytes()), kind: Kind::Conflict });
+            return Some(GeneratedRecord {
+                key,
+                value: Some(value.to_string().into_bytes()),
+                kind: Kind::Conflict,
+            });
         }
         if roll < dup + conflict + invalid {
-            let key = self.accounts.choose(&mut self.rng).map(|a| a.id.clone()).unwrap_or_else(|| "acc_unknown".into());
+            let key = self
+                .accounts
+                .choose(&mut self.rng)
+                .map(|a| a.id.clone())
+                .unwrap_or_else(|| "acc_unknown".into());
             return Some(self.invalid(key));
         }
         if roll < dup + conflict + invalid + tombstone && !self.accounts.is_empty() {
@@ -304,7 +370,11 @@ impl Iterator for Generator {
             if self.config.types.iter().any(|t| *t == event_type) {
                 let text = value.to_string();
                 self.remember(&key, &text);
-                return Some(GeneratedRecord { key, value: Some(text.into_bytes()), kind: Kind::Valid });
+                return Some(GeneratedRecord {
+                    key,
+                    value: Some(text.into_bytes()),
+                    kind: Kind::Valid,
+                });
             }
         }
     }
@@ -339,18 +409,46 @@ mod tests {
     use crate::record::Coords;
 
     fn contracts() -> Contracts {
-        Contracts::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts"), Limits::default()).unwrap()
+        Contracts::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts"),
+            Limits::default(),
+        )
+        .unwrap()
     }
 
-    fn check(c: &Contracts, r: &GeneratedRecord) -> Result<crate::record::Event, crate::contract::Rejection> {
+    fn check(
+        c: &Contracts,
+        r: &GeneratedRecord,
+    ) -> Result<crate::record::Event, crate::contract::Rejection> {
         c.check(r.value.as_deref(), Coords { topic: "t".into(), partition: 0, offset: 0 }, None)
     }
 
     #[test]
     fn the_same_seed_gives_the_same_records() {
-        let a: Vec<_> = Generator::new(GeneratorConfig { seed: 42, duplicate_ratio: 0.1, invalid_ratio: 0.1, ..Default::default() }).take(500).collect();
-        let b: Vec<_> = Generator::new(GeneratorConfig { seed: 42, duplicate_ratio: 0.1, invalid_ratio: 0.1, ..Default::default() }).take(500).collect();
-        let c: Vec<_> = Generator::new(GeneratorConfig { seed: 43, duplicate_ratio: 0.1, invalid_ratio: 0.1, ..Default::default() }).take(500).collect();
+        let a: Vec<_> = Generator::new(GeneratorConfig {
+            seed: 42,
+            duplicate_ratio: 0.1,
+            invalid_ratio: 0.1,
+            ..Default::default()
+        })
+        .take(500)
+        .collect();
+        let b: Vec<_> = Generator::new(GeneratorConfig {
+            seed: 42,
+            duplicate_ratio: 0.1,
+            invalid_ratio: 0.1,
+            ..Default::default()
+        })
+        .take(500)
+        .collect();
+        let c: Vec<_> = Generator::new(GeneratorConfig {
+            seed: 43,
+            duplicate_ratio: 0.1,
+            invalid_ratio: 0.1,
+            ..Default::default()
+        })
+        .take(500)
+        .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
@@ -358,7 +456,13 @@ mod tests {
     #[test]
     fn valid_records_pass_their_contracts_and_invalid_ones_do_not() {
         let c = contracts();
-        let config = GeneratorConfig { seed: 7, invalid_ratio: 0.1, late_ratio: 0.2, tombstone_ratio: 0.02, ..Default::default() };
+        let config = GeneratorConfig {
+            seed: 7,
+            invalid_ratio: 0.1,
+            late_ratio: 0.2,
+            tombstone_ratio: 0.02,
+            ..Default::default()
+        };
         let mut kinds = std::collections::HashMap::new();
         for r in Generator::new(config).take(3_000) {
             *kinds.entry(r.kind).or_insert(0) += 1;
@@ -379,7 +483,8 @@ mod tests {
     fn life_cycles_are_plausible() {
         let c = contracts();
         let mut created = std::collections::HashSet::new();
-        let mut stage_of: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut stage_of: std::collections::HashMap<String, usize> =
+            std::collections::HashMap::new();
         let order = ["prospecting", "qualification", "proposal", "negotiation"];
         for r in Generator::new(GeneratorConfig { seed: 3, ..Default::default() }).take(5_000) {
             let e = check(&c, &r).unwrap();
@@ -410,8 +515,16 @@ mod tests {
 
     #[test]
     fn duplicates_repeat_bytes_and_conflicts_reuse_ids() {
-        let records: Vec<_> = Generator::new(GeneratorConfig { seed: 9, duplicate_ratio: 0.2, conflict_ratio: 0.1, ..Default::default() }).take(1_000).collect();
-        let valid: std::collections::HashSet<_> = records.iter().filter(|r| r.kind == Kind::Valid).map(|r| r.value.clone()).collect();
+        let records: Vec<_> = Generator::new(GeneratorConfig {
+            seed: 9,
+            duplicate_ratio: 0.2,
+            conflict_ratio: 0.1,
+            ..Default::default()
+        })
+        .take(1_000)
+        .collect();
+        let valid: std::collections::HashSet<_> =
+            records.iter().filter(|r| r.kind == Kind::Valid).map(|r| r.value.clone()).collect();
         for r in records.iter().filter(|r| r.kind == Kind::Duplicate) {
             assert!(valid.contains(&r.value));
         }

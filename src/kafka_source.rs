@@ -22,10 +22,10 @@ use crate::progress_store::{ProgressStore, SinkProgress};
 use crate::record::{Coords, SourceBatch, SourceRecord};
 use crate::settings::{KafkaSettings, PipelineSettings};
 use actix::prelude::*;
+use rdkafka::bindings::rd_kafka_resp_err_t as RDKafkaRespErr;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
-use rdkafka::bindings::rd_kafka_resp_err_t as RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -83,10 +83,16 @@ impl SourceContext {
 impl ClientContext for SourceContext {}
 
 impl ConsumerContext for SourceContext {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let partitions: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                let partitions: Vec<(String, i32)> =
+                    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
                 for (topic, partition) in partitions {
                     let (offset, progress) = self.start_position(partition);
                     log::info!("Partition {topic}/{partition} assigned: sinks at {progress:?}, starting at {offset:?}");
@@ -119,7 +125,10 @@ pub type SourceConsumer = StreamConsumer<SourceContext>;
 
 /// Creates the consumer and subscribes it to the topic. The eager assignment protocol
 /// is used on purpose: every assignment passes through [`SourceContext::rebalance`].
-pub fn create_consumer(kafka: &KafkaSettings, progress: ProgressStore) -> Result<(SourceConsumer, mpsc::UnboundedReceiver<RebalanceEvent>), KafkaError> {
+pub fn create_consumer(
+    kafka: &KafkaSettings,
+    progress: ProgressStore,
+) -> Result<(SourceConsumer, mpsc::UnboundedReceiver<RebalanceEvent>), KafkaError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let consumer: SourceConsumer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
@@ -247,14 +256,26 @@ impl PartitionState {
     }
 
     fn batch_due(&self, max: usize, linger: Duration) -> bool {
-        batch_due(self.pending.len(), self.pending_since.map(|t| t.elapsed()), max, linger, self.load.idle() && self.overflow.is_empty())
+        batch_due(
+            self.pending.len(),
+            self.pending_since.map(|t| t.elapsed()),
+            max,
+            linger,
+            self.load.idle() && self.overflow.is_empty(),
+        )
     }
 }
 
 /// A batch of `pending` records (the oldest `waited` ago) closes when it is full, when
 /// it has waited `linger`, or as soon as the flow has nothing else to do: batches grow
 /// only while the flow is busy, so a quiet partition is not held back by the linger.
-fn batch_due(pending: usize, waited: Option<Duration>, max: usize, linger: Duration, flow_idle: bool) -> bool {
+fn batch_due(
+    pending: usize,
+    waited: Option<Duration>,
+    max: usize,
+    linger: Duration,
+    flow_idle: bool,
+) -> bool {
     let Some(waited) = waited else { return false };
     pending > 0 && (pending >= max || waited >= linger || flow_idle)
 }
@@ -294,8 +315,14 @@ fn to_record(topic: &Arc<str>, m: &BorrowedMessage<'_>) -> SourceRecord {
 }
 
 impl SourceLoop {
-    async fn run(mut self, mut rebalances: mpsc::UnboundedReceiver<RebalanceEvent>, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(Duration::from_millis((self.pipeline.batch_linger_ms / 2).clamp(2, 100)));
+    async fn run(
+        mut self,
+        mut rebalances: mpsc::UnboundedReceiver<RebalanceEvent>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(
+            (self.pipeline.batch_linger_ms / 2).clamp(2, 100),
+        ));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let flow_finished = self.flow_finished.clone();
         loop {
@@ -324,7 +351,11 @@ impl SourceLoop {
         self.drain().await;
     }
 
-    fn on_record(&mut self, record: SourceRecord, rebalances: &mut mpsc::UnboundedReceiver<RebalanceEvent>) {
+    fn on_record(
+        &mut self,
+        record: SourceRecord,
+        rebalances: &mut mpsc::UnboundedReceiver<RebalanceEvent>,
+    ) {
         let partition = record.coords.partition;
         if !self.partitions.contains_key(&partition) {
             // The assignment event is queued behind this record: take it first.
@@ -332,9 +363,14 @@ impl SourceLoop {
                 self.on_rebalance(event);
             }
         }
-        let (max, linger) = (self.pipeline.batch_max_records, Duration::from_millis(self.pipeline.batch_linger_ms));
+        let (max, linger) =
+            (self.pipeline.batch_max_records, Duration::from_millis(self.pipeline.batch_linger_ms));
         let Some(state) = self.partitions.get_mut(&partition) else {
-            log::warn!("Record {}/{partition}@{} from an unassigned partition dropped", self.topic, record.coords.offset);
+            log::warn!(
+                "Record {}/{partition}@{} from an unassigned partition dropped",
+                self.topic,
+                record.coords.offset
+            );
             return;
         };
         state.pending.push(record);
@@ -351,12 +387,25 @@ impl SourceLoop {
         match event {
             RebalanceEvent::Assigned { partition, progress } => {
                 if let Some(progress) = progress {
-                    self.tracker.do_send(Assigned { partition, postgres: progress.postgres, lake: progress.lake });
+                    self.tracker.do_send(Assigned {
+                        partition,
+                        postgres: progress.postgres,
+                        lake: progress.lake,
+                    });
                 }
                 let (tx, rx) = mpsc::channel(self.pipeline.partition_queue_batches);
                 let load = Arc::new(FlowLoad::new(self.flow_finished.clone()));
                 let task = actix::spawn(run_partition_flow(self.stages.clone(), rx, load.clone()));
-                let state = PartitionState { pending: Vec::new(), pending_since: None, overflow: VecDeque::new(), full_since: None, paused: false, flow: tx, load, task };
+                let state = PartitionState {
+                    pending: Vec::new(),
+                    pending_since: None,
+                    overflow: VecDeque::new(),
+                    full_since: None,
+                    paused: false,
+                    flow: tx,
+                    load,
+                    task,
+                };
                 if let Some(old) = self.partitions.insert(partition, state) {
                     self.retiring.push(old.task);
                 }
@@ -397,8 +446,14 @@ impl SourceLoop {
     }
 
     fn close_due_batches(&mut self) {
-        let (max, linger) = (self.pipeline.batch_max_records, Duration::from_millis(self.pipeline.batch_linger_ms));
-        let due: Vec<i32> = self.partitions.iter().filter(|(_, s)| s.batch_due(max, linger)).map(|(p, _)| *p).collect();
+        let (max, linger) =
+            (self.pipeline.batch_max_records, Duration::from_millis(self.pipeline.batch_linger_ms));
+        let due: Vec<i32> = self
+            .partitions
+            .iter()
+            .filter(|(_, s)| s.batch_due(max, linger))
+            .map(|(p, _)| *p)
+            .collect();
         for partition in due {
             self.close_batch(partition);
         }
@@ -425,7 +480,8 @@ impl SourceLoop {
             state.load.started();
             match state.flow.try_send(batch) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(batch)) | Err(mpsc::error::TrySendError::Closed(batch)) => {
+                Err(mpsc::error::TrySendError::Full(batch))
+                | Err(mpsc::error::TrySendError::Closed(batch)) => {
                     state.load.done_without_sending();
                     state.overflow.push_front(batch);
                     break;
@@ -443,9 +499,17 @@ impl SourceLoop {
             let result = if full { self.consumer.pause(&tpl) } else { self.consumer.resume(&tpl) };
             match result {
                 Ok(()) => state.paused = full,
-                Err(e) => log::warn!("Cannot {} {}/{partition}: {e}", if full { "pause" } else { "resume" }, self.topic),
+                Err(e) => log::warn!(
+                    "Cannot {} {}/{partition}: {e}",
+                    if full { "pause" } else { "resume" },
+                    self.topic
+                ),
             }
-            log::debug!("Partition {}/{partition} {}", self.topic, if full { "paused" } else { "resumed" });
+            log::debug!(
+                "Partition {}/{partition} {}",
+                self.topic,
+                if full { "paused" } else { "resumed" }
+            );
         }
     }
 

@@ -5,10 +5,12 @@
 
 use crate::lake_layout::partition_dir;
 use crate::record::Event;
-use chrono::NaiveDate;
-use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray, StringBuilder, TimestampMicrosecondArray};
+use arrow::array::{
+    ArrayRef, Int32Array, Int64Array, StringArray, StringBuilder, TimestampMicrosecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
+use chrono::NaiveDate;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -73,20 +75,33 @@ pub fn lake_schema() -> SchemaRef {
 
 /// Events grouped by their Hive folder (event type and UTC day), in folder order. The
 /// folder path is built once per group, not once per event.
-pub fn group_by_folder<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<(PathBuf, Vec<&'a Event>)> {
+pub fn group_by_folder<'a>(
+    events: impl IntoIterator<Item = &'a Event>,
+) -> Vec<(PathBuf, Vec<&'a Event>)> {
     let mut groups: BTreeMap<(&str, NaiveDate), Vec<&Event>> = BTreeMap::new();
     for event in events {
         groups.entry((&event.event_type, event.occurred_at.date_naive())).or_default().push(event);
     }
-    groups.into_iter().map(|((event_type, day), events)| (partition_dir(event_type, day), events)).collect()
+    groups
+        .into_iter()
+        .map(|((event_type, day), events)| (partition_dir(event_type, day), events))
+        .collect()
 }
 
 /// One Arrow batch of events, all columns typed, timestamps in UTC microseconds.
-pub fn to_record_batch(events: &[&Event], ingested_at_us: i64) -> Result<RecordBatch, LakeFileError> {
+pub fn to_record_batch(
+    events: &[&Event],
+    ingested_at_us: i64,
+) -> Result<RecordBatch, LakeFileError> {
     // Borrowed strings: the payloads go straight into the Arrow buffer, without a copy each.
-    let strings = |f: &dyn Fn(&Event) -> &str| -> ArrayRef { Arc::new(StringArray::from_iter_values(events.iter().map(|e| f(e)))) };
-    let micros = |values: Vec<Option<i64>>| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC")) };
-    let mut ids = StringBuilder::with_capacity(events.len(), events.len() * uuid::fmt::Hyphenated::LENGTH);
+    let strings = |f: &dyn Fn(&Event) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(events.iter().map(|e| f(e))))
+    };
+    let micros = |values: Vec<Option<i64>>| -> ArrayRef {
+        Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC"))
+    };
+    let mut ids =
+        StringBuilder::with_capacity(events.len(), events.len() * uuid::fmt::Hyphenated::LENGTH);
     let mut id_text = uuid::Uuid::encode_buffer();
     for e in events {
         ids.append_value(e.event_id.hyphenated().encode_lower(&mut id_text));
@@ -108,7 +123,11 @@ pub fn to_record_batch(events: &[&Event], ingested_at_us: i64) -> Result<RecordB
 }
 
 /// Writes `batch` as a zstd Parquet file at `path` and fsyncs it.
-pub fn write_parquet(path: &Path, batch: &RecordBatch, format: FileFormat) -> Result<(), LakeFileError> {
+pub fn write_parquet(
+    path: &Path,
+    batch: &RecordBatch,
+    format: FileFormat,
+) -> Result<(), LakeFileError> {
     let io = |source| LakeFileError::Io { path: path.display().to_string(), source };
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(format.zstd_level)?))
@@ -144,13 +163,19 @@ mod tests {
     #[test]
     fn events_group_by_type_and_utc_day_in_order() {
         let mut late = event(1);
-        late.occurred_at = chrono::DateTime::parse_from_rfc3339("2025-11-23T00:30:00+01:00").unwrap().with_timezone(&chrono::Utc);
+        late.occurred_at = chrono::DateTime::parse_from_rfc3339("2025-11-23T00:30:00+01:00")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
         let mut other = event(2);
         other.event_type = "contact_created".into();
         let events = [event(0), late, other, event(3)];
         let groups = group_by_folder(&events);
-        let summary: Vec<(String, Vec<i64>)> =
-            groups.iter().map(|(dir, es)| (dir.display().to_string(), es.iter().map(|e| e.coords.offset).collect())).collect();
+        let summary: Vec<(String, Vec<i64>)> = groups
+            .iter()
+            .map(|(dir, es)| {
+                (dir.display().to_string(), es.iter().map(|e| e.coords.offset).collect())
+            })
+            .collect();
         assert_eq!(
             summary,
             vec![
@@ -166,12 +191,18 @@ mod tests {
         let path = dir.path().join("f.parquet");
         let events: Vec<Event> = (0..5).map(event).collect();
         let refs: Vec<&Event> = events.iter().collect();
-        write_parquet(&path, &to_record_batch(&refs, 42).unwrap(), FileFormat { row_group_rows: 2, zstd_level: 3 }).unwrap();
+        write_parquet(
+            &path,
+            &to_record_batch(&refs, 42).unwrap(),
+            FileFormat { row_group_rows: 2, zstd_level: 3 },
+        )
+        .unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
         assert_eq!(reader.metadata().num_row_groups(), 3);
         let batches: Vec<RecordBatch> = reader.build().unwrap().map(|b| b.unwrap()).collect();
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
-        let occurred = batches[0].column(3).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        let occurred =
+            batches[0].column(3).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
         assert_eq!(occurred.value(0), 1_763_800_000_123_456);
         let offsets = batches[0].column(8).as_any().downcast_ref::<Int64Array>().unwrap();
         assert_eq!(offsets.value(1), 1);

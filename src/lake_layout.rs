@@ -57,7 +57,10 @@ mod tests {
     #[test]
     fn hive_folders_are_type_then_zero_padded_date() {
         let day = NaiveDate::from_ymd_opt(2026, 1, 2).unwrap();
-        assert_eq!(partition_dir("account_created", day), PathBuf::from("event_type=account_created/year=2026/month=01/day=02"));
+        assert_eq!(
+            partition_dir("account_created", day),
+            PathBuf::from("event_type=account_created/year=2026/month=01/day=02")
+        );
     }
 
     #[test]

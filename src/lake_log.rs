@@ -77,7 +77,9 @@ pub fn sync_dir(dir: &Path) -> Result<(), LakeLogError> {
 pub fn latest(root: &Path, topic: &str, partition: i32) -> Result<Option<LogEntry>, LakeLogError> {
     let dir = root.join(log_dir(topic, partition));
     let versions = match fs::read_dir(&dir) {
-        Ok(entries) => entries.filter_map(|e| e.ok()).filter_map(|e| parse_log_entry_name(&e.file_name().to_string_lossy())),
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| parse_log_entry_name(&e.file_name().to_string_lossy())),
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(&dir)(e)),
     };
@@ -88,7 +90,12 @@ pub fn latest(root: &Path, topic: &str, partition: i32) -> Result<Option<LogEntr
 }
 
 /// Reads entry `version`.
-pub fn read(root: &Path, topic: &str, partition: i32, version: u64) -> Result<LogEntry, LakeLogError> {
+pub fn read(
+    root: &Path,
+    topic: &str,
+    partition: i32,
+    version: u64,
+) -> Result<LogEntry, LakeLogError> {
     let path = root.join(log_dir(topic, partition)).join(log_entry_name(version));
     let text = fs::read_to_string(&path).map_err(io(&path))?;
     serde_json::from_str(&text).map_err(|e| LakeLogError::Corrupt { path, message: e.to_string() })
@@ -101,7 +108,8 @@ pub fn create(root: &Path, entry: &LogEntry) -> Result<(), LakeLogError> {
     let path = dir.join(log_entry_name(entry.version));
     let tmp = dir.join(format!(".{}.tmp-{}", log_entry_name(entry.version), uuid::Uuid::new_v4()));
     let body = serde_json::to_vec_pretty(entry).expect("log entries serialise");
-    let written = File::create(&tmp).and_then(|mut f| f.write_all(&body).and_then(|_| f.sync_all()));
+    let written =
+        File::create(&tmp).and_then(|mut f| f.write_all(&body).and_then(|_| f.sync_all()));
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
         return Err(io(&tmp)(e));
@@ -138,7 +146,12 @@ pub fn publish(root: &Path, entry: &LogEntry) -> Result<(), LakeLogError> {
 /// Removes staging folders of this partition that can no longer be committed: those
 /// at or below the latest version (the committed one's files are already published).
 /// Folders above it may belong to a flush in progress elsewhere and are left alone.
-pub fn remove_stale_staging(root: &Path, topic: &str, partition: i32, latest_version: u64) -> Result<usize, LakeLogError> {
+pub fn remove_stale_staging(
+    root: &Path,
+    topic: &str,
+    partition: i32,
+    latest_version: u64,
+) -> Result<usize, LakeLogError> {
     let dir = root.join(crate::lake_layout::staging_root(topic, partition));
     let entries = match fs::read_dir(&dir) {
         Ok(entries) => entries,
@@ -162,7 +175,15 @@ mod tests {
     use super::*;
 
     fn entry(version: u64, files: Vec<LoggedFile>) -> LogEntry {
-        LogEntry { version, topic: "t".into(), partition: 0, first_offset: 0, next_offset: 10 * version as i64, files, committed_at: chrono::Utc::now() }
+        LogEntry {
+            version,
+            topic: "t".into(),
+            partition: 0,
+            first_offset: 0,
+            next_offset: 10 * version as i64,
+            files,
+            committed_at: chrono::Utc::now(),
+        }
     }
 
     #[test]
@@ -174,7 +195,10 @@ mod tests {
         assert!(matches!(create(root.path(), &entry(2, vec![])), Err(LakeLogError::Fenced(2))));
         assert_eq!(latest(root.path(), "t", 0).unwrap().unwrap().next_offset, 20);
         // No temporary file is left behind, even after a fenced attempt.
-        let names: Vec<_> = fs::read_dir(root.path().join(log_dir("t", 0))).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(root.path().join(log_dir("t", 0)))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 2, "{names:?}");
     }
 
@@ -184,7 +208,11 @@ mod tests {
         let staged = crate::lake_layout::staging_dir("t", 0, 1, "w").join("0.staged");
         fs::create_dir_all(root.path().join(staged.parent().unwrap())).unwrap();
         fs::write(root.path().join(&staged), b"data").unwrap();
-        let file = LoggedFile { staged, path: PathBuf::from("event_type=x/year=2026/month=01/day=01/f.parquet"), rows: 1 };
+        let file = LoggedFile {
+            staged,
+            path: PathBuf::from("event_type=x/year=2026/month=01/day=01/f.parquet"),
+            rows: 1,
+        };
         let e = entry(1, vec![file.clone()]);
         publish(root.path(), &e).unwrap();
         publish(root.path(), &e).unwrap();

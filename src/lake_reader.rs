@@ -57,23 +57,46 @@ pub fn file_topic(path: &Path) -> Option<String> {
 
 /// Reads `event_id` and `occurred_at` of every published row of `topic` (all topics
 /// when `None`).
-pub fn read_rows(root: &Path, topic: Option<&str>) -> Result<Vec<LakeRow>, parquet::errors::ParquetError> {
+pub fn read_rows(
+    root: &Path,
+    topic: Option<&str>,
+) -> Result<Vec<LakeRow>, parquet::errors::ParquetError> {
     let mut rows = Vec::new();
-    for file in data_files(root).into_iter().filter(|f| topic.is_none() || file_topic(f).as_deref() == topic) {
+    for file in data_files(root)
+        .into_iter()
+        .filter(|f| topic.is_none() || file_topic(f).as_deref() == topic)
+    {
         let event_type = hive_value(&file, "event_type");
-        let day = format!("{}-{}-{}", hive_value(&file, "year"), hive_value(&file, "month"), hive_value(&file, "day"));
-        let handle = std::fs::File::open(&file).map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+        let day = format!(
+            "{}-{}-{}",
+            hive_value(&file, "year"),
+            hive_value(&file, "month"),
+            hive_value(&file, "day")
+        );
+        let handle = std::fs::File::open(&file)
+            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(handle)?;
         let schema = builder.parquet_schema();
-        let wanted: Vec<usize> = (0..schema.num_columns()).filter(|i| matches!(schema.column(*i).name(), "event_id" | "occurred_at")).collect();
+        let wanted: Vec<usize> = (0..schema.num_columns())
+            .filter(|i| matches!(schema.column(*i).name(), "event_id" | "occurred_at"))
+            .collect();
         let mask = ProjectionMask::leaves(schema, wanted);
         for batch in builder.with_projection(mask).build()? {
             let batch = batch.map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
-            let ids = batch.column_by_name("event_id").and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
-            let times = batch.column_by_name("occurred_at").and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>().cloned());
+            let ids = batch
+                .column_by_name("event_id")
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
+            let times = batch
+                .column_by_name("occurred_at")
+                .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>().cloned());
             let (Some(ids), Some(times)) = (ids, times) else { continue };
             for i in 0..ids.len() {
-                rows.push(LakeRow { event_type: event_type.clone(), day: day.clone(), event_id: ids.value(i).to_string(), occurred_at_us: times.value(i) });
+                rows.push(LakeRow {
+                    event_type: event_type.clone(),
+                    day: day.clone(),
+                    event_id: ids.value(i).to_string(),
+                    occurred_at_us: times.value(i),
+                });
             }
         }
     }

@@ -28,7 +28,11 @@ fn purge_freed_memory_at_once() {
 }
 
 #[derive(Parser)]
-#[command(name = "eventline", version, about = "Kafka -> contracts -> dedup -> PostgreSQL + Parquet lake, exactly once")]
+#[command(
+    name = "eventline",
+    version,
+    about = "Kafka -> contracts -> dedup -> PostgreSQL + Parquet lake, exactly once"
+)]
 struct Cli {
     /// Folder with default.toml and {EVENTLINE_ENV}.toml.
     #[arg(long, global = true, env = "EVENTLINE_SETTINGS_DIR", default_value = "settings")]
@@ -207,7 +211,8 @@ struct DrillArgs {
 }
 
 fn init_logging(format: &str) {
-    let mut builder = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
     if format == "json" {
         builder.format(|buf, record| {
             use std::io::Write;
@@ -222,7 +227,10 @@ fn init_logging(format: &str) {
             for word in message.split_whitespace() {
                 if let Some((k, v)) = word.split_once('=') {
                     if !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-                        let value = v.parse::<f64>().map(serde_json::Value::from).unwrap_or_else(|_| v.into());
+                        let value = v
+                            .parse::<f64>()
+                            .map(serde_json::Value::from)
+                            .unwrap_or_else(|_| v.into());
                         line[k] = value;
                     }
                 }
@@ -242,7 +250,9 @@ fn main() {
     match execute(cli) {
         Ok(code) => std::process::exit(code),
         // The reader of our output went away (`eventline supervision | head`): done.
-        Err(error) if error.chain().any(eventline::console::is_closed_pipe) => std::process::exit(0),
+        Err(error) if error.chain().any(eventline::console::is_closed_pipe) => {
+            std::process::exit(0)
+        }
         Err(error) => {
             eventline::console::note(&format!("eventline: {error:#}"));
             std::process::exit(1);
@@ -283,21 +293,47 @@ fn execute(cli: Cli) -> Result<i32> {
             let s = load(&cli.settings_dir)?;
             let topic = topic.unwrap_or_else(|| s.kafka.topic.clone());
             if stage == "kafka-latency" {
-                let d = eventline::bench::kafka_latency(&s.kafka.brokers, &topic, records.max(1), || eventline::console::note("ready")).map_err(anyhow::Error::msg)?;
+                let d = eventline::bench::kafka_latency(
+                    &s.kafka.brokers,
+                    &topic,
+                    records.max(1),
+                    || eventline::console::note("ready"),
+                )
+                .map_err(anyhow::Error::msg)?;
                 let q = |p: f64| d[((d.len() as f64 * p) as usize).min(d.len() - 1)];
-                out(&format!("{}\n", serde_json::json!({"stage": stage, "records": d.len(), "p50": q(0.5), "p95": q(0.95), "p99": q(0.99), "max": d[d.len() - 1]})))?;
+                out(&format!(
+                    "{}\n",
+                    serde_json::json!({"stage": stage, "records": d.len(), "p50": q(0.5), "p95": q(0.95), "p99": q(0.99), "max": d[d.len() - 1]})
+                ))?;
                 return Ok(0);
             }
             let (records, seconds) = if stage == "consume-only" {
                 eventline::bench::consume_only(&s.kafka.brokers, &topic)
             } else {
-                let limits = eventline::contract::Limits { max_record_bytes: s.pipeline.max_record_bytes, max_json_depth: s.pipeline.max_json_depth };
-                let contracts = eventline::contract::Contracts::load(&s.pipeline.contracts_dir, limits)?;
-                let format = eventline::lake_files::FileFormat { row_group_rows: s.lake.row_group_rows, zstd_level: s.lake.zstd_level };
-                eventline::bench::lake_only(&s.kafka.brokers, &topic, &contracts, &root, format, s.lake.max_rows_per_file)
+                let limits = eventline::contract::Limits {
+                    max_record_bytes: s.pipeline.max_record_bytes,
+                    max_json_depth: s.pipeline.max_json_depth,
+                };
+                let contracts =
+                    eventline::contract::Contracts::load(&s.pipeline.contracts_dir, limits)?;
+                let format = eventline::lake_files::FileFormat {
+                    row_group_rows: s.lake.row_group_rows,
+                    zstd_level: s.lake.zstd_level,
+                };
+                eventline::bench::lake_only(
+                    &s.kafka.brokers,
+                    &topic,
+                    &contracts,
+                    &root,
+                    format,
+                    s.lake.max_rows_per_file,
+                )
             }
             .map_err(anyhow::Error::msg)?;
-            out(&format!("{}\n", serde_json::json!({"stage": stage, "records": records, "seconds": seconds, "per_second": records as f64 / seconds.max(1e-9)})))?;
+            out(&format!(
+                "{}\n",
+                serde_json::json!({"stage": stage, "records": records, "seconds": seconds, "per_second": records as f64 / seconds.max(1e-9)})
+            ))?;
             Ok(0)
         }
         Command::Drill(args) => drill(load(&cli.settings_dir)?, args),
@@ -314,8 +350,11 @@ fn execute(cli: Cli) -> Result<i32> {
 }
 
 fn parse_age(text: &str) -> Result<chrono::Duration> {
-    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: i64 = digits.parse().with_context(|| format!("{text:?}: expected an age like 30s, 10m, 2h or 1d"))?;
+    let (digits, unit) =
+        text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: i64 = digits
+        .parse()
+        .with_context(|| format!("{text:?}: expected an age like 30s, 10m, 2h or 1d"))?;
     Ok(chrono::Duration::seconds(match unit {
         "s" | "" => n,
         "m" => n * 60,
@@ -328,7 +367,11 @@ fn parse_age(text: &str) -> Result<chrono::Duration> {
 fn status(base: &str, watch: bool) -> Result<i32> {
     use eventline::status::{render, sample};
     let mut window = std::collections::VecDeque::new();
-    window.push_back(sample(base).map_err(anyhow::Error::msg).context("is the processor running? (admin.listen)")?);
+    window.push_back(
+        sample(base)
+            .map_err(anyhow::Error::msg)
+            .context("is the processor running? (admin.listen)")?,
+    );
     loop {
         // Rates need two samples: the first view waits one second.
         std::thread::sleep(Duration::from_secs(if watch && window.len() > 1 { 2 } else { 1 }));
@@ -350,11 +393,19 @@ fn drill(settings: Settings, a: DrillArgs) -> Result<i32> {
     use eventline::drill::{kafka_ops::RewindTo, DrillContext};
     let (_, pool) = eventline::pipeline::prepare(&settings).context("connecting to Postgres")?;
     let rewind = match (&a.to_timestamp, a.to_offset) {
-        (Some(t), _) => RewindTo::Timestamp(chrono::DateTime::parse_from_rfc3339(t).with_context(|| format!("--to-timestamp {t:?}"))?.timestamp_millis()),
+        (Some(t), _) => RewindTo::Timestamp(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .with_context(|| format!("--to-timestamp {t:?}"))?
+                .timestamp_millis(),
+        ),
         (None, Some(o)) => RewindTo::Offset(o),
         (None, None) => RewindTo::Earliest,
     };
-    let seconds = |text: &str, flag: &str| -> Result<Duration> { Ok(Duration::from_secs(parse_age(text).with_context(|| flag.to_string())?.num_seconds().max(0) as u64)) };
+    let seconds = |text: &str, flag: &str| -> Result<Duration> {
+        Ok(Duration::from_secs(
+            parse_age(text).with_context(|| flag.to_string())?.num_seconds().max(0) as u64,
+        ))
+    };
     let ctx = DrillContext {
         settings,
         pool,
@@ -372,7 +423,9 @@ fn drill(settings: Settings, a: DrillArgs) -> Result<i32> {
         timeout: seconds(&a.timeout, "--timeout")?,
     };
     let report = eventline::drill::run(a.name, &ctx);
-    let saved = report.save(&ctx.reports_dir).with_context(|| format!("saving the report in {}", ctx.reports_dir.display()))?;
+    let saved = report
+        .save(&ctx.reports_dir)
+        .with_context(|| format!("saving the report in {}", ctx.reports_dir.display()))?;
     if a.json {
         out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
@@ -384,7 +437,13 @@ fn drill(settings: Settings, a: DrillArgs) -> Result<i32> {
 fn produce(settings: &Settings, a: ProduceArgs) -> Result<i32> {
     use eventline::generator::{GeneratorConfig, EVENT_TYPES};
     use eventline::produce_run::{produce, ProduceOptions, Source};
-    for (name, ratio) in [("--duplicate-ratio", a.duplicate_ratio), ("--conflict-ratio", a.conflict_ratio), ("--invalid-ratio", a.invalid_ratio), ("--late-ratio", a.late_ratio), ("--tombstone-ratio", a.tombstone_ratio)] {
+    for (name, ratio) in [
+        ("--duplicate-ratio", a.duplicate_ratio),
+        ("--conflict-ratio", a.conflict_ratio),
+        ("--invalid-ratio", a.invalid_ratio),
+        ("--late-ratio", a.late_ratio),
+        ("--tombstone-ratio", a.tombstone_ratio),
+    ] {
         if !(0.0..=1.0).contains(&ratio) {
             bail!("{name} must be between 0 and 1, got {ratio}");
         }
@@ -392,16 +451,29 @@ fn produce(settings: &Settings, a: ProduceArgs) -> Result<i32> {
     if let Some(unknown) = a.types.iter().find(|t| !EVENT_TYPES.contains(&t.as_str())) {
         bail!("--types: unknown event type {unknown:?}; known: {}", EVENT_TYPES.join(", "));
     }
-    let limits = eventline::contract::Limits { max_record_bytes: settings.pipeline.max_record_bytes, max_json_depth: settings.pipeline.max_json_depth };
+    let limits = eventline::contract::Limits {
+        max_record_bytes: settings.pipeline.max_record_bytes,
+        max_json_depth: settings.pipeline.max_json_depth,
+    };
     let contracts = eventline::contract::Contracts::load(&settings.pipeline.contracts_dir, limits)?;
     let source = match (a.file, a.generate) {
         (Some(path), _) => Source::File { path, raw: a.raw },
         (None, Some(count)) => {
             let start_time = match a.start_time {
-                Some(t) => chrono::DateTime::parse_from_rfc3339(&t).with_context(|| format!("--start-time {t:?}"))?.with_timezone(&chrono::Utc),
-                None => chrono::Utc::now().date_naive().and_hms_opt(8, 0, 0).expect("valid time").and_utc(),
+                Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
+                    .with_context(|| format!("--start-time {t:?}"))?
+                    .with_timezone(&chrono::Utc),
+                None => chrono::Utc::now()
+                    .date_naive()
+                    .and_hms_opt(8, 0, 0)
+                    .expect("valid time")
+                    .and_utc(),
             };
-            let types = if a.types.is_empty() { EVENT_TYPES.iter().map(|t| t.to_string()).collect() } else { a.types };
+            let types = if a.types.is_empty() {
+                EVENT_TYPES.iter().map(|t| t.to_string()).collect()
+            } else {
+                a.types
+            };
             let config = GeneratorConfig {
                 seed: a.seed,
                 start_time,
@@ -438,14 +510,25 @@ fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&chrono::Utc));
     }
-    Ok(chrono::Utc::now() - parse_age(text).context("--since: expected an RFC 3339 time or an age")?)
+    Ok(chrono::Utc::now()
+        - parse_age(text).context("--since: expected an RFC 3339 time or an age")?)
 }
 
-fn print_supervision(path: &std::path::Path, since: Option<chrono::DateTime<chrono::Utc>>, actor: Option<&str>, follow: bool, json: bool) -> Result<i32> {
+fn print_supervision(
+    path: &std::path::Path,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    actor: Option<&str>,
+    follow: bool,
+    json: bool,
+) -> Result<i32> {
     let keep = |e: &Entry| since.is_none_or(|s| e.at >= s) && actor.is_none_or(|a| e.actor == a);
     let mut shown = 0usize;
     loop {
-        let entries = if path.exists() { read_entries(path).with_context(|| format!("reading {}", path.display()))? } else { Vec::new() };
+        let entries = if path.exists() {
+            read_entries(path).with_context(|| format!("reading {}", path.display()))?
+        } else {
+            Vec::new()
+        };
         let fresh: Vec<Entry> = entries.iter().skip(shown).filter(|e| keep(e)).cloned().collect();
         let first_page = shown == 0;
         shown = entries.len();

@@ -1,7 +1,10 @@
 //! Prometheus metrics (prometheus crate), updated per batch, never per event. Names
 //! follow `eventline_<name>_<unit>_total` for counters.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
 use std::sync::{Arc, OnceLock};
 
 /// Every metric the processor exports.
@@ -62,11 +65,14 @@ impl Metrics {
             g
         };
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
-            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["sink"]).expect("valid metric");
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["sink"])
+                .expect("valid metric");
             registry.register(Box::new(h.clone())).expect("unique metric");
             h
         };
-        let assigned = IntGauge::new("eventline_assigned_partitions", "Partitions assigned to this process").expect("valid metric");
+        let assigned =
+            IntGauge::new("eventline_assigned_partitions", "Partitions assigned to this process")
+                .expect("valid metric");
         registry.register(Box::new(assigned.clone())).expect("unique metric");
         Metrics {
             consumed: counter("eventline_records_consumed_total", "Records read from Kafka"),
@@ -140,7 +146,13 @@ mod tests {
         let m = metrics();
         m.outcomes.with_label_values(&["accepted", "account_created", ""]).inc_by(3);
         let parsed = parse_text(&m.render());
-        let (series, value) = parsed.iter().find(|(s, _)| s.starts_with("eventline_outcomes_total") && label(s, "event_type") == Some("account_created")).unwrap();
+        let (series, value) = parsed
+            .iter()
+            .find(|(s, _)| {
+                s.starts_with("eventline_outcomes_total")
+                    && label(s, "event_type") == Some("account_created")
+            })
+            .unwrap();
         assert!(*value >= 3.0);
         assert_eq!(label(series, "outcome"), Some("accepted"));
     }

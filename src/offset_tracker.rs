@@ -85,25 +85,36 @@ impl OffsetTracker {
         let lookup = tokio::task::spawn_blocking(move || {
             partitions
                 .into_iter()
-                .filter_map(|(p, done)| consumer.fetch_watermarks(&topic, p, Duration::from_secs(2)).ok().map(|(_, high)| (p, (high - done).max(0))))
+                .filter_map(|(p, done)| {
+                    consumer
+                        .fetch_watermarks(&topic, p, Duration::from_secs(2))
+                        .ok()
+                        .map(|(_, high)| (p, (high - done).max(0)))
+                })
                 .collect::<Vec<_>>()
         });
-        ctx.spawn(
-            async move { lookup.await.unwrap_or_default() }.into_actor(self).map(|lags, act, _| {
+        ctx.spawn(async move { lookup.await.unwrap_or_default() }.into_actor(self).map(
+            |lags, act, _| {
                 let m = metrics();
                 for (p, lag) in &lags {
                     m.consumer_lag.with_label_values(&[&p.to_string()]).set(*lag);
                 }
-                act.health.lag.store(lags.iter().map(|(_, l)| l).sum(), std::sync::atomic::Ordering::Relaxed);
-            }),
-        );
+                act.health
+                    .lag
+                    .store(lags.iter().map(|(_, l)| l).sum(), std::sync::atomic::Ordering::Relaxed);
+            },
+        ));
     }
 
     /// The partitions whose committable offset moved, with that offset.
     fn due(&self) -> Vec<(i32, i64)> {
         self.partitions
             .iter()
-            .filter_map(|(p, s)| committable(&[s.postgres, s.lake]).filter(|c| Some(*c) > s.committed).map(|c| (*p, c)))
+            .filter_map(|(p, s)| {
+                committable(&[s.postgres, s.lake])
+                    .filter(|c| Some(*c) > s.committed)
+                    .map(|c| (*p, c))
+            })
             .collect()
     }
 
@@ -114,7 +125,8 @@ impl OffsetTracker {
         }
         let mut tpl = TopicPartitionList::new();
         for (partition, offset) in &due {
-            tpl.add_partition_offset(&self.topic, *partition, Offset::Offset(*offset)).map_err(|e| e.to_string())?;
+            tpl.add_partition_offset(&self.topic, *partition, Offset::Offset(*offset))
+                .map_err(|e| e.to_string())?;
         }
         match self.consumer.commit(&tpl, mode) {
             Ok(()) => {
@@ -122,7 +134,10 @@ impl OffsetTracker {
                     if let Some(s) = self.partitions.get_mut(&partition) {
                         s.committed = Some(offset);
                     }
-                    metrics().committed_offset.with_label_values(&[&partition.to_string()]).set(offset);
+                    metrics()
+                        .committed_offset
+                        .with_label_values(&[&partition.to_string()])
+                        .set(offset);
                 }
                 Ok(())
             }
@@ -186,6 +201,8 @@ impl Handler<CommitNow> for OffsetTracker {
 impl Handler<Committed> for OffsetTracker {
     type Result = MessageResult<Committed>;
     fn handle(&mut self, _: Committed, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.partitions.iter().filter_map(|(p, s)| s.committed.map(|c| (*p, c))).collect())
+        MessageResult(
+            self.partitions.iter().filter_map(|(p, s)| s.committed.map(|c| (*p, c))).collect(),
+        )
     }
 }

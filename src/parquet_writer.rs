@@ -65,16 +65,26 @@ impl PartitionBuffer {
     }
 
     fn due(&self, limits: &RollLimits) -> bool {
-        let age = self.since.zip(self.last_batch).map(|(since, last)| BufferAge { oldest: since.elapsed(), idle: last.elapsed() });
+        let age = self
+            .since
+            .zip(self.last_batch)
+            .map(|(since, last)| BufferAge { oldest: since.elapsed(), idle: last.elapsed() });
         should_flush(self.rows, self.bytes, age, limits)
     }
 }
 
 /// Whether a buffer must become files now (a named predicate, unit-tested).
-pub fn should_flush(rows: usize, bytes: usize, age: Option<BufferAge>, limits: &RollLimits) -> bool {
+pub fn should_flush(
+    rows: usize,
+    bytes: usize,
+    age: Option<BufferAge>,
+    limits: &RollLimits,
+) -> bool {
     rows >= limits.max_rows
         || bytes >= limits.max_bytes
-        || age.is_some_and(|a| a.oldest >= limits.max_age || limits.max_idle.is_some_and(|idle| a.idle >= idle))
+        || age.is_some_and(|a| {
+            a.oldest >= limits.max_age || limits.max_idle.is_some_and(|idle| a.idle >= idle)
+        })
 }
 
 /// Stores decided batches in the Parquet lake.
@@ -99,7 +109,11 @@ impl ParquetWriter {
 
     /// The lake's durable progress on a partition, finishing an interrupted publish
     /// and removing stale staged files on the way.
-    pub fn recover_partition(root: &Path, topic: &str, partition: i32) -> Result<(u64, Option<i64>), LakeLogError> {
+    pub fn recover_partition(
+        root: &Path,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(u64, Option<i64>), LakeLogError> {
         match lake_log::latest(root, topic, partition)? {
             Some(entry) => {
                 lake_log::publish(root, &entry)?;
@@ -110,21 +124,44 @@ impl ParquetWriter {
         }
     }
 
-    fn buffer(&mut self, topic: &Arc<str>, partition: i32) -> Result<&mut PartitionBuffer, SinkError> {
+    fn buffer(
+        &mut self,
+        topic: &Arc<str>,
+        partition: i32,
+    ) -> Result<&mut PartitionBuffer, SinkError> {
         let key = (topic.clone(), partition);
         if !self.partitions.contains_key(&key) {
-            let (version, durable) = Self::recover_partition(&self.root, topic, partition).map_err(lake_error)?;
-            let buffer = PartitionBuffer { topic: topic.clone(), partition, version, durable, range: None, batches: Vec::new(), rows: 0, bytes: 0, since: None, last_batch: None };
+            let (version, durable) =
+                Self::recover_partition(&self.root, topic, partition).map_err(lake_error)?;
+            let buffer = PartitionBuffer {
+                topic: topic.clone(),
+                partition,
+                version,
+                durable,
+                range: None,
+                batches: Vec::new(),
+                rows: 0,
+                bytes: 0,
+                since: None,
+                last_batch: None,
+            };
             self.partitions.insert(key.clone(), buffer);
         }
         Ok(self.partitions.get_mut(&key).expect("inserted above"))
     }
 
-    fn flush_buffer(root: &Path, writer_id: &str, format: FileFormat, buf: &mut PartitionBuffer) -> Result<Option<i64>, SinkError> {
+    fn flush_buffer(
+        root: &Path,
+        writer_id: &str,
+        format: FileFormat,
+        buf: &mut PartitionBuffer,
+    ) -> Result<Option<i64>, SinkError> {
         let Some((first, next)) = buf.range else { return Ok(None) };
         let version = buf.version + 1;
         let staging = staging_dir(&buf.topic, buf.partition, version, writer_id);
-        let groups = group_by_folder(buf.batches.iter().flat_map(|(batch, from)| batch.accepted.iter().filter(move |e| e.coords.offset >= *from)));
+        let groups = group_by_folder(buf.batches.iter().flat_map(|(batch, from)| {
+            batch.accepted.iter().filter(move |e| e.coords.offset >= *from)
+        }));
         let name = data_file_name(&buf.topic, buf.partition, first, next - 1);
         let ingested_at = chrono::Utc::now().timestamp_micros();
         let mut files = Vec::new();
@@ -159,9 +196,11 @@ impl ParquetWriter {
         let m = crate::metrics::metrics();
         for file in &entry.files {
             m.lake_files.inc();
-            m.lake_bytes.inc_by(std::fs::metadata(root.join(&file.path)).map(|md| md.len()).unwrap_or(0));
+            m.lake_bytes
+                .inc_by(std::fs::metadata(root.join(&file.path)).map(|md| md.len()).unwrap_or(0));
         }
-        lake_log::remove_stale_staging(root, &buf.topic, buf.partition, version).map_err(lake_error)?;
+        lake_log::remove_stale_staging(root, &buf.topic, buf.partition, version)
+            .map_err(lake_error)?;
         buf.version = version;
         buf.durable = Some(next);
         buf.range = None;
@@ -196,10 +235,13 @@ impl SinkWriter for ParquetWriter {
 
 impl ParquetWriter {
     fn write_one(&mut self, batch: &SharedBatch) -> Result<ProgressUpdate, SinkError> {
-        let (root, writer_id, format, limits) = (self.root.clone(), self.writer_id.clone(), self.format, self.limits);
+        let (root, writer_id, format, limits) =
+            (self.root.clone(), self.writer_id.clone(), self.format, self.limits);
         let buf = self.buffer(&batch.topic, batch.partition)?;
         let from = match plan_write(buf.expected(), batch.first_offset, batch.next_offset) {
-            WritePlan::Skip => return Ok(buf.durable.map(|d| vec![(batch.partition, d)]).unwrap_or_default()),
+            WritePlan::Skip => {
+                return Ok(buf.durable.map(|d| vec![(batch.partition, d)]).unwrap_or_default())
+            }
             WritePlan::WriteFrom(from) => from,
             WritePlan::Gap { expected, first } => {
                 log::error!("Parquet writer: {}/{} offsets {expected}..{first} were never received (deleted by retention?)", batch.topic, batch.partition);
@@ -226,7 +268,9 @@ impl ParquetWriter {
         let mut updates = Vec::new();
         for buf in self.partitions.values_mut() {
             if buf.range.is_some() && (!only_if_due || buf.due(&self.limits)) {
-                if let Some(next) = Self::flush_buffer(&self.root, &self.writer_id, self.format, buf)? {
+                if let Some(next) =
+                    Self::flush_buffer(&self.root, &self.writer_id, self.format, buf)?
+                {
                     updates.push((buf.partition, next));
                 }
             }
@@ -239,10 +283,18 @@ impl ParquetWriter {
 mod tests {
     use super::*;
 
-    const LIMITS: RollLimits = RollLimits { max_rows: 100, max_bytes: 1000, max_age: Duration::from_secs(5), max_idle: Some(Duration::from_secs(1)) };
+    const LIMITS: RollLimits = RollLimits {
+        max_rows: 100,
+        max_bytes: 1000,
+        max_age: Duration::from_secs(5),
+        max_idle: Some(Duration::from_secs(1)),
+    };
 
     fn age(oldest_ms: u64, idle_ms: u64) -> Option<BufferAge> {
-        Some(BufferAge { oldest: Duration::from_millis(oldest_ms), idle: Duration::from_millis(idle_ms) })
+        Some(BufferAge {
+            oldest: Duration::from_millis(oldest_ms),
+            idle: Duration::from_millis(idle_ms),
+        })
     }
 
     #[test]

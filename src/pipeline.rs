@@ -100,9 +100,16 @@ pub struct Running {
 
 /// Connects, migrates and loads contracts (blocking; before the actor system starts).
 pub fn prepare(settings: &Settings) -> Result<(Arc<Contracts>, PgPool), StartError> {
-    let limits = Limits { max_record_bytes: settings.pipeline.max_record_bytes, max_json_depth: settings.pipeline.max_json_depth };
+    let limits = Limits {
+        max_record_bytes: settings.pipeline.max_record_bytes,
+        max_json_depth: settings.pipeline.max_json_depth,
+    };
     let contracts = Arc::new(Contracts::load(&settings.pipeline.contracts_dir, limits)?);
-    let pool = db::pool(&settings.postgres.url, settings.postgres.pool_size, Duration::from_millis(settings.postgres.connect_timeout_ms));
+    let pool = db::pool(
+        &settings.postgres.url,
+        settings.postgres.pool_size,
+        Duration::from_millis(settings.postgres.connect_timeout_ms),
+    );
     let applied = db::migrate(&mut *db::conn(&pool)?)?;
     if applied > 0 {
         log::info!("Applied {applied} migration(s)");
@@ -111,19 +118,27 @@ pub fn prepare(settings: &Settings) -> Result<(Arc<Contracts>, PgPool), StartErr
 }
 
 /// Starts every actor; call inside a running actix `System`.
-pub fn start(settings: &Settings, contracts: Arc<Contracts>, pool: PgPool) -> Result<Running, StartError> {
+pub fn start(
+    settings: &Settings,
+    contracts: Arc<Contracts>,
+    pool: PgPool,
+) -> Result<Running, StartError> {
     let s = settings;
-    let log = Arc::new(SupervisionLog::open(&s.supervision.log_path).map_err(|source| StartError::SupervisionLog {
-        path: s.supervision.log_path.display().to_string(),
-        source,
+    let log = Arc::new(SupervisionLog::open(&s.supervision.log_path).map_err(|source| {
+        StartError::SupervisionLog { path: s.supervision.log_path.display().to_string(), source }
     })?);
-    let progress = ProgressStore { pool: pool.clone(), lake_root: s.lake.root.clone(), topic: s.kafka.topic.clone() };
+    let progress = ProgressStore {
+        pool: pool.clone(),
+        lake_root: s.lake.root.clone(),
+        topic: s.kafka.topic.clone(),
+    };
     let (consumer, rebalances) = create_consumer(&s.kafka, progress)?;
     let consumer = Arc::new(consumer);
     let health = Arc::new(Health::default());
     health.beat();
     health.progressed();
-    let tracker = OffsetTracker::new(consumer.clone(), s.kafka.topic.clone(), health.clone()).start();
+    let tracker =
+        OffsetTracker::new(consumer.clone(), s.kafka.topic.clone(), health.clone()).start();
     let (fatal_tx, fatal) = mpsc::unbounded_channel();
     let policy = RestartPolicy::new(
         Duration::from_millis(s.supervision.backoff_initial_ms),
@@ -141,15 +156,30 @@ pub fn start(settings: &Settings, contracts: Arc<Contracts>, pool: PgPool) -> Re
         status: status.clone(),
         health: health.clone(),
     };
-    let (postgres_status, lake_status) = (Arc::new(SinkStatus::default()), Arc::new(SinkStatus::default()));
+    let (postgres_status, lake_status) =
+        (Arc::new(SinkStatus::default()), Arc::new(SinkStatus::default()));
     let pg_pool = pool.clone();
-    let postgres = SinkSupervisor::new(Arc::new(move || PostgresWriter::new(pg_pool.clone())), parts(&s.faults.postgres, &postgres_status)).start();
+    let postgres = SinkSupervisor::new(
+        Arc::new(move || PostgresWriter::new(pg_pool.clone())),
+        parts(&s.faults.postgres, &postgres_status),
+    )
+    .start();
     let (root, limits, format) = (
         s.lake.root.clone(),
-        RollLimits { max_rows: s.lake.max_rows_per_file, max_bytes: s.lake.max_bytes_per_file, max_age: Duration::from_millis(s.lake.max_file_age_ms), max_idle: (s.lake.idle_flush_ms > 0).then(|| Duration::from_millis(s.lake.idle_flush_ms)) },
+        RollLimits {
+            max_rows: s.lake.max_rows_per_file,
+            max_bytes: s.lake.max_bytes_per_file,
+            max_age: Duration::from_millis(s.lake.max_file_age_ms),
+            max_idle: (s.lake.idle_flush_ms > 0)
+                .then(|| Duration::from_millis(s.lake.idle_flush_ms)),
+        },
         FileFormat { row_group_rows: s.lake.row_group_rows, zstd_level: s.lake.zstd_level },
     );
-    let lake = SinkSupervisor::new(Arc::new(move || ParquetWriter::new(root.clone(), limits, format)), parts(&s.faults.parquet, &lake_status)).start();
+    let lake = SinkSupervisor::new(
+        Arc::new(move || ParquetWriter::new(root.clone(), limits, format)),
+        parts(&s.faults.parquet, &lake_status),
+    )
+    .start();
     let validator_contracts = contracts.clone();
     let dedup_pool = pool.clone();
     let stats = Arc::new(Stats::default());
@@ -161,7 +191,16 @@ pub fn start(settings: &Settings, contracts: Arc<Contracts>, pool: PgPool) -> Re
         lake: lake.clone(),
         stats: stats.clone(),
     };
-    let source = KafkaSource::new(consumer, rebalances, &s.kafka.topic, stages, s.pipeline.clone(), tracker.clone(), health.clone()).start();
+    let source = KafkaSource::new(
+        consumer,
+        rebalances,
+        &s.kafka.topic,
+        stages,
+        s.pipeline.clone(),
+        tracker.clone(),
+        health.clone(),
+    )
+    .start();
     let admin_state = AdminState {
         health,
         postgres: postgres_status.clone(),
@@ -169,9 +208,15 @@ pub fn start(settings: &Settings, contracts: Arc<Contracts>, pool: PgPool) -> Re
         supervision_log: s.supervision.log_path.clone(),
         stall: Duration::from_secs(s.admin.stall_timeout_s),
     };
-    let address = admin::start(&s.admin.listen, admin_state).map_err(|source| StartError::Admin { listen: s.admin.listen.clone(), source })?;
+    let address = admin::start(&s.admin.listen, admin_state)
+        .map_err(|source| StartError::Admin { listen: s.admin.listen.clone(), source })?;
     log::info!("Admin server listening on http://{address} (/health /ready /metrics /supervision)");
-    spawn_summary(Duration::from_secs(s.pipeline.summary_interval_s.max(1)), stats.clone(), postgres_status.clone(), lake_status.clone());
+    spawn_summary(
+        Duration::from_secs(s.pipeline.summary_interval_s.max(1)),
+        stats.clone(),
+        postgres_status.clone(),
+        lake_status.clone(),
+    );
     Ok(Running { source, postgres, lake, tracker, stats, postgres_status, lake_status, fatal })
 }
 
@@ -183,7 +228,8 @@ fn spawn_summary(every: Duration, stats: Arc<Stats>, pg: Arc<SinkStatus>, lake: 
         loop {
             tick.tick().await;
             let now = stats.snapshot();
-            let state = |s: &SinkStatus| if s.up.load(Ordering::Relaxed) { "up" } else { "restarting" };
+            let state =
+                |s: &SinkStatus| if s.up.load(Ordering::Relaxed) { "up" } else { "restarting" };
             log::info!(
                 "Summary: consumed={} ({:.0}/s) accepted={} duplicate={} conflict={} dead_letter={} postgres={} (queued {}, restarts {}) lake={} (queued {}, restarts {})",
                 now.consumed,
@@ -207,7 +253,8 @@ fn spawn_summary(every: Duration, stats: Arc<Stats>, pg: Arc<SinkStatus>, lake: 
 impl Running {
     /// Waits for SIGTERM/SIGINT (then shuts down cleanly) or a supervisor giving up.
     pub async fn run_until_stopped(mut self, shutdown_timeout: Duration) -> Exit {
-        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         let reason = tokio::select! {
             _ = sigterm.recv() => None,
             _ = tokio::signal::ctrl_c() => None,
@@ -236,7 +283,9 @@ impl Running {
         let _ = futures::future::join(self.postgres.send(Drain), self.lake.send(Drain)).await;
         match self.tracker.send(CommitNow).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => log::warn!("Final commit failed (the sinks' progress is still exact): {e}"),
+            Ok(Err(e)) => {
+                log::warn!("Final commit failed (the sinks' progress is still exact): {e}")
+            }
             Err(e) => log::warn!("Offset tracker gone before the final commit: {e}"),
         }
     }
@@ -249,7 +298,11 @@ pub fn run(settings: Settings) -> Result<Exit, StartError> {
     let system = actix::System::new();
     system.block_on(async move {
         let running = start(&settings, contracts, pool)?;
-        log::info!("eventline running: topic {} -> postgres + lake {}", settings.kafka.topic, settings.lake.root.display());
+        log::info!(
+            "eventline running: topic {} -> postgres + lake {}",
+            settings.kafka.topic,
+            settings.lake.root.display()
+        );
         Ok(running.run_until_stopped(timeout).await)
     })
 }

@@ -75,7 +75,9 @@ impl<'a> EventColumns<'a> {
     }
 
     fn insert_skipping_existing(&self, conn: &mut PgConnection) -> QueryResult<usize> {
-        use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+        use diesel::sql_types::{
+            Array, BigInt, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+        };
         diesel::sql_query(INSERT_EVENTS_SKIP_EXISTING)
             .bind::<Array<SqlUuid>, _>(&self.event_id)
             .bind::<Array<Text>, _>(&self.event_type)
@@ -99,7 +101,10 @@ impl<'a> EventColumns<'a> {
 struct JsonText<'a>(&'a str);
 
 impl diesel::serialize::ToSql<diesel::sql_types::Jsonb, diesel::pg::Pg> for JsonText<'_> {
-    fn to_sql<'b>(&'b self, out: &mut diesel::serialize::Output<'b, '_, diesel::pg::Pg>) -> diesel::serialize::Result {
+    fn to_sql<'b>(
+        &'b self,
+        out: &mut diesel::serialize::Output<'b, '_, diesel::pg::Pg>,
+    ) -> diesel::serialize::Result {
         use std::io::Write;
         // jsonb's binary input is a version byte (1) and the JSON text.
         out.write_all(&[1])?;
@@ -243,9 +248,17 @@ impl PostgresWriter {
     /// One transaction for every slice (a batch and the offset it is stored from):
     /// the rows, the outcome counts, and a compare-and-set of each partition's progress
     /// from `expected` to `next`.
-    fn store(&self, conn: &mut PgConnection, slices: &[(&SharedBatch, i64)], plan: &Plan, mode: InsertMode) -> Result<(), TxError> {
+    fn store(
+        &self,
+        conn: &mut PgConnection,
+        slices: &[(&SharedBatch, i64)],
+        plan: &Plan,
+        mode: InsertMode,
+    ) -> Result<(), TxError> {
         conn.transaction(|c| {
-            let accepted = slices.iter().flat_map(|(b, from)| b.accepted.iter().filter(move |e| e.coords.offset >= *from));
+            let accepted = slices
+                .iter()
+                .flat_map(|(b, from)| b.accepted.iter().filter(move |e| e.coords.offset >= *from));
             match mode {
                 InsertMode::New => {
                     let rows: Vec<EventRow> = accepted.map(EventRow::from).collect();
@@ -261,13 +274,31 @@ impl PostgresWriter {
                     }
                 }
             }
-            let dead: Vec<NewDeadLetter> = slices.iter().flat_map(|(b, from)| b.dead.iter().filter(move |d| d.record.coords.offset >= *from)).map(NewDeadLetter::from).collect();
+            let dead: Vec<NewDeadLetter> = slices
+                .iter()
+                .flat_map(|(b, from)| {
+                    b.dead.iter().filter(move |d| d.record.coords.offset >= *from)
+                })
+                .map(NewDeadLetter::from)
+                .collect();
             for chunk in dead.chunks(ROWS_PER_STATEMENT) {
-                diesel::insert_into(dead_letters::table).values(chunk).on_conflict_do_nothing().execute(c)?;
+                diesel::insert_into(dead_letters::table)
+                    .values(chunk)
+                    .on_conflict_do_nothing()
+                    .execute(c)?;
             }
-            let conflicting: Vec<NewConflict> = slices.iter().flat_map(|(b, from)| b.conflicts.iter().filter(move |x| x.event.coords.offset >= *from)).map(NewConflict::from).collect();
+            let conflicting: Vec<NewConflict> = slices
+                .iter()
+                .flat_map(|(b, from)| {
+                    b.conflicts.iter().filter(move |x| x.event.coords.offset >= *from)
+                })
+                .map(NewConflict::from)
+                .collect();
             for chunk in conflicting.chunks(ROWS_PER_STATEMENT) {
-                diesel::insert_into(conflicts::table).values(chunk).on_conflict_do_nothing().execute(c)?;
+                diesel::insert_into(conflicts::table)
+                    .values(chunk)
+                    .on_conflict_do_nothing()
+                    .execute(c)?;
             }
             let mut counts: BTreeMap<(&str, i32, &str), i64> = BTreeMap::new();
             for (b, from) in slices {
@@ -419,7 +450,13 @@ impl SinkWriter for PostgresWriter {
                 if !plan.contains_key(&key) {
                     let expected = match self.progress.get(&key) {
                         Some(p) => *p,
-                        None => db::read_progress(&mut conn, SinkId::Postgres.as_str(), &batch.topic, batch.partition).map_err(retryable)?,
+                        None => db::read_progress(
+                            &mut conn,
+                            SinkId::Postgres.as_str(),
+                            &batch.topic,
+                            batch.partition,
+                        )
+                        .map_err(retryable)?,
                     };
                     plan.insert(key.clone(), (expected, expected));
                 }
@@ -438,7 +475,10 @@ impl SinkWriter for PostgresWriter {
             let stored = match slices.is_empty() {
                 true => Ok(()),
                 false => match self.store(&mut conn, &slices, &plan, InsertMode::New) {
-                    Err(TxError::Db(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, info))) => {
+                    Err(TxError::Db(diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::UniqueViolation,
+                        info,
+                    ))) => {
                         log::warn!("Postgres writer: some accepted events were already in `events` ({}); storing the rest", info.message());
                         self.store(&mut conn, &slices, &plan, InsertMode::SkipExisting)
                     }
@@ -466,7 +506,9 @@ impl SinkWriter for PostgresWriter {
                 Err(TxError::Db(e)) => return Err(retryable(e)),
             }
         }
-        Err(SinkError::Retryable("fenced twice: another writer keeps moving these partitions".into()))
+        Err(SinkError::Retryable(
+            "fenced twice: another writer keeps moving these partitions".into(),
+        ))
     }
 
     fn flush(&mut self, _only_if_due: bool) -> Result<ProgressUpdate, SinkError> {

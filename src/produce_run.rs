@@ -75,8 +75,19 @@ impl ProduceSummary {
 
     /// A readable multi-line report.
     pub fn report(&self) -> String {
-        let join = |m: &BTreeMap<String, u64>| if m.is_empty() { "none".to_string() } else { m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ") };
-        let partitions = self.per_partition.iter().map(|(p, n)| format!("{p}={n}")).collect::<Vec<_>>().join(" ");
+        let join = |m: &BTreeMap<String, u64>| {
+            if m.is_empty() {
+                "none".to_string()
+            } else {
+                m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+            }
+        };
+        let partitions = self
+            .per_partition
+            .iter()
+            .map(|(p, n)| format!("{p}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         format!(
             "sent {} records, {} confirmed, in {:.2}s ({:.0} events/s)\nrejected before Kafka: {}\ndelivery failures: {}\nper partition: {}\n{}",
             self.sent,
@@ -123,7 +134,10 @@ impl Progress {
                 Some(n) => indicatif::ProgressBar::new(n),
                 None => indicatif::ProgressBar::new_spinner(),
             };
-            let style = indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec})").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            let style = indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
             bar.set_style(style);
             Progress::Bar(bar)
         } else {
@@ -137,7 +151,10 @@ impl Progress {
             Progress::Lines { last } => {
                 if last.elapsed() >= Duration::from_secs(2) {
                     *last = Instant::now();
-                    crate::console::note(&format!("produce: {sent} sent ({:.0}/s)", sent as f64 / started.elapsed().as_secs_f64()));
+                    crate::console::note(&format!(
+                        "produce: {sent} sent ({:.0}/s)",
+                        sent as f64 / started.elapsed().as_secs_f64()
+                    ));
                 }
             }
         }
@@ -162,9 +179,20 @@ pub enum ProduceError {
 }
 
 /// Runs `produce`; invalid lines are reported on stderr as they are found.
-pub fn produce(options: &ProduceOptions, contracts: &Contracts) -> Result<ProduceSummary, ProduceError> {
-    let mut publisher = if options.dry_run { None } else { Some(Publisher::with_linger(&options.brokers, &options.topic, options.linger_ms)?) };
-    let mut capture = options.write_jsonl.as_ref().map(|p| std::fs::File::create(p).map(BufWriter::new)).transpose()?;
+pub fn produce(
+    options: &ProduceOptions,
+    contracts: &Contracts,
+) -> Result<ProduceSummary, ProduceError> {
+    let mut publisher = if options.dry_run {
+        None
+    } else {
+        Some(Publisher::with_linger(&options.brokers, &options.topic, options.linger_ms)?)
+    };
+    let mut capture = options
+        .write_jsonl
+        .as_ref()
+        .map(|p| std::fs::File::create(p).map(BufWriter::new))
+        .transpose()?;
     let mut summary = ProduceSummary::default();
     let started = Instant::now();
     let pacer = Pacer { start: started, rate: options.rate };
@@ -173,7 +201,10 @@ pub fn produce(options: &ProduceOptions, contracts: &Contracts) -> Result<Produc
         Source::File { .. } => None,
     };
     let mut progress = Progress::new(total);
-    let mut emit = |key: &str, value: Option<&[u8]>, summary: &mut ProduceSummary| -> Result<(), ProduceError> {
+    let mut emit = |key: &str,
+                    value: Option<&[u8]>,
+                    summary: &mut ProduceSummary|
+     -> Result<(), ProduceError> {
         pacer.wait(summary.sent);
         if let Some(p) = publisher.as_mut() {
             p.send(key, value)?;
@@ -194,7 +225,11 @@ pub fn produce(options: &ProduceOptions, contracts: &Contracts) -> Result<Produc
             }
         }
         Source::File { path, raw } => {
-            let reader: Box<dyn BufRead> = if path.as_os_str() == "-" { Box::new(std::io::stdin().lock()) } else { Box::new(std::io::BufReader::new(std::fs::File::open(path)?)) };
+            let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                Box::new(std::io::BufReader::new(std::fs::File::open(path)?))
+            };
             for (index, line) in reader.lines().enumerate() {
                 let line = line?;
                 if line.trim().is_empty() {
@@ -202,7 +237,8 @@ pub fn produce(options: &ProduceOptions, contracts: &Contracts) -> Result<Produc
                 }
                 if *raw {
                     let value = (line.trim() != "null").then_some(line.as_bytes());
-                    let key = serde_json::from_str(&line).map(|v| entity_key(&v)).unwrap_or_default();
+                    let key =
+                        serde_json::from_str(&line).map(|v| entity_key(&v)).unwrap_or_default();
                     emit(&key, value, &mut summary)?;
                     continue;
                 }

@@ -38,10 +38,22 @@ impl ProducerContext for DeliveryCounter {
         match result {
             Ok(message) => {
                 self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                *self.stats.per_partition.lock().unwrap_or_else(|p| p.into_inner()).entry(message.partition()).or_default() += 1;
+                *self
+                    .stats
+                    .per_partition
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(message.partition())
+                    .or_default() += 1;
             }
             Err((error, _)) => {
-                *self.stats.failed.lock().unwrap_or_else(|p| p.into_inner()).entry(error.to_string()).or_default() += 1;
+                *self
+                    .stats
+                    .failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(error.to_string())
+                    .or_default() += 1;
             }
         }
     }
@@ -65,7 +77,11 @@ impl Publisher {
 
     /// Connects to `brokers`; records wait up to `linger_ms` to fill a batch (lower is
     /// sooner, higher is cheaper per record).
-    pub fn with_linger(brokers: &str, topic: &str, linger_ms: u64) -> Result<Publisher, KafkaError> {
+    pub fn with_linger(
+        brokers: &str,
+        topic: &str,
+        linger_ms: u64,
+    ) -> Result<Publisher, KafkaError> {
         let stats = Arc::new(DeliveryStats::default());
         let producer: ThreadedProducer<DeliveryCounter> = ClientConfig::new()
             .set("bootstrap.servers", brokers)
@@ -112,7 +128,11 @@ impl Publisher {
 
 /// The partitioning key of an event: its owning account, else its id.
 pub fn entity_key(value: &serde_json::Value) -> String {
-    value["payload"]["account_id"].as_str().or_else(|| value["event_id"].as_str()).unwrap_or("").to_string()
+    value["payload"]["account_id"]
+        .as_str()
+        .or_else(|| value["event_id"].as_str())
+        .unwrap_or("")
+        .to_string()
 }
 
 /// One line of an input file, checked.
@@ -136,11 +156,22 @@ pub enum CheckedLine {
 pub fn check_line(contracts: &Contracts, number: usize, line: &str) -> CheckedLine {
     let coords = Coords { topic: Arc::from("producer"), partition: 0, offset: number as i64 };
     match contracts.check(Some(line.as_bytes()), coords, None) {
-        Ok(_) => CheckedLine::Valid { key: serde_json::from_str(line).map(|v| entity_key(&v)).unwrap_or_default() },
+        Ok(_) => CheckedLine::Valid {
+            key: serde_json::from_str(line).map(|v| entity_key(&v)).unwrap_or_default(),
+        },
         Err(rejection) => {
-            let id = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["event_id"].as_str().map(String::from));
+            let id = serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["event_id"].as_str().map(String::from));
             let id = id.map(|id| format!(" event_id {id}:")).unwrap_or_default();
-            CheckedLine::Rejected { class: rejection.class.as_str(), message: format!("line {number}:{id} {} ({})", rejection.reason, rejection.class.as_str()) }
+            CheckedLine::Rejected {
+                class: rejection.class.as_str(),
+                message: format!(
+                    "line {number}:{id} {} ({})",
+                    rejection.reason,
+                    rejection.class.as_str()
+                ),
+            }
         }
     }
 }
@@ -152,9 +183,15 @@ mod tests {
 
     #[test]
     fn lines_are_checked_with_line_number_id_path_and_rule() {
-        let contracts = Contracts::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts"), Limits::default()).unwrap();
+        let contracts = Contracts::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts"),
+            Limits::default(),
+        )
+        .unwrap();
         let good = r#"{"event_id":"4f5c3c1e-8a53-4c1e-9f2e-2d9b8c7a6b5d","event_type":"account_created","source":"crm","timestamp":"2026-11-22T10:15:00Z","payload":{"account_id":"acc_1234","industry":"software","region":"EMEA"}}"#;
-        assert!(matches!(check_line(&contracts, 1, good), CheckedLine::Valid { key } if key == "acc_1234"));
+        assert!(
+            matches!(check_line(&contracts, 1, good), CheckedLine::Valid { key } if key == "acc_1234")
+        );
         match check_line(&contracts, 2, &good.replace("EMEA", "MARS")) {
             CheckedLine::Rejected { class, message } => {
                 assert_eq!(class, "contract_violation");
@@ -162,6 +199,9 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(check_line(&contracts, 3, "{oops"), CheckedLine::Rejected { class: "not_json", .. }));
+        assert!(matches!(
+            check_line(&contracts, 3, "{oops"),
+            CheckedLine::Rejected { class: "not_json", .. }
+        ));
     }
 }

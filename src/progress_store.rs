@@ -30,8 +30,12 @@ impl ProgressStore {
     /// Reads both (blocking).
     pub fn read(&self, partition: i32) -> Result<SinkProgress, String> {
         let mut conn = db::conn(&self.pool).map_err(|e| e.to_string())?;
-        let postgres = db::read_progress(&mut conn, SinkId::Postgres.as_str(), &self.topic, partition).map_err(|e| e.to_string())?;
-        let lake = lake_log::latest(&self.lake_root, &self.topic, partition).map_err(|e| e.to_string())?.map(|e| e.next_offset);
+        let postgres =
+            db::read_progress(&mut conn, SinkId::Postgres.as_str(), &self.topic, partition)
+                .map_err(|e| e.to_string())?;
+        let lake = lake_log::latest(&self.lake_root, &self.topic, partition)
+            .map_err(|e| e.to_string())?
+            .map(|e| e.next_offset);
         Ok(SinkProgress { postgres, lake })
     }
 }

@@ -191,17 +191,34 @@ impl DecidedBatch {
     /// Roughly the memory this batch holds, for bounding what a sink may retain. The
     /// variable-length parts dominate; fixed parts are counted by their struct size.
     pub fn approx_bytes(&self) -> usize {
-        let event = |e: &Event| std::mem::size_of::<Event>() + e.event_type.len() + e.source.len() + e.payload.len() + e.payload_hash.len();
+        let event = |e: &Event| {
+            std::mem::size_of::<Event>()
+                + e.event_type.len()
+                + e.source.len()
+                + e.payload.len()
+                + e.payload_hash.len()
+        };
         let record = |r: &SourceRecord| {
             std::mem::size_of::<SourceRecord>()
                 + r.key.as_ref().map_or(0, Vec::len)
                 + r.value.as_ref().map_or(0, Vec::len)
-                + r.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len)).sum::<usize>()
+                + r.headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+                    .sum::<usize>()
         };
         std::mem::size_of::<Self>()
             + self.accepted.iter().map(event).sum::<usize>()
-            + self.conflicts.iter().map(|c| event(&c.event) + std::mem::size_of::<Coords>()).sum::<usize>()
-            + self.dead.iter().map(|d| std::mem::size_of::<DeadLetter>() + record(&d.record) + d.reason.len()).sum::<usize>()
+            + self
+                .conflicts
+                .iter()
+                .map(|c| event(&c.event) + std::mem::size_of::<Coords>())
+                .sum::<usize>()
+            + self
+                .dead
+                .iter()
+                .map(|d| std::mem::size_of::<DeadLetter>() + record(&d.record) + d.reason.len())
+                .sum::<usize>()
             + self.duplicates.len() * std::mem::size_of::<Coords>()
     }
 

@@ -32,7 +32,14 @@ pub struct RestartPolicy {
 impl RestartPolicy {
     /// A policy with no failures yet.
     pub fn new(initial: Duration, max: Duration, max_restarts: u32, window: Duration) -> Self {
-        RestartPolicy { initial, max, max_restarts, window, recent: VecDeque::new(), consecutive: 0 }
+        RestartPolicy {
+            initial,
+            max,
+            max_restarts,
+            window,
+            recent: VecDeque::new(),
+            consecutive: 0,
+        }
     }
 
     /// Records a failure at `now` and decides.
@@ -66,7 +73,12 @@ mod tests {
     use super::*;
 
     fn policy() -> RestartPolicy {
-        RestartPolicy::new(Duration::from_millis(100), Duration::from_millis(500), 4, Duration::from_secs(60))
+        RestartPolicy::new(
+            Duration::from_millis(100),
+            Duration::from_millis(500),
+            4,
+            Duration::from_secs(60),
+        )
     }
 
     #[test]

@@ -183,12 +183,24 @@ impl Settings {
 
     fn check(&self) -> Result<(), SettingsError> {
         let rules: [(bool, &'static str, &'static str); 7] = [
-            (self.pipeline.batch_max_records > 0, "pipeline.batch_max_records", "must be at least 1"),
-            (self.pipeline.partition_queue_batches > 0, "pipeline.partition_queue_batches", "must be at least 1"),
+            (
+                self.pipeline.batch_max_records > 0,
+                "pipeline.batch_max_records",
+                "must be at least 1",
+            ),
+            (
+                self.pipeline.partition_queue_batches > 0,
+                "pipeline.partition_queue_batches",
+                "must be at least 1",
+            ),
             (self.pipeline.sink_queue_bytes > 0, "pipeline.sink_queue_bytes", "must be at least 1"),
             (self.lake.max_rows_per_file > 0, "lake.max_rows_per_file", "must be at least 1"),
             (self.lake.row_group_rows > 0, "lake.row_group_rows", "must be at least 1"),
-            ((1..=22).contains(&self.lake.zstd_level), "lake.zstd_level", "must be between 1 and 22"),
+            (
+                (1..=22).contains(&self.lake.zstd_level),
+                "lake.zstd_level",
+                "must be between 1 and 22",
+            ),
             (self.postgres.pool_size > 0, "postgres.pool_size", "must be at least 1"),
         ];
         for (ok, key, rule) in rules {
@@ -196,9 +208,14 @@ impl Settings {
                 return Err(SettingsError::Rule { key, rule });
             }
         }
-        for (key, list) in [("faults.postgres", &self.faults.postgres), ("faults.parquet", &self.faults.parquet)] {
+        for (key, list) in
+            [("faults.postgres", &self.faults.postgres), ("faults.parquet", &self.faults.parquet)]
+        {
             if list.iter().any(|f| f != "error" && f != "panic") {
-                return Err(SettingsError::Rule { key, rule: "entries must be \"error\" or \"panic\"" });
+                return Err(SettingsError::Rule {
+                    key,
+                    rule: "entries must be \"error\" or \"panic\"",
+                });
             }
         }
         Ok(())

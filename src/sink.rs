@@ -81,7 +81,11 @@ pub struct Faults {
 impl Faults {
     /// A plan of `"error"`/`"panic"` entries, starting after `after_batches` writes.
     pub fn new(plan: &[String], after_batches: u64) -> Arc<Mutex<Faults>> {
-        Arc::new(Mutex::new(Faults { plan: plan.iter().cloned().collect(), after_batches, writes: 0 }))
+        Arc::new(Mutex::new(Faults {
+            plan: plan.iter().cloned().collect(),
+            after_batches,
+            writes: 0,
+        }))
     }
 
     /// Called before each write; returns the fault to inject now, if any.
@@ -123,8 +127,16 @@ impl<W: SinkWriter> SinkWorker<W> {
     /// Runs `f` with the fault hook first, opening the writer on first use, and turns a
     /// panic into [`SinkError::Panicked`]. After any error the supervisor drops this
     /// worker and builds a fresh one, so no half-updated state is reused.
-    fn guarded<T>(&mut self, inject: bool, f: impl FnOnce(&mut W) -> Result<T, SinkError>) -> Result<T, SinkError> {
-        let fault = if inject { self.faults.lock().unwrap_or_else(|p| p.into_inner()).next() } else { None };
+    fn guarded<T>(
+        &mut self,
+        inject: bool,
+        f: impl FnOnce(&mut W) -> Result<T, SinkError>,
+    ) -> Result<T, SinkError> {
+        let fault = if inject {
+            self.faults.lock().unwrap_or_else(|p| p.into_inner()).next()
+        } else {
+            None
+        };
         catch_unwind(AssertUnwindSafe(|| {
             match fault.as_deref() {
                 Some("panic") => panic!("injected panic in {}", W::ID.actor_name()),

@@ -47,7 +47,9 @@ const MAX_GROUP_BATCHES: usize = 64;
 /// A write stops growing past this many records.
 const MAX_GROUP_RECORDS: usize = 50_000;
 
-type WorkerReply = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Result<ProgressUpdate, SinkError>, MailboxError>>>>;
+type WorkerReply = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Result<ProgressUpdate, SinkError>, MailboxError>>>,
+>;
 
 struct Retained {
     batch: SharedBatch,
@@ -126,7 +128,8 @@ impl<W: SinkWriter> SinkSupervisor<W> {
 
     fn start_worker(&mut self) {
         let (factory, faults) = (self.factory.clone(), self.faults.clone());
-        self.worker = Some(SyncArbiter::start(1, move || SinkWorker::new(factory(), faults.clone())));
+        self.worker =
+            Some(SyncArbiter::start(1, move || SinkWorker::new(factory(), faults.clone())));
         self.status.up.store(true, Ordering::Relaxed);
         metrics().sink_up.with_label_values(&[W::ID.as_str()]).set(1);
     }
@@ -145,7 +148,9 @@ impl<W: SinkWriter> SinkSupervisor<W> {
         let mut group: Vec<SharedBatch> = Vec::new();
         let mut records = 0;
         for r in self.retained.iter().filter(|r| !r.sent) {
-            if group.len() >= MAX_GROUP_BATCHES || (records >= MAX_GROUP_RECORDS && !group.is_empty()) {
+            if group.len() >= MAX_GROUP_BATCHES
+                || (records >= MAX_GROUP_RECORDS && !group.is_empty())
+            {
                 break;
             }
             records += r.batch.len();
@@ -153,7 +158,13 @@ impl<W: SinkWriter> SinkSupervisor<W> {
         }
         let request: WorkerReply = if !group.is_empty() {
             Box::pin(worker.send(Write(group.clone())))
-        } else if !self.retained.is_empty() && flush_now(self.retained_bytes, self.capacity_bytes, !self.waiting.is_empty() || !self.drains.is_empty()) {
+        } else if !self.retained.is_empty()
+            && flush_now(
+                self.retained_bytes,
+                self.capacity_bytes,
+                !self.waiting.is_empty() || !self.drains.is_empty(),
+            )
+        {
             // Nothing left to send, and the writer's buffers hold half the queue (or
             // someone waits): make them durable now.
             Box::pin(worker.send(Flush { only_if_due: false }))
@@ -169,9 +180,13 @@ impl<W: SinkWriter> SinkSupervisor<W> {
                 Ok(Ok(update)) => {
                     if !sent.is_empty() {
                         let m = metrics();
-                        m.write_seconds.with_label_values(&[W::ID.as_str()]).observe(started.elapsed().as_secs_f64());
+                        m.write_seconds
+                            .with_label_values(&[W::ID.as_str()])
+                            .observe(started.elapsed().as_secs_f64());
                         for batch in &sent {
-                            m.batch_size.with_label_values(&[W::ID.as_str()]).observe(batch.len() as f64);
+                            m.batch_size
+                                .with_label_values(&[W::ID.as_str()])
+                                .observe(batch.len() as f64);
                         }
                     }
                     // A flush that made nothing durable is retried by the tick, not in a loop.
@@ -182,27 +197,39 @@ impl<W: SinkWriter> SinkSupervisor<W> {
                     }
                 }
                 Ok(Err(error)) => act.on_failure(error, ctx),
-                Err(mailbox) => act.on_failure(SinkError::Panicked(format!("writer mailbox closed: {mailbox}")), ctx),
+                Err(mailbox) => act.on_failure(
+                    SinkError::Panicked(format!("writer mailbox closed: {mailbox}")),
+                    ctx,
+                ),
             }
             act.drive(ctx);
         }));
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.busy || self.gave_up || !self.retained.iter().all(|r| r.sent) || self.retained.is_empty() {
+        if self.busy
+            || self.gave_up
+            || !self.retained.iter().all(|r| r.sent)
+            || self.retained.is_empty()
+        {
             return;
         }
         let Some(worker) = self.worker.clone() else { return };
         self.busy = true;
-        ctx.spawn(worker.send(Flush { only_if_due: true }).into_actor(self).map(|result, act, ctx| {
-            act.busy = false;
-            match result {
-                Ok(Ok(update)) => act.on_success(Vec::new(), update),
-                Ok(Err(error)) => act.on_failure(error, ctx),
-                Err(mailbox) => act.on_failure(SinkError::Panicked(format!("writer mailbox closed: {mailbox}")), ctx),
-            }
-            act.drive(ctx);
-        }));
+        ctx.spawn(worker.send(Flush { only_if_due: true }).into_actor(self).map(
+            |result, act, ctx| {
+                act.busy = false;
+                match result {
+                    Ok(Ok(update)) => act.on_success(Vec::new(), update),
+                    Ok(Err(error)) => act.on_failure(error, ctx),
+                    Err(mailbox) => act.on_failure(
+                        SinkError::Panicked(format!("writer mailbox closed: {mailbox}")),
+                        ctx,
+                    ),
+                }
+                act.drive(ctx);
+            },
+        ));
     }
 
     fn on_success(&mut self, sent: Vec<SharedBatch>, update: ProgressUpdate) {
@@ -215,7 +242,9 @@ impl<W: SinkWriter> SinkSupervisor<W> {
         let now_ms = crate::admin::now_ms();
         for (partition, next) in update {
             let (durable, held): (VecDeque<Retained>, VecDeque<Retained>) =
-                self.retained.drain(..).partition(|r| r.sent && r.batch.partition == partition && r.batch.next_offset <= next);
+                self.retained.drain(..).partition(|r| {
+                    r.sent && r.batch.partition == partition && r.batch.next_offset <= next
+                });
             self.retained = held;
             self.retained_bytes -= durable.iter().map(|r| r.bytes).sum::<usize>();
             m.queue_bytes.with_label_values(&[W::ID.as_str()]).set(self.retained_bytes as i64);
@@ -271,7 +300,10 @@ impl<W: SinkWriter> SinkSupervisor<W> {
                 entry.cause = Some(error.to_string());
                 self.log.append(&entry);
                 self.gave_up = true;
-                let _ = self.fatal.send(format!("{} gave up after too many restarts; last cause: {error}", self.actor()));
+                let _ = self.fatal.send(format!(
+                    "{} gave up after too many restarts; last cause: {error}",
+                    self.actor()
+                ));
             }
         }
     }

@@ -55,7 +55,16 @@ pub struct Entry {
 impl Entry {
     /// A new entry stamped now.
     pub fn new(actor: &str, kind: EntryKind) -> Entry {
-        Entry { at: Utc::now(), actor: actor.to_string(), kind, pid: std::process::id(), cause: None, attempt: None, backoff_ms: None, downtime_ms: None }
+        Entry {
+            at: Utc::now(),
+            actor: actor.to_string(),
+            kind,
+            pid: std::process::id(),
+            cause: None,
+            attempt: None,
+            backoff_ms: None,
+            downtime_ms: None,
+        }
     }
 }
 
@@ -109,7 +118,9 @@ pub fn read_entries(path: &Path) -> std::io::Result<Vec<Entry>> {
         }
         match serde_json::from_str(&line) {
             Ok(entry) => entries.push(entry),
-            Err(error) => log::warn!("{}:{}: not a supervision entry: {error}", path.display(), number + 1),
+            Err(error) => {
+                log::warn!("{}:{}: not a supervision entry: {error}", path.display(), number + 1)
+            }
         }
     }
     Ok(entries)
@@ -117,14 +128,20 @@ pub fn read_entries(path: &Path) -> std::io::Result<Vec<Entry>> {
 
 /// Formats entries as a readable table.
 pub fn format_table(entries: &[Entry]) -> String {
-    let mut out = format!("{:<24} {:<16} {:<10} {:>7} {:>7} {:>10} {:>11}  {}\n", "time (UTC)", "actor", "event", "pid", "attempt", "backoff_ms", "downtime_ms", "cause");
+    let mut out = format!(
+        "{:<24} {:<16} {:<10} {:>7} {:>7} {:>10} {:>11}  {}\n",
+        "time (UTC)", "actor", "event", "pid", "attempt", "backoff_ms", "downtime_ms", "cause"
+    );
     for e in entries {
         let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
         out.push_str(&format!(
             "{:<24} {:<16} {:<10} {:>7} {:>7} {:>10} {:>11}  {}\n",
             e.at.format("%Y-%m-%d %H:%M:%S%.3f"),
             e.actor,
-            serde_json::to_value(e.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            serde_json::to_value(e.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
             e.pid,
             opt(e.attempt.map(u64::from)),
             opt(e.backoff_ms),
@@ -148,7 +165,12 @@ mod tests {
         failure.cause = Some("disk full".into());
         log.append(&Entry::new("parquet_writer", EntryKind::Start));
         log.append(&failure);
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"garbage\n").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"garbage\n")
+            .unwrap();
         let entries = read_entries(&path).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[1], failure);

@@ -3,7 +3,7 @@
 //! a valid event or as a dead letter with its class and reason; none is dropped.
 
 use crate::contract::Contracts;
-use crate::record::{CheckedBatch, Checked, DeadLetter, SourceBatch};
+use crate::record::{Checked, CheckedBatch, DeadLetter, SourceBatch};
 use actix::prelude::*;
 use std::sync::Arc;
 
@@ -30,18 +30,30 @@ pub fn check_batch(contracts: &Contracts, batch: SourceBatch) -> CheckedBatch {
     let items = batch
         .records
         .into_iter()
-        .map(|record| match contracts.check(record.value.as_deref(), record.coords.clone(), record.timestamp_ms) {
-            Ok(event) => Checked::Valid(event),
-            Err(rejection) => Checked::Dead(DeadLetter {
-                record,
-                class: rejection.class,
-                reason: rejection.reason,
-                event_type: rejection.event_type,
-                schema_version: rejection.schema_version,
-            }),
+        .map(|record| {
+            match contracts.check(
+                record.value.as_deref(),
+                record.coords.clone(),
+                record.timestamp_ms,
+            ) {
+                Ok(event) => Checked::Valid(event),
+                Err(rejection) => Checked::Dead(DeadLetter {
+                    record,
+                    class: rejection.class,
+                    reason: rejection.reason,
+                    event_type: rejection.event_type,
+                    schema_version: rejection.schema_version,
+                }),
+            }
         })
         .collect();
-    CheckedBatch { topic: batch.topic, partition: batch.partition, first_offset, next_offset, items }
+    CheckedBatch {
+        topic: batch.topic,
+        partition: batch.partition,
+        first_offset,
+        next_offset,
+        items,
+    }
 }
 
 impl Actor for Validator {

@@ -43,8 +43,14 @@ fn supervision_and_config_into_a_closed_pipe_exit_0() {
     let log = env.dir().join("supervision.jsonl");
     std::fs::write(&log, format!("{line}\n").repeat(5000)).unwrap();
     let file = log.display();
-    assert_clean("supervision | head -1", &through_head(&env, &format!("supervision --file {file}")));
-    assert_clean("supervision --json | head -1", &through_head(&env, &format!("supervision --json --file {file}")));
+    assert_clean(
+        "supervision | head -1",
+        &through_head(&env, &format!("supervision --file {file}")),
+    );
+    assert_clean(
+        "supervision --json | head -1",
+        &through_head(&env, &format!("supervision --json --file {file}")),
+    );
     assert_clean("config | head -1", &through_head(&env, "config"));
 }
 
@@ -56,7 +62,10 @@ fn status_into_a_closed_pipe_exits_0_also_when_watching() {
     assert_clean("status | head -1", &through_head(&env, &format!("status --url {url}")));
     // --watch redraws for ever; a closed pipe must end it rather than spin or panic.
     let started = std::time::Instant::now();
-    assert_clean("status --watch | head -1", &through_head(&env, &format!("status --watch --url {url}")));
+    assert_clean(
+        "status --watch | head -1",
+        &through_head(&env, &format!("status --watch --url {url}")),
+    );
     assert!(started.elapsed() < Duration::from_secs(30), "status --watch ended with its reader");
     assert_eq!(env.stop_processor(index), 0);
 }

@@ -10,11 +10,22 @@ use std::time::Duration;
 
 fn assert_exactly_once(env: &TestEnv, accepted: usize, total: usize) {
     assert_eq!(env.count("SELECT count(*) AS n FROM events"), accepted as i64, "rows in events");
-    assert_eq!(env.count("SELECT count(*) AS n FROM processed_events"), accepted as i64, "first sightings");
-    assert_eq!(env.lake_counts_duckdb(), (accepted as i64, accepted as i64), "lake rows and distinct ids");
+    assert_eq!(
+        env.count("SELECT count(*) AS n FROM processed_events"),
+        accepted as i64,
+        "first sightings"
+    );
+    assert_eq!(
+        env.lake_counts_duckdb(),
+        (accepted as i64, accepted as i64),
+        "lake rows and distinct ids"
+    );
     assert_eq!(env.outcomes_total(), total as i64, "P1: one outcome per record");
     let snapshot = env.snapshot();
-    assert_eq!(snapshot.lake_ids_hash, snapshot.pg_ids_hash, "the lake and Postgres hold the same events");
+    assert_eq!(
+        snapshot.lake_ids_hash, snapshot.pg_ids_hash,
+        "the lake and Postgres hold the same events"
+    );
 }
 
 #[test]
@@ -26,21 +37,35 @@ fn a_postgres_crash_mid_run_loses_nothing_and_duplicates_nothing() {
     let (second, ids_b) = mixed_records(3_000, 100, 10, 10);
     env.produce(&first);
     let p = env.start_processor(&[("EVENTLINE__PIPELINE__BATCH_MAX_RECORDS", "200")]);
-    wait_until("some events are in Postgres", Duration::from_secs(60), || env.count("SELECT count(*) AS n FROM events") > 0);
+    wait_until("some events are in Postgres", Duration::from_secs(60), || {
+        env.count("SELECT count(*) AS n FROM events") > 0
+    });
 
     pg.crash();
     env.produce(&second);
     wait_until("the processor notices the outage", Duration::from_secs(30), || {
         let log = env.processor_log(p);
-        log.contains("failed, retrying") || log.contains("Cannot read") || read_entries(&env.supervision_log).unwrap_or_default().iter().any(|e| e.kind == EntryKind::Failure)
+        log.contains("failed, retrying")
+            || log.contains("Cannot read")
+            || read_entries(&env.supervision_log)
+                .unwrap_or_default()
+                .iter()
+                .any(|e| e.kind == EntryKind::Failure)
     });
     std::thread::sleep(Duration::from_secs(2)); // keep the database down a little longer: an outage, not a blip
     pg.start_again();
 
     env.wait_drained(3, Duration::from_secs(120));
-    wait_until("the lake holds every accepted event", Duration::from_secs(30), || env.lake_rows() == (ids_a.len() + ids_b.len()) as i64);
+    wait_until("the lake holds every accepted event", Duration::from_secs(30), || {
+        env.lake_rows() == (ids_a.len() + ids_b.len()) as i64
+    });
     assert_exactly_once(&env, ids_a.len() + ids_b.len(), first.len() + second.len());
-    assert_eq!(env.stop_processor(p), 0, "still running and exits cleanly:\n{}", env.processor_log(p));
+    assert_eq!(
+        env.stop_processor(p),
+        0,
+        "still running and exits cleanly:\n{}",
+        env.processor_log(p)
+    );
 }
 
 #[test]
@@ -63,20 +88,38 @@ fn kill_9_four_times_at_random_moments_during_a_100k_stream_stores_each_exactly_
         let p = env.start_processor(&[]);
         // A killed member keeps its partitions until the session timeout: wait until the
         // new process is storing, then kill it at a random moment.
-        wait_until("the restarted processor stores records", Duration::from_secs(90), || env.outcomes_total() > before);
+        wait_until("the restarted processor stores records", Duration::from_secs(90), || {
+            env.outcomes_total() > before
+        });
         std::thread::sleep(Duration::from_millis(rng.gen_range(50..1_000)));
         env.kill_processor(p);
         killed_at.push(env.outcomes_total());
     }
     producer.join().unwrap();
-    assert!(killed_at.windows(2).all(|w| w[0] < w[1]), "each kill hit a working process: {killed_at:?}");
-    assert!(killed_at.iter().all(|k| *k < total), "every kill happened mid-stream: {killed_at:?} of {total}");
+    assert!(
+        killed_at.windows(2).all(|w| w[0] < w[1]),
+        "each kill hit a working process: {killed_at:?}"
+    );
+    assert!(
+        killed_at.iter().all(|k| *k < total),
+        "every kill happened mid-stream: {killed_at:?} of {total}"
+    );
     let p = env.start_processor(&[]);
     env.wait_drained(3, Duration::from_secs(180));
-    wait_until("the lake holds every accepted event", Duration::from_secs(60), || env.lake_rows() == ids.len() as i64);
+    wait_until("the lake holds every accepted event", Duration::from_secs(60), || {
+        env.lake_rows() == ids.len() as i64
+    });
     assert_exactly_once(&env, ids.len(), records.len());
     let outcomes = env.outcomes();
-    assert_eq!((outcomes["accepted"], outcomes["duplicate"], outcomes["conflict"], outcomes["dead_letter"]), (95_000, 4_000, 500, 500));
+    assert_eq!(
+        (
+            outcomes["accepted"],
+            outcomes["duplicate"],
+            outcomes["conflict"],
+            outcomes["dead_letter"]
+        ),
+        (95_000, 4_000, 500, 500)
+    );
     assert_eq!(env.stop_processor(p), 0);
 }
 
@@ -88,12 +131,16 @@ fn two_processes_in_one_group_with_one_stopped_mid_run_store_each_event_once() {
     let b = env.start_processor(&[("EVENTLINE__PIPELINE__BATCH_MAX_RECORDS", "500")]);
     env.produce(&records[..10_000]);
     wait_until("both processes have partitions and are storing", Duration::from_secs(60), || {
-        env.processor_log(a).contains("assigned") && env.processor_log(b).contains("assigned") && env.outcomes_total() > 2_000
+        env.processor_log(a).contains("assigned")
+            && env.processor_log(b).contains("assigned")
+            && env.outcomes_total() > 2_000
     });
     assert_eq!(env.stop_processor(a), 0);
     env.produce(&records[10_000..]);
     env.wait_drained(4, Duration::from_secs(120));
-    wait_until("the lake holds every accepted event", Duration::from_secs(60), || env.lake_rows() == ids.len() as i64);
+    wait_until("the lake holds every accepted event", Duration::from_secs(60), || {
+        env.lake_rows() == ids.len() as i64
+    });
     assert_exactly_once(&env, ids.len(), records.len());
     assert_eq!(env.stop_processor(b), 0);
 }

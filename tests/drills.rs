@@ -19,7 +19,11 @@ fn drill(env: &TestEnv, args: &[&str]) -> (i32, String) {
         command.env(k, v);
     }
     let out = command.output().expect("eventline drill runs");
-    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -43,7 +47,10 @@ fn verify_passes_on_agreeing_sinks_and_lists_what_differs_when_they_do_not() {
     std::fs::remove_file(&victim).unwrap();
     let (code, out) = drill(&env, &["verify"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("FAIL  every Postgres event is in the lake: missing from the lake:"), "{out}");
+    assert!(
+        out.contains("FAIL  every Postgres event is in the lake: missing from the lake:"),
+        "{out}"
+    );
     assert!(out.contains("FAIL  same events per day and event type"), "{out}");
     assert!(out.contains("verdict: FAIL"));
 }
@@ -53,10 +60,17 @@ fn kill_drill_passes_and_shows_the_numbers() {
     let env = TestEnv::new(3);
     let (code, out) = drill(&env, &["kill", "--events", "20000", "--kills", "2"]);
     assert_eq!(code, 0, "{out}");
-    for check in ["PASS  postgres: each new event stored exactly once", "PASS  lake: each new event exactly once", "PASS  P1: one outcome per record sent"] {
+    for check in [
+        "PASS  postgres: each new event stored exactly once",
+        "PASS  lake: each new event exactly once",
+        "PASS  P1: one outcome per record sent",
+    ] {
         assert!(out.contains(check), "{check} missing:\n{out}");
     }
-    assert!(out.contains("rows in events") && out.contains("committed offsets"), "figures are shown: {out}");
+    assert!(
+        out.contains("rows in events") && out.contains("committed offsets"),
+        "figures are shown: {out}"
+    );
 }
 
 #[test]
@@ -76,7 +90,20 @@ fn db_outage_drill_passes() {
     let mut env = TestEnv::new(3);
     env.use_database(&pg.url);
     let (stop, start) = pg.stop_and_start_commands();
-    let (code, out) = drill(&env, &["db-outage", "--events", "20000", "--outage", "3s", "--pg-stop-cmd", &stop, "--pg-start-cmd", &start]);
+    let (code, out) = drill(
+        &env,
+        &[
+            "db-outage",
+            "--events",
+            "20000",
+            "--outage",
+            "3s",
+            "--pg-stop-cmd",
+            &stop,
+            "--pg-start-cmd",
+            &start,
+        ],
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("PASS  the processor rode out the outage"), "{out}");
 }
@@ -90,5 +117,8 @@ fn resend_and_replay_drills_pass_on_processed_data() {
     assert!(out.contains("duplicate +50, accepted +0, conflict +0 for 50 resent"), "{out}");
     let (code, out) = drill(&env, &["replay", "--rebuild-lake"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("PASS  rebuilt lake: exactly the same events: 600 rows, 600 distinct"), "{out}");
+    assert!(
+        out.contains("PASS  rebuilt lake: exactly the same events: 600 rows, 600 distinct"),
+        "{out}"
+    );
 }

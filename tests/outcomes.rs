@@ -20,10 +20,20 @@ fn duplicates_and_conflicts_are_stored_once_and_counted() {
     let other = uuid::Uuid::new_v4().to_string();
     let record = |v: &str| (Some(0), "acc_0001".to_string(), Some(v.as_bytes().to_vec()));
     // Key order differs in the third copy: still the same event.
-    let reordered = serde_json::to_string(&serde_json::from_str::<serde_json::Value>(&original).unwrap()).unwrap();
-    env.produce(&[record(&original), record(&original), record(&reordered), record(&changed), record(&account_created(&other, "acc_0002"))]);
+    let reordered =
+        serde_json::to_string(&serde_json::from_str::<serde_json::Value>(&original).unwrap())
+            .unwrap();
+    env.produce(&[
+        record(&original),
+        record(&original),
+        record(&reordered),
+        record(&changed),
+        record(&account_created(&other, "acc_0002")),
+    ]);
     let p = env.start_processor(&[]);
-    wait_until("all 5 records are accounted for", Duration::from_secs(60), || env.outcomes_total() == 5);
+    wait_until("all 5 records are accounted for", Duration::from_secs(60), || {
+        env.outcomes_total() == 5
+    });
 
     let outcomes = env.outcomes();
     assert_eq!(outcomes.get("accepted"), Some(&2), "{outcomes:?}");
@@ -32,7 +42,9 @@ fn duplicates_and_conflicts_are_stored_once_and_counted() {
     assert_eq!(env.count("SELECT count(*) AS n FROM events"), 2);
     assert_eq!(env.count(&format!("SELECT count(*) AS n FROM events WHERE event_id = '{id}' AND \"offset\" = 0 AND payload->>'region' = 'EMEA'")), 1);
     assert_eq!(env.count(&format!("SELECT count(*) AS n FROM conflicts WHERE event_id = '{id}' AND \"offset\" = 3 AND first_offset = 0")), 1);
-    wait_until("the lake has both accepted events", Duration::from_secs(30), || env.lake_rows() == 2);
+    wait_until("the lake has both accepted events", Duration::from_secs(30), || {
+        env.lake_rows() == 2
+    });
     assert_eq!(env.lake_counts_duckdb(), (2, 2));
     assert_eq!(env.stop_processor(p), 0);
 }
@@ -47,9 +59,12 @@ fn every_kind_of_bad_input_is_dead_lettered_and_the_partition_keeps_flowing() {
     deep.push('1');
     deep.push_str(&"}".repeat(100));
     let valid_id = uuid::Uuid::new_v4().to_string();
-    let unknown_type = account_created(&uuid::Uuid::new_v4().to_string(), "acc_0003").replace("account_created", "invoice_paid");
-    let bad_payload = account_created(&uuid::Uuid::new_v4().to_string(), "acc_0004").replace("EMEA", "MARS");
-    let bad_version = account_created(&uuid::Uuid::new_v4().to_string(), "acc_0005").replace("\"source\"", "\"schema_version\":7,\"source\"");
+    let unknown_type = account_created(&uuid::Uuid::new_v4().to_string(), "acc_0003")
+        .replace("account_created", "invoice_paid");
+    let bad_payload =
+        account_created(&uuid::Uuid::new_v4().to_string(), "acc_0004").replace("EMEA", "MARS");
+    let bad_version = account_created(&uuid::Uuid::new_v4().to_string(), "acc_0005")
+        .replace("\"source\"", "\"schema_version\":7,\"source\"");
     let bad_envelope = r#"{"event_type":"account_created","payload":{}}"#.to_string();
     let inputs: Vec<(&str, Option<Vec<u8>>)> = vec![
         ("not_json", Some(b"{this is not json".to_vec())),
@@ -62,13 +77,24 @@ fn every_kind_of_bad_input_is_dead_lettered_and_the_partition_keeps_flowing() {
         ("unknown_schema_version", Some(bad_version.into_bytes())),
         ("contract_violation", Some(bad_payload.into_bytes())),
     ];
-    let mut records: Vec<_> = inputs.iter().map(|(class, v)| (Some(0), class.to_string(), v.clone())).collect();
-    records.push((Some(0), "acc_0009".into(), Some(account_created(&valid_id, "acc_0009").into_bytes())));
+    let mut records: Vec<_> =
+        inputs.iter().map(|(class, v)| (Some(0), class.to_string(), v.clone())).collect();
+    records.push((
+        Some(0),
+        "acc_0009".into(),
+        Some(account_created(&valid_id, "acc_0009").into_bytes()),
+    ));
     env.produce(&records);
     let p = env.start_processor(&[("EVENTLINE__PIPELINE__MAX_RECORD_BYTES", "10000")]);
-    wait_until("all records are accounted for", Duration::from_secs(60), || env.outcomes_total() == records.len() as i64);
+    wait_until("all records are accounted for", Duration::from_secs(60), || {
+        env.outcomes_total() == records.len() as i64
+    });
 
-    assert_eq!(env.count(&format!("SELECT count(*) AS n FROM events WHERE event_id = '{valid_id}'")), 1, "the valid record behind the bad ones flowed");
+    assert_eq!(
+        env.count(&format!("SELECT count(*) AS n FROM events WHERE event_id = '{valid_id}'")),
+        1,
+        "the valid record behind the bad ones flowed"
+    );
     #[derive(diesel::QueryableByName)]
     struct Dead {
         #[diesel(sql_type = diesel::sql_types::Text)]
@@ -79,13 +105,20 @@ fn every_kind_of_bad_input_is_dead_lettered_and_the_partition_keeps_flowing() {
         error_message: String,
     }
     use diesel::RunQueryDsl;
-    let rows: Vec<Dead> = diesel::sql_query("SELECT error_class, \"offset\", error_message FROM dead_letters ORDER BY \"offset\"").load(&mut env.pg()).unwrap();
+    let rows: Vec<Dead> = diesel::sql_query(
+        "SELECT error_class, \"offset\", error_message FROM dead_letters ORDER BY \"offset\"",
+    )
+    .load(&mut env.pg())
+    .unwrap();
     let classes: Vec<&str> = rows.iter().map(|r| r.error_class.as_str()).collect();
     let expected: Vec<&str> = inputs.iter().map(|(c, _)| *c).collect();
     assert_eq!(classes, expected);
     assert!(rows.iter().enumerate().all(|(i, r)| r.offset == i as i64));
     let violation = &rows[8].error_message;
-    assert!(violation.starts_with("/payload/region: rule 'enum'"), "names the path and rule: {violation}");
+    assert!(
+        violation.starts_with("/payload/region: rule 'enum'"),
+        "names the path and rule: {violation}"
+    );
     assert_eq!(env.count("SELECT count(*) AS n FROM dead_letters WHERE error_class = 'not_utf8' AND record_value = '\\x7bc3287d'::bytea"), 1, "bytes kept untouched");
 
     // The DLQ topic holds the same records, original bytes as value, reason as headers.
@@ -100,10 +133,17 @@ fn every_kind_of_bad_input_is_dead_lettered_and_the_partition_keeps_flowing() {
     wait_until("the DLQ topic holds every dead letter", Duration::from_secs(30), || {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             let header = |name: &str| {
-                m.headers().and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).into_owned())))
+                m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|x| x.key == name)
+                        .and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+                })
             };
             let offset: i64 = header("eventline.source_offset").unwrap().parse().unwrap();
-            dlq.insert(offset, (header("eventline.error_class").unwrap(), m.payload().map(<[u8]>::to_vec)));
+            dlq.insert(
+                offset,
+                (header("eventline.error_class").unwrap(), m.payload().map(<[u8]>::to_vec)),
+            );
         }
         dlq.len() == inputs.len()
     });

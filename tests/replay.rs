@@ -14,11 +14,17 @@ fn a_group_reset_and_a_lake_rebuild_give_the_same_content_and_outcomes() {
     env.produce(&records);
     let p = env.start_processor(&[]);
     env.wait_drained(3, Duration::from_secs(60));
-    wait_until("the lake holds every accepted event", Duration::from_secs(30), || env.lake_rows() == ids.len() as i64);
+    wait_until("the lake holds every accepted event", Duration::from_secs(30), || {
+        env.lake_rows() == ids.len() as i64
+    });
     assert_eq!(env.stop_processor(p), 0);
     let before = env.snapshot();
     assert_eq!(before.lake, (400, 400));
-    assert_eq!(before.outcomes.values().sum::<i64>(), records.len() as i64, "P1: one outcome per record");
+    assert_eq!(
+        before.outcomes.values().sum::<i64>(),
+        records.len() as i64,
+        "P1: one outcome per record"
+    );
 
     // 1. The group rewound to the start: nothing is stored twice.
     env.reset_group(3, 0);
@@ -35,18 +41,31 @@ fn a_group_reset_and_a_lake_rebuild_give_the_same_content_and_outcomes() {
     wait_until("the lake is rebuilt", Duration::from_secs(60), || env.lake_rows() == 400);
     env.wait_drained(3, Duration::from_secs(60));
     assert_eq!(env.stop_processor(p), 0);
-    assert_eq!(env.snapshot(), before, "a rebuilt lake holds the same events; Postgres is untouched");
+    assert_eq!(
+        env.snapshot(),
+        before,
+        "a rebuilt lake holds the same events; Postgres is untouched"
+    );
 
     // 3. Postgres's progress and counts deleted by hand: the processor replays the log
     // into Postgres; the events are already there, so the writer's COPY meets them and
     // the write is redone skipping existing rows: nothing doubles, counts match.
     use diesel::RunQueryDsl;
-    diesel::sql_query("DELETE FROM sink_progress WHERE sink = 'postgres'").execute(&mut env.pg()).unwrap();
+    diesel::sql_query("DELETE FROM sink_progress WHERE sink = 'postgres'")
+        .execute(&mut env.pg())
+        .unwrap();
     diesel::sql_query("DELETE FROM outcome_counts").execute(&mut env.pg()).unwrap();
     let p = env.start_processor(&[]);
     env.wait_drained(3, Duration::from_secs(60));
     let log = env.processor_log(p);
     assert_eq!(env.stop_processor(p), 0);
-    assert!(log.contains("already in `events`"), "the writer fell back to skipping existing events:\n{log}");
-    assert_eq!(env.snapshot(), before, "Postgres rebuilt from the log holds the same rows and outcomes");
+    assert!(
+        log.contains("already in `events`"),
+        "the writer fell back to skipping existing events:\n{log}"
+    );
+    assert_eq!(
+        env.snapshot(),
+        before,
+        "Postgres rebuilt from the log holds the same rows and outcomes"
+    );
 }

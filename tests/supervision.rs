@@ -21,25 +21,50 @@ fn a_crashing_parquet_writer_restarts_while_postgres_keeps_consuming() {
         ("EVENTLINE__SUPERVISION__BACKOFF_INITIAL_MS", "1000"),
     ]);
     let log = env.supervision_log.clone();
-    let recovered = |actor: &str| read_entries(&log).unwrap_or_default().iter().any(|e| e.actor == actor && e.kind == EntryKind::Recovered);
+    let recovered = |actor: &str| {
+        read_entries(&log)
+            .unwrap_or_default()
+            .iter()
+            .any(|e| e.actor == actor && e.kind == EntryKind::Recovered)
+    };
 
-    wait_until("Postgres has every accepted event", Duration::from_secs(60), || env.count("SELECT count(*) AS n FROM events") == ids.len() as i64);
-    assert!(!recovered("parquet_writer"), "Postgres finished while the lake writer was still down: consumption went on");
+    wait_until("Postgres has every accepted event", Duration::from_secs(60), || {
+        env.count("SELECT count(*) AS n FROM events") == ids.len() as i64
+    });
+    assert!(
+        !recovered("parquet_writer"),
+        "Postgres finished while the lake writer was still down: consumption went on"
+    );
     env.wait_drained(3, Duration::from_secs(60));
-    assert_eq!(env.lake_counts_duckdb(), (1_000, 1_000), "the lake caught up with every event exactly once");
+    assert_eq!(
+        env.lake_counts_duckdb(),
+        (1_000, 1_000),
+        "the lake caught up with every event exactly once"
+    );
 
     let entries = read_entries(&log).unwrap();
     let lake: Vec<_> = entries.iter().filter(|e| e.actor == "parquet_writer").collect();
     let kinds: Vec<EntryKind> = lake.iter().map(|e| e.kind).collect();
     use EntryKind::*;
-    assert_eq!(kinds, vec![Start, Failure, Restart, Failure, Restart, Failure, Restart, Recovered], "{lake:#?}");
-    let causes: Vec<&str> = lake.iter().filter(|e| e.kind == Failure).map(|e| e.cause.as_deref().unwrap()).collect();
-    assert_eq!(causes, vec!["injected fault", "injected fault", "panicked: injected panic in parquet_writer"]);
+    assert_eq!(
+        kinds,
+        vec![Start, Failure, Restart, Failure, Restart, Failure, Restart, Recovered],
+        "{lake:#?}"
+    );
+    let causes: Vec<&str> =
+        lake.iter().filter(|e| e.kind == Failure).map(|e| e.cause.as_deref().unwrap()).collect();
+    assert_eq!(
+        causes,
+        vec!["injected fault", "injected fault", "panicked: injected panic in parquet_writer"]
+    );
     let backoffs: Vec<u64> = lake.iter().filter_map(|e| e.backoff_ms).collect();
     assert_eq!(backoffs, vec![1000, 2000, 4000], "exponential backoff");
     let downtime = lake.last().unwrap().downtime_ms.unwrap();
     assert!(downtime >= 7000, "downtime covers the three backoffs: {downtime} ms");
-    assert!(entries.iter().all(|e| e.actor != "postgres_writer" || e.kind == Start), "Postgres never failed");
+    assert!(
+        entries.iter().all(|e| e.actor != "postgres_writer" || e.kind == Start),
+        "Postgres never failed"
+    );
 
     assert_eq!(env.stop_processor(p), 0);
     let table = std::process::Command::new(binary())
@@ -48,7 +73,10 @@ fn a_crashing_parquet_writer_restarts_while_postgres_keeps_consuming() {
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&table.stdout);
-    assert!(table.contains("restart") && table.contains("injected panic") && table.contains("4000"), "{table}");
+    assert!(
+        table.contains("restart") && table.contains("injected panic") && table.contains("4000"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -62,7 +90,10 @@ fn a_writer_that_keeps_failing_makes_the_supervisor_give_up_and_the_process_exit
     ]);
     let log = env.supervision_log.clone();
     wait_until("the supervisor gives up", Duration::from_secs(30), || {
-        read_entries(&log).unwrap_or_default().iter().any(|e| e.actor == "postgres_writer" && e.kind == EntryKind::GiveUp)
+        read_entries(&log)
+            .unwrap_or_default()
+            .iter()
+            .any(|e| e.actor == "postgres_writer" && e.kind == EntryKind::GiveUp)
     });
     let code = env.stop_processor(p);
     assert_eq!(code, 3, "exit code 3 after giving up:\n{}", env.processor_log(p));

@@ -72,7 +72,10 @@ pub fn pg_ids(conn: &mut PgConnection, topic: &str) -> QueryResult<Vec<String>> 
 }
 
 /// Rows per table and outcomes, for records read from `topic`.
-pub fn pg_counts(conn: &mut PgConnection, topic: &str) -> QueryResult<(BTreeMap<String, i64>, BTreeMap<String, i64>)> {
+pub fn pg_counts(
+    conn: &mut PgConnection,
+    topic: &str,
+) -> QueryResult<(BTreeMap<String, i64>, BTreeMap<String, i64>)> {
     let tables = diesel::sql_query(
         "SELECT 'events' AS name, count(*) AS n FROM events WHERE topic = $1 \
          UNION ALL SELECT 'processed_events', count(*) FROM processed_events WHERE topic = $1 \
@@ -94,7 +97,13 @@ pub fn pg_counts(conn: &mut PgConnection, topic: &str) -> QueryResult<(BTreeMap<
 }
 
 /// Takes a snapshot.
-pub fn snapshot(pool: &PgPool, lake: &Path, brokers: &str, group: &str, topic: &str) -> Result<(Snapshot, Vec<LakeRow>), String> {
+pub fn snapshot(
+    pool: &PgPool,
+    lake: &Path,
+    brokers: &str,
+    group: &str,
+    topic: &str,
+) -> Result<(Snapshot, Vec<LakeRow>), String> {
     let mut conn = db::conn(pool).map_err(|e| e.to_string())?;
     let (tables, outcomes) = pg_counts(&mut conn, topic).map_err(|e| e.to_string())?;
     let ids = pg_ids(&mut conn, topic).map_err(|e| e.to_string())?;
@@ -108,17 +117,26 @@ pub fn snapshot(pool: &PgPool, lake: &Path, brokers: &str, group: &str, topic: &
         lake_rows: rows.len() as i64,
         lake_distinct: distinct.len() as i64,
         lake_ids_hash: ids_hash(distinct.iter().copied()),
-        lake_files: crate::lake_reader::data_files(lake).iter().filter(|f| crate::lake_reader::file_topic(f).as_deref() == Some(topic)).count(),
+        lake_files: crate::lake_reader::data_files(lake)
+            .iter()
+            .filter(|f| crate::lake_reader::file_topic(f).as_deref() == Some(topic))
+            .count(),
         tables,
         outcomes,
         committed: super::kafka_ops::committed(brokers, group, topic)?,
-        high_watermarks: super::kafka_ops::watermarks(brokers, topic)?.into_iter().map(|(_, h)| h).collect(),
+        high_watermarks: super::kafka_ops::watermarks(brokers, topic)?
+            .into_iter()
+            .map(|(_, h)| h)
+            .collect(),
     };
     Ok((snapshot, rows))
 }
 
 /// Postgres events of `topic` per (event_type, UTC day).
-pub fn pg_per_day(conn: &mut PgConnection, topic: &str) -> QueryResult<BTreeMap<(String, String), i64>> {
+pub fn pg_per_day(
+    conn: &mut PgConnection,
+    topic: &str,
+) -> QueryResult<BTreeMap<(String, String), i64>> {
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = Text)]

@@ -21,7 +21,9 @@ fn consumer(brokers: &str, group: &str) -> KafkaResult<BaseConsumer> {
 /// Number of partitions of `topic`.
 pub fn partitions(brokers: &str, topic: &str) -> KafkaResult<i32> {
     let c = consumer(brokers, "eventline-drill-metadata")?;
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(|e| format!("metadata of {topic}: {e}"))?;
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| format!("metadata of {topic}: {e}"))?;
     let n = md.topics().first().map(|t| t.partitions().len() as i32).unwrap_or(0);
     if n == 0 {
         return Err(format!("topic {topic} does not exist"));
@@ -33,7 +35,10 @@ pub fn partitions(brokers: &str, topic: &str) -> KafkaResult<i32> {
 pub fn watermarks(brokers: &str, topic: &str) -> KafkaResult<Vec<(i64, i64)>> {
     let c = consumer(brokers, "eventline-drill-metadata")?;
     (0..partitions(brokers, topic)?)
-        .map(|p| c.fetch_watermarks(topic, p, Duration::from_secs(10)).map_err(|e| format!("watermarks of {topic}/{p}: {e}")))
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map_err(|e| format!("watermarks of {topic}/{p}: {e}"))
+        })
         .collect()
 }
 
@@ -45,7 +50,9 @@ pub fn committed(brokers: &str, group: &str, topic: &str) -> KafkaResult<Vec<i64
     for p in 0..n {
         tpl.add_partition(topic, p);
     }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).map_err(|e| format!("committed offsets of {group}: {e}"))?;
+    let got = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .map_err(|e| format!("committed offsets of {group}: {e}"))?;
     Ok((0..n)
         .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => o,
@@ -57,7 +64,9 @@ pub fn committed(brokers: &str, group: &str, topic: &str) -> KafkaResult<Vec<i64
 /// Active members of the group (a running processor shows up here).
 pub fn group_members(brokers: &str, group: &str) -> KafkaResult<usize> {
     let c = consumer(brokers, "eventline-drill-metadata")?;
-    let list = c.fetch_group_list(Some(group), Duration::from_secs(10)).map_err(|e| format!("group list: {e}"))?;
+    let list = c
+        .fetch_group_list(Some(group), Duration::from_secs(10))
+        .map_err(|e| format!("group list: {e}"))?;
     Ok(list.groups().iter().filter(|g| g.name() == group).map(|g| g.members().len()).sum())
 }
 
@@ -73,7 +82,12 @@ pub enum RewindTo {
 }
 
 /// Commits the rewind target for every partition in the (idle) group; returns the offsets.
-pub fn rewind_group(brokers: &str, group: &str, topic: &str, to: RewindTo) -> KafkaResult<Vec<i64>> {
+pub fn rewind_group(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    to: RewindTo,
+) -> KafkaResult<Vec<i64>> {
     let c = consumer(brokers, group)?;
     let marks = watermarks(brokers, topic)?;
     let targets: Vec<i64> = match to {
@@ -82,9 +96,13 @@ pub fn rewind_group(brokers: &str, group: &str, topic: &str, to: RewindTo) -> Ka
         RewindTo::Timestamp(ms) => {
             let mut query = TopicPartitionList::new();
             for p in 0..marks.len() as i32 {
-                query.add_partition_offset(topic, p, Offset::Offset(ms)).map_err(|e| e.to_string())?;
+                query
+                    .add_partition_offset(topic, p, Offset::Offset(ms))
+                    .map_err(|e| e.to_string())?;
             }
-            let found = c.offsets_for_times(query, Duration::from_secs(10)).map_err(|e| format!("offsets for time: {e}"))?;
+            let found = c
+                .offsets_for_times(query, Duration::from_secs(10))
+                .map_err(|e| format!("offsets for time: {e}"))?;
             (0..marks.len())
                 .map(|p| match found.find_partition(topic, p as i32).map(|e| e.offset()) {
                     Some(Offset::Offset(o)) => o,
@@ -102,12 +120,17 @@ pub fn rewind_group(brokers: &str, group: &str, topic: &str, to: RewindTo) -> Ka
 }
 
 /// The original (key, value) of the records at these coordinates, in the given order.
-pub fn fetch_records(brokers: &str, topic: &str, coords: &[(i32, i64)]) -> KafkaResult<Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>> {
+pub fn fetch_records(
+    brokers: &str,
+    topic: &str,
+    coords: &[(i32, i64)],
+) -> KafkaResult<Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>> {
     let c = consumer(brokers, "eventline-drill-fetch")?;
     let mut out = Vec::with_capacity(coords.len());
     for (partition, offset) in coords {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).map_err(|e| e.to_string())?;
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            .map_err(|e| e.to_string())?;
         c.assign(&tpl).map_err(|e| e.to_string())?;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -117,7 +140,9 @@ pub fn fetch_records(brokers: &str, topic: &str, coords: &[(i32, i64)]) -> Kafka
                     break;
                 }
                 Some(Err(e)) => return Err(format!("fetching {topic}/{partition}@{offset}: {e}")),
-                _ if std::time::Instant::now() > deadline => return Err(format!("{topic}/{partition}@{offset} not found")),
+                _ if std::time::Instant::now() > deadline => {
+                    return Err(format!("{topic}/{partition}@{offset} not found"))
+                }
                 _ => {}
             }
         }

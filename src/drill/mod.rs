@@ -40,7 +40,14 @@ pub enum DrillName {
 
 impl DrillName {
     /// Every drill, in the order `make drill` runs them.
-    pub const ALL: [DrillName; 6] = [DrillName::Verify, DrillName::Kill, DrillName::SinkCrash, DrillName::DbOutage, DrillName::Resend, DrillName::Replay];
+    pub const ALL: [DrillName; 6] = [
+        DrillName::Verify,
+        DrillName::Kill,
+        DrillName::SinkCrash,
+        DrillName::DbOutage,
+        DrillName::Resend,
+        DrillName::Replay,
+    ];
 
     /// The name on the command line and in reports.
     pub fn as_str(self) -> &'static str {

@@ -16,7 +16,11 @@ impl ChildProcessor {
     /// Starts `eventline run` with `extra` environment variables, logging to `log`.
     pub fn start(extra: &[(&str, &str)], log: &Path) -> Result<ChildProcessor, String> {
         let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("{}: {e}", log.display()))?;
         let mut command = Command::new(exe);
         command.arg("run").stdin(Stdio::null()).stdout(Stdio::null()).stderr(file);
         for (k, v) in extra {
@@ -69,7 +73,11 @@ impl Drop for ChildProcessor {
 }
 
 /// Polls `check` every 100 ms until true or `timeout`; the error names `what`.
-pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<bool, String>) -> Result<(), String> {
+pub fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<bool, String>,
+) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     loop {
         if check()? {

@@ -48,7 +48,15 @@ pub struct Report {
 impl Report {
     /// An empty report for `drill`.
     pub fn new(drill: &str) -> Report {
-        Report { drill: drill.into(), started_at: chrono::Utc::now().to_rfc3339(), duration_s: 0.0, passed: true, figures: Vec::new(), checks: Vec::new(), steps: Vec::new() }
+        Report {
+            drill: drill.into(),
+            started_at: chrono::Utc::now().to_rfc3339(),
+            duration_s: 0.0,
+            passed: true,
+            figures: Vec::new(),
+            checks: Vec::new(),
+            steps: Vec::new(),
+        }
     }
 
     /// Records a step (also printed as progress).
@@ -60,7 +68,11 @@ impl Report {
 
     /// Adds a figure.
     pub fn figure(&mut self, name: &str, before: impl ToString, after: impl ToString) {
-        self.figures.push(Figure { name: name.into(), before: before.to_string(), after: after.to_string() });
+        self.figures.push(Figure {
+            name: name.into(),
+            before: before.to_string(),
+            after: after.to_string(),
+        });
     }
 
     /// Adds a check.
@@ -81,7 +93,12 @@ impl Report {
             out.push('\n');
         }
         for c in &self.checks {
-            out.push_str(&format!("{}  {}: {}\n", if c.passed { "PASS" } else { "FAIL" }, c.name, c.detail));
+            out.push_str(&format!(
+                "{}  {}: {}\n",
+                if c.passed { "PASS" } else { "FAIL" },
+                c.name,
+                c.detail
+            ));
         }
         out.push_str(&format!("\nverdict: {}\n", if self.passed { "PASS" } else { "FAIL" }));
         out
@@ -89,7 +106,13 @@ impl Report {
 
     /// Markdown for the reports folder.
     pub fn markdown(&self) -> String {
-        let mut out = format!("# eventline drill `{}`: {}\n\nStarted {}, took {:.1} s.\n\n", self.drill, if self.passed { "PASS" } else { "FAIL" }, self.started_at, self.duration_s);
+        let mut out = format!(
+            "# eventline drill `{}`: {}\n\nStarted {}, took {:.1} s.\n\n",
+            self.drill,
+            if self.passed { "PASS" } else { "FAIL" },
+            self.started_at,
+            self.duration_s
+        );
         out.push_str("## Steps\n\n");
         for s in &self.steps {
             out.push_str(&format!("1. {s}\n"));
@@ -102,7 +125,12 @@ impl Report {
         }
         out.push_str("\n## Checks\n\n| verdict | check | detail |\n| --- | --- | --- |\n");
         for c in &self.checks {
-            out.push_str(&format!("| {} | {} | {} |\n", if c.passed { "PASS" } else { "FAIL" }, c.name, c.detail.replace('|', "\\|")));
+            out.push_str(&format!(
+                "| {} | {} | {} |\n",
+                if c.passed { "PASS" } else { "FAIL" },
+                c.name,
+                c.detail.replace('|', "\\|")
+            ));
         }
         out
     }
@@ -128,10 +156,15 @@ mod tests {
         r.check("nothing added", true, "10 = 10");
         r.check("no duplicate", false, "2 ids twice");
         assert!(!r.passed);
-        assert!(r.text().contains("FAIL  no duplicate: 2 ids twice") && r.text().contains("verdict: FAIL"));
+        assert!(
+            r.text().contains("FAIL  no duplicate: 2 ids twice")
+                && r.text().contains("verdict: FAIL")
+        );
         assert!(r.markdown().contains("| events in postgres | 10 | 12 |"));
         let dir = tempfile::tempdir().unwrap();
         let path = r.save(dir.path()).unwrap();
-        assert!(std::fs::read_to_string(path).unwrap().contains("# eventline drill `verify`: FAIL"));
+        assert!(std::fs::read_to_string(path)
+            .unwrap()
+            .contains("# eventline drill `verify`: FAIL"));
     }
 }

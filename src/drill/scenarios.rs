@@ -47,9 +47,13 @@ fn processor_log(ctx: &DrillContext, drill: &str) -> std::path::PathBuf {
 }
 
 fn require_idle_group(ctx: &DrillContext) -> DrillResult {
-    let members = kafka_ops::group_members(&ctx.settings.kafka.brokers, &ctx.settings.kafka.group_id)?;
+    let members =
+        kafka_ops::group_members(&ctx.settings.kafka.brokers, &ctx.settings.kafka.group_id)?;
     if members > 0 {
-        return Err(format!("consumer group {} has {members} active member(s): stop the running processor first", ctx.settings.kafka.group_id));
+        return Err(format!(
+            "consumer group {} has {members} active member(s): stop the running processor first",
+            ctx.settings.kafka.group_id
+        ));
     }
     Ok(())
 }
@@ -58,7 +62,10 @@ fn require_idle_group(ctx: &DrillContext) -> DrillResult {
 /// processed first, so the "before" snapshot starts from a drained pipeline.
 fn settle(ctx: &DrillContext, report: &mut Report, drill: &str) -> DrillResult {
     require_idle_group(ctx)?;
-    let end: i64 = kafka_ops::watermarks(&ctx.settings.kafka.brokers, &ctx.settings.kafka.topic)?.iter().map(|(_, h)| h).sum();
+    let end: i64 = kafka_ops::watermarks(&ctx.settings.kafka.brokers, &ctx.settings.kafka.topic)?
+        .iter()
+        .map(|(_, h)| h)
+        .sum();
     let (pg, lake) = progress_sums(ctx)?;
     if pg == end && lake == end {
         return Ok(());
@@ -66,7 +73,10 @@ fn settle(ctx: &DrillContext, report: &mut Report, drill: &str) -> DrillResult {
     let child = ChildProcessor::start(&[], &processor_log(ctx, drill))?;
     wait_drained(ctx)?;
     let code = child.stop(Duration::from_secs(60))?;
-    report.step(format!("processed a backlog of {} records already in the topic first (exit code {code})", end - pg.min(lake)));
+    report.step(format!(
+        "processed a backlog of {} records already in the topic first (exit code {code})",
+        end - pg.min(lake)
+    ));
     Ok(())
 }
 
@@ -77,8 +87,12 @@ fn progress_sums(ctx: &DrillContext) -> Result<(i64, i64), String> {
     let mut conn = db::conn(&ctx.pool).map_err(|e| e.to_string())?;
     let (mut pg, mut lake) = (0, 0);
     for p in 0..n {
-        pg += db::read_progress(&mut conn, "postgres", &s.kafka.topic, p).map_err(|e| e.to_string())?.unwrap_or(0);
-        lake += crate::lake_log::latest(&s.lake.root, &s.kafka.topic, p).map_err(|e| e.to_string())?.map_or(0, |e| e.next_offset);
+        pg += db::read_progress(&mut conn, "postgres", &s.kafka.topic, p)
+            .map_err(|e| e.to_string())?
+            .unwrap_or(0);
+        lake += crate::lake_log::latest(&s.lake.root, &s.kafka.topic, p)
+            .map_err(|e| e.to_string())?
+            .map_or(0, |e| e.next_offset);
     }
     Ok((pg, lake))
 }
@@ -88,13 +102,20 @@ fn progress_sums(ctx: &DrillContext) -> Result<(i64, i64), String> {
 /// and the partitions were assigned again).
 fn wait_drained(ctx: &DrillContext) -> DrillResult {
     let s = &ctx.settings;
-    wait_for("both sinks stored everything up to the end of the topic, and it is committed", ctx.timeout, || {
-        let marks = kafka_ops::watermarks(&s.kafka.brokers, &s.kafka.topic)?;
-        let end: i64 = marks.iter().map(|(_, h)| h).sum();
-        let (pg, lake) = progress_sums(ctx)?;
-        let high: Vec<i64> = marks.iter().map(|(_, h)| *h).collect();
-        Ok(pg == end && lake == end && kafka_ops::committed(&s.kafka.brokers, &s.kafka.group_id, &s.kafka.topic)? == high)
-    })
+    wait_for(
+        "both sinks stored everything up to the end of the topic, and it is committed",
+        ctx.timeout,
+        || {
+            let marks = kafka_ops::watermarks(&s.kafka.brokers, &s.kafka.topic)?;
+            let end: i64 = marks.iter().map(|(_, h)| h).sum();
+            let (pg, lake) = progress_sums(ctx)?;
+            let high: Vec<i64> = marks.iter().map(|(_, h)| *h).collect();
+            Ok(pg == end
+                && lake == end
+                && kafka_ops::committed(&s.kafka.brokers, &s.kafka.group_id, &s.kafka.topic)?
+                    == high)
+        },
+    )
 }
 
 /// Generated traffic: what was sent, by kind, and the ids that must be accepted.
@@ -118,7 +139,8 @@ fn traffic_config(ctx: &DrillContext) -> GeneratorConfig {
 
 fn send_traffic(ctx: &DrillContext, rate: Option<f64>) -> Result<Traffic, String> {
     let s = &ctx.settings;
-    let mut publisher = Publisher::new(&s.kafka.brokers, &s.kafka.topic).map_err(|e| e.to_string())?;
+    let mut publisher =
+        Publisher::new(&s.kafka.brokers, &s.kafka.topic).map_err(|e| e.to_string())?;
     let mut traffic = Traffic { kinds: BTreeMap::new(), accepted_ids: BTreeSet::new() };
     let started = Instant::now();
     for (i, record) in Generator::new(traffic_config(ctx)).take(ctx.events as usize).enumerate() {
@@ -136,7 +158,9 @@ fn send_traffic(ctx: &DrillContext, rate: Option<f64>) -> Result<Traffic, String
         };
         *traffic.kinds.entry(kind).or_default() += 1;
         if record.kind == Kind::Valid {
-            let value: serde_json::Value = serde_json::from_slice(record.value.as_deref().unwrap_or_default()).map_err(|e| e.to_string())?;
+            let value: serde_json::Value =
+                serde_json::from_slice(record.value.as_deref().unwrap_or_default())
+                    .map_err(|e| e.to_string())?;
             traffic.accepted_ids.insert(value["event_id"].as_str().unwrap_or_default().to_string());
         }
         publisher.send(&record.key, record.value.as_deref()).map_err(|e| e.to_string())?;
@@ -151,28 +175,54 @@ fn send_traffic(ctx: &DrillContext, rate: Option<f64>) -> Result<Traffic, String
 
 fn table_figures(report: &mut Report, before: &Snapshot, after: &Snapshot) {
     for (table, n) in &after.tables {
-        report.figure(&format!("rows in {table}"), before.tables.get(table).copied().unwrap_or(0), n);
+        report.figure(
+            &format!("rows in {table}"),
+            before.tables.get(table).copied().unwrap_or(0),
+            n,
+        );
     }
     let outcomes: BTreeSet<&String> = before.outcomes.keys().chain(after.outcomes.keys()).collect();
     for o in outcomes {
-        report.figure(&format!("outcome {o}"), before.outcomes.get(o).copied().unwrap_or(0), after.outcomes.get(o).copied().unwrap_or(0));
+        report.figure(
+            &format!("outcome {o}"),
+            before.outcomes.get(o).copied().unwrap_or(0),
+            after.outcomes.get(o).copied().unwrap_or(0),
+        );
     }
     report.figure("events in the lake (rows)", before.lake_rows, after.lake_rows);
     report.figure("lake files", before.lake_files, after.lake_files);
     report.figure("event id set hash (postgres)", &before.pg_ids_hash, &after.pg_ids_hash);
     report.figure("event id set hash (lake)", &before.lake_ids_hash, &after.lake_ids_hash);
-    report.figure("committed offsets", format!("{:?}", before.committed), format!("{:?}", after.committed));
-    report.figure("high watermarks", format!("{:?}", before.high_watermarks), format!("{:?}", after.high_watermarks));
+    report.figure(
+        "committed offsets",
+        format!("{:?}", before.committed),
+        format!("{:?}", after.committed),
+    );
+    report.figure(
+        "high watermarks",
+        format!("{:?}", before.high_watermarks),
+        format!("{:?}", after.high_watermarks),
+    );
 }
 
 /// Exactly once for generated traffic: every accepted id once in each sink, outcome
 /// deltas equal to what was sent, both sinks holding the same set.
-fn check_exactly_once(ctx: &DrillContext, report: &mut Report, before: &Snapshot, after: &Snapshot, lake: &[LakeRow], traffic: &Traffic) -> DrillResult {
+fn check_exactly_once(
+    ctx: &DrillContext,
+    report: &mut Report,
+    before: &Snapshot,
+    after: &Snapshot,
+    lake: &[LakeRow],
+    traffic: &Traffic,
+) -> DrillResult {
     let expected = traffic.accepted_ids.len() as i64;
     report.check(
         "postgres: each new event stored exactly once",
         after.pg_events - before.pg_events == expected,
-        format!("{} new rows in events for {expected} new event ids", after.pg_events - before.pg_events),
+        format!(
+            "{} new rows in events for {expected} new event ids",
+            after.pg_events - before.pg_events
+        ),
     );
     let mut count: HashMap<&str, i64> = HashMap::new();
     for row in lake {
@@ -180,32 +230,57 @@ fn check_exactly_once(ctx: &DrillContext, report: &mut Report, before: &Snapshot
     }
     let missing = traffic.accepted_ids.iter().filter(|id| !count.contains_key(id.as_str())).count();
     let doubled = count.values().filter(|n| **n > 1).count();
-    report.check("lake: each new event exactly once", missing == 0 && doubled == 0 && after.lake_rows - before.lake_rows == expected, format!(
-        "{} new rows for {expected} new ids; {missing} missing, {doubled} ids more than once",
-        after.lake_rows - before.lake_rows
-    ));
+    report.check(
+        "lake: each new event exactly once",
+        missing == 0 && doubled == 0 && after.lake_rows - before.lake_rows == expected,
+        format!(
+            "{} new rows for {expected} new ids; {missing} missing, {doubled} ids more than once",
+            after.lake_rows - before.lake_rows
+        ),
+    );
     let mut conn = db::conn(&ctx.pool).map_err(|e| e.to_string())?;
     let ids: Vec<uuid::Uuid> = traffic.accepted_ids.iter().filter_map(|s| s.parse().ok()).collect();
-    let found: i64 = crate::schema::events::table.filter(crate::schema::events::event_id.eq_any(&ids)).count().get_result(&mut conn).map_err(|e| e.to_string())?;
-    report.check("postgres: every generated event id is there", found == expected, format!("{found} of {expected} found"));
-    report.check("both sinks hold the same set of events", after.pg_ids_hash == after.lake_ids_hash, format!("{} vs {}", after.pg_ids_hash, after.lake_ids_hash));
+    let found: i64 = crate::schema::events::table
+        .filter(crate::schema::events::event_id.eq_any(&ids))
+        .count()
+        .get_result(&mut conn)
+        .map_err(|e| e.to_string())?;
+    report.check(
+        "postgres: every generated event id is there",
+        found == expected,
+        format!("{found} of {expected} found"),
+    );
+    report.check(
+        "both sinks hold the same set of events",
+        after.pg_ids_hash == after.lake_ids_hash,
+        format!("{} vs {}", after.pg_ids_hash, after.lake_ids_hash),
+    );
     let deltas: Vec<String> = ["accepted", "duplicate", "conflict", "dead_letter"]
         .iter()
         .map(|o| {
-            let delta = after.outcomes.get(*o).copied().unwrap_or(0) - before.outcomes.get(*o).copied().unwrap_or(0);
+            let delta = after.outcomes.get(*o).copied().unwrap_or(0)
+                - before.outcomes.get(*o).copied().unwrap_or(0);
             format!("{o} {delta}/{}", traffic.kinds.get(o).copied().unwrap_or(0))
         })
         .collect();
     let same = ["accepted", "duplicate", "conflict", "dead_letter"].iter().all(|o| {
-        after.outcomes.get(*o).copied().unwrap_or(0) - before.outcomes.get(*o).copied().unwrap_or(0) == traffic.kinds.get(o).copied().unwrap_or(0)
+        after.outcomes.get(*o).copied().unwrap_or(0) - before.outcomes.get(*o).copied().unwrap_or(0)
+            == traffic.kinds.get(o).copied().unwrap_or(0)
     });
     report.check("P1: one outcome per record sent, as generated", same, deltas.join(", "));
-    report.check("offsets committed to the end", after.committed == after.high_watermarks, format!("{:?} vs {:?}", after.committed, after.high_watermarks));
+    report.check(
+        "offsets committed to the end",
+        after.committed == after.high_watermarks,
+        format!("{:?} vs {:?}", after.committed, after.high_watermarks),
+    );
     Ok(())
 }
 
 fn verify(ctx: &DrillContext, report: &mut Report) -> DrillResult {
-    report.step(format!("reconciling Postgres and the lake for topic {} (no traffic)", ctx.settings.kafka.topic));
+    report.step(format!(
+        "reconciling Postgres and the lake for topic {} (no traffic)",
+        ctx.settings.kafka.topic
+    ));
     let (snap, lake) = snap(ctx)?;
     let mut conn = db::conn(&ctx.pool).map_err(|e| e.to_string())?;
     let topic = ctx.settings.kafka.topic.as_str();
@@ -220,22 +295,85 @@ fn verify(ctx: &DrillContext, report: &mut Report) -> DrillResult {
     let diffs: Vec<String> = keys
         .iter()
         .filter(|k| pg_days.get(k) != lake_days.get(k))
-        .map(|(t, d)| format!("{t} {d}: postgres {} lake {}", pg_days.get(&(t.clone(), d.clone())).unwrap_or(&0), lake_days.get(&(t.clone(), d.clone())).unwrap_or(&0)))
+        .map(|(t, d)| {
+            format!(
+                "{t} {d}: postgres {} lake {}",
+                pg_days.get(&(t.clone(), d.clone())).unwrap_or(&0),
+                lake_days.get(&(t.clone(), d.clone())).unwrap_or(&0)
+            )
+        })
         .collect();
-    report.check("same events per day and event type", diffs.is_empty(), if diffs.is_empty() { format!("{} (type, day) groups agree", keys.len()) } else { diffs.join("; ") });
-    let pg_ids: BTreeSet<String> = super::inspect::pg_ids(&mut conn, topic).map_err(|e| e.to_string())?.into_iter().collect();
-    let only_pg: Vec<&String> = pg_ids.iter().filter(|id| !lake_count.contains_key(id.as_str())).collect();
+    report.check(
+        "same events per day and event type",
+        diffs.is_empty(),
+        if diffs.is_empty() {
+            format!("{} (type, day) groups agree", keys.len())
+        } else {
+            diffs.join("; ")
+        },
+    );
+    let pg_ids: BTreeSet<String> =
+        super::inspect::pg_ids(&mut conn, topic).map_err(|e| e.to_string())?.into_iter().collect();
+    let only_pg: Vec<&String> =
+        pg_ids.iter().filter(|id| !lake_count.contains_key(id.as_str())).collect();
     let only_lake: Vec<&&str> = lake_count.keys().filter(|id| !pg_ids.contains(**id)).collect();
-    let list = |v: Vec<String>| if v.len() > 20 { format!("{} … ({} in all)", v[..20].join(", "), v.len()) } else { v.join(", ") };
-    report.check("every Postgres event is in the lake", only_pg.is_empty(), if only_pg.is_empty() { format!("{} events", pg_ids.len()) } else { format!("missing from the lake: {}", list(only_pg.iter().map(|s| s.to_string()).collect())) });
-    report.check("every lake event is in Postgres", only_lake.is_empty(), if only_lake.is_empty() { format!("{} distinct ids", lake_count.len()) } else { format!("missing from Postgres: {}", list(only_lake.iter().map(|s| s.to_string()).collect())) });
-    let doubled: Vec<String> = lake_count.iter().filter(|(_, n)| **n > 1).map(|(id, n)| format!("{id} x{n}")).collect();
-    report.check("no event id twice in the lake", doubled.is_empty(), if doubled.is_empty() { format!("{} rows, {} distinct", lake.len(), lake_count.len()) } else { list(doubled) });
+    let list = |v: Vec<String>| {
+        if v.len() > 20 {
+            format!("{} … ({} in all)", v[..20].join(", "), v.len())
+        } else {
+            v.join(", ")
+        }
+    };
+    report.check(
+        "every Postgres event is in the lake",
+        only_pg.is_empty(),
+        if only_pg.is_empty() {
+            format!("{} events", pg_ids.len())
+        } else {
+            format!(
+                "missing from the lake: {}",
+                list(only_pg.iter().map(|s| s.to_string()).collect())
+            )
+        },
+    );
+    report.check(
+        "every lake event is in Postgres",
+        only_lake.is_empty(),
+        if only_lake.is_empty() {
+            format!("{} distinct ids", lake_count.len())
+        } else {
+            format!(
+                "missing from Postgres: {}",
+                list(only_lake.iter().map(|s| s.to_string()).collect())
+            )
+        },
+    );
+    let doubled: Vec<String> =
+        lake_count.iter().filter(|(_, n)| **n > 1).map(|(id, n)| format!("{id} x{n}")).collect();
+    report.check(
+        "no event id twice in the lake",
+        doubled.is_empty(),
+        if doubled.is_empty() {
+            format!("{} rows, {} distinct", lake.len(), lake_count.len())
+        } else {
+            list(doubled)
+        },
+    );
     let (tables, outcomes) = pg_counts(&mut conn, topic).map_err(|e| e.to_string())?;
     let get = |m: &BTreeMap<String, i64>, k: &str| m.get(k).copied().unwrap_or(0);
-    report.check("no event id twice in Postgres", get(&tables, "events") == pg_ids.len() as i64, format!("{} rows, {} distinct (primary key)", get(&tables, "events"), pg_ids.len()));
-    for (outcome, table) in [("accepted", "events"), ("dead_letter", "dead_letters"), ("conflict", "conflicts")] {
-        report.check(&format!("{outcome} outcomes accounted for in {table}"), get(&outcomes, outcome) == get(&tables, table), format!("{} outcomes, {} rows", get(&outcomes, outcome), get(&tables, table)));
+    report.check(
+        "no event id twice in Postgres",
+        get(&tables, "events") == pg_ids.len() as i64,
+        format!("{} rows, {} distinct (primary key)", get(&tables, "events"), pg_ids.len()),
+    );
+    for (outcome, table) in
+        [("accepted", "events"), ("dead_letter", "dead_letters"), ("conflict", "conflicts")]
+    {
+        report.check(
+            &format!("{outcome} outcomes accounted for in {table}"),
+            get(&outcomes, outcome) == get(&tables, table),
+            format!("{} outcomes, {} rows", get(&outcomes, outcome), get(&tables, table)),
+        );
     }
     report.figure("events in postgres", "", snap.pg_events);
     report.figure("events in the lake", "", snap.lake_rows);
@@ -248,40 +386,78 @@ fn replay(ctx: &DrillContext, report: &mut Report) -> DrillResult {
     let s = &ctx.settings;
     settle(ctx, report, "replay")?;
     let (before, _) = snap(ctx)?;
-    let targets = kafka_ops::rewind_group(&s.kafka.brokers, &s.kafka.group_id, &s.kafka.topic, ctx.rewind)?;
-    report.step(format!("rewound group {} to {targets:?} (from {:?})", s.kafka.group_id, before.committed));
+    let targets =
+        kafka_ops::rewind_group(&s.kafka.brokers, &s.kafka.group_id, &s.kafka.topic, ctx.rewind)?;
+    report.step(format!(
+        "rewound group {} to {targets:?} (from {:?})",
+        s.kafka.group_id, before.committed
+    ));
     let log = processor_log(ctx, "replay");
     let child = ChildProcessor::start(&[], &log)?;
-    report.step(format!("started a processor (pid {}) and let it run to the high watermarks", child.pid()));
+    report.step(format!(
+        "started a processor (pid {}) and let it run to the high watermarks",
+        child.pid()
+    ));
     wait_for("the group's offsets are back at the end", ctx.timeout, || {
         let c = kafka_ops::committed(&s.kafka.brokers, &s.kafka.group_id, &s.kafka.topic)?;
-        let h: Vec<i64> = kafka_ops::watermarks(&s.kafka.brokers, &s.kafka.topic)?.into_iter().map(|(_, h)| h).collect();
+        let h: Vec<i64> = kafka_ops::watermarks(&s.kafka.brokers, &s.kafka.topic)?
+            .into_iter()
+            .map(|(_, h)| h)
+            .collect();
         Ok(c == h)
     })?;
     let code = child.stop(Duration::from_secs(60))?;
     let (after, _) = snap(ctx)?;
     table_figures(report, &before, &after);
     report.check("processor exited cleanly", code == 0, format!("exit code {code}"));
-    report.check("postgres: nothing added, nothing lost", before.tables == after.tables && before.pg_ids_hash == after.pg_ids_hash, format!("{} events before, {} after", before.pg_events, after.pg_events));
-    report.check("lake: nothing added, nothing lost", before.lake_rows == after.lake_rows && before.lake_ids_hash == after.lake_ids_hash, format!("{} rows before, {} after", before.lake_rows, after.lake_rows));
-    report.check("the same outcomes", before.outcomes == after.outcomes, format!("{:?}", after.outcomes));
+    report.check(
+        "postgres: nothing added, nothing lost",
+        before.tables == after.tables && before.pg_ids_hash == after.pg_ids_hash,
+        format!("{} events before, {} after", before.pg_events, after.pg_events),
+    );
+    report.check(
+        "lake: nothing added, nothing lost",
+        before.lake_rows == after.lake_rows && before.lake_ids_hash == after.lake_ids_hash,
+        format!("{} rows before, {} after", before.lake_rows, after.lake_rows),
+    );
+    report.check(
+        "the same outcomes",
+        before.outcomes == after.outcomes,
+        format!("{:?}", after.outcomes),
+    );
     if !ctx.rebuild_lake {
         return Ok(());
     }
-    let aside = ctx.reports_dir.join(format!("lake-before-replay-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S")));
+    let aside = ctx
+        .reports_dir
+        .join(format!("lake-before-replay-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S")));
     std::fs::create_dir_all(&ctx.reports_dir).map_err(|e| e.to_string())?;
-    std::fs::rename(&s.lake.root, &aside).map_err(|e| format!("moving the lake aside to {}: {e}", aside.display()))?;
-    report.step(format!("moved the lake aside to {} and replayed the whole log into a new one", aside.display()));
+    std::fs::rename(&s.lake.root, &aside)
+        .map_err(|e| format!("moving the lake aside to {}: {e}", aside.display()))?;
+    report.step(format!(
+        "moved the lake aside to {} and replayed the whole log into a new one",
+        aside.display()
+    ));
     let child = ChildProcessor::start(&[], &log)?;
     wait_drained(ctx)?;
     let code = child.stop(Duration::from_secs(60))?;
     let (rebuilt, _) = snap(ctx)?;
     report.figure("events in the rebuilt lake", after.lake_rows, rebuilt.lake_rows);
-    report.check("rebuilt lake: exactly the same events", rebuilt.lake_rows == after.lake_rows && rebuilt.lake_distinct == rebuilt.lake_rows && rebuilt.lake_ids_hash == after.lake_ids_hash, format!(
-        "{} rows, {} distinct, hash {} (was {})",
-        rebuilt.lake_rows, rebuilt.lake_distinct, rebuilt.lake_ids_hash, after.lake_ids_hash
-    ));
-    report.check("rebuild left Postgres and the outcomes alone", rebuilt.tables == after.tables && rebuilt.outcomes == after.outcomes, format!("exit code {code}"));
+    report.check(
+        "rebuilt lake: exactly the same events",
+        rebuilt.lake_rows == after.lake_rows
+            && rebuilt.lake_distinct == rebuilt.lake_rows
+            && rebuilt.lake_ids_hash == after.lake_ids_hash,
+        format!(
+            "{} rows, {} distinct, hash {} (was {})",
+            rebuilt.lake_rows, rebuilt.lake_distinct, rebuilt.lake_ids_hash, after.lake_ids_hash
+        ),
+    );
+    report.check(
+        "rebuild left Postgres and the outcomes alone",
+        rebuilt.tables == after.tables && rebuilt.outcomes == after.outcomes,
+        format!("exit code {code}"),
+    );
     if report.passed {
         let _ = std::fs::remove_dir_all(&aside);
     }
@@ -305,34 +481,60 @@ fn resend(ctx: &DrillContext, report: &mut Report) -> DrillResult {
     }
     let originals = kafka_ops::fetch_records(&s.kafka.brokers, &s.kafka.topic, &coords)?;
     let (before, _) = snap(ctx)?;
-    let mut publisher = Publisher::new(&s.kafka.brokers, &s.kafka.topic).map_err(|e| e.to_string())?;
+    let mut publisher =
+        Publisher::new(&s.kafka.brokers, &s.kafka.topic).map_err(|e| e.to_string())?;
     for (key, value) in &originals {
-        publisher.send(&String::from_utf8_lossy(key.as_deref().unwrap_or_default()), value.as_deref()).map_err(|e| e.to_string())?;
+        publisher
+            .send(&String::from_utf8_lossy(key.as_deref().unwrap_or_default()), value.as_deref())
+            .map_err(|e| e.to_string())?;
     }
     publisher.finish(Duration::from_secs(60)).map_err(|e| e.to_string())?;
-    report.step(format!("re-published {} already-processed events, original bytes and keys", originals.len()));
+    report.step(format!(
+        "re-published {} already-processed events, original bytes and keys",
+        originals.len()
+    ));
     let child = ChildProcessor::start(&[], &processor_log(ctx, "resend"))?;
     wait_drained(ctx)?;
     let code = child.stop(Duration::from_secs(60))?;
     let (after, _) = snap(ctx)?;
     table_figures(report, &before, &after);
-    let delta = |o: &str| after.outcomes.get(o).copied().unwrap_or(0) - before.outcomes.get(o).copied().unwrap_or(0);
-    report.check("every resent event counted as a duplicate", delta("duplicate") == originals.len() as i64 && delta("accepted") == 0 && delta("conflict") == 0, format!(
-        "duplicate +{}, accepted +{}, conflict +{} for {} resent",
-        delta("duplicate"),
-        delta("accepted"),
-        delta("conflict"),
-        originals.len()
-    ));
-    report.check("nothing added to Postgres", before.pg_ids_hash == after.pg_ids_hash && before.pg_events == after.pg_events, format!("{} events before and {} after", before.pg_events, after.pg_events));
-    report.check("nothing added to the lake", before.lake_ids_hash == after.lake_ids_hash && before.lake_rows == after.lake_rows, format!("{} rows before and {} after", before.lake_rows, after.lake_rows));
+    let delta = |o: &str| {
+        after.outcomes.get(o).copied().unwrap_or(0) - before.outcomes.get(o).copied().unwrap_or(0)
+    };
+    report.check(
+        "every resent event counted as a duplicate",
+        delta("duplicate") == originals.len() as i64
+            && delta("accepted") == 0
+            && delta("conflict") == 0,
+        format!(
+            "duplicate +{}, accepted +{}, conflict +{} for {} resent",
+            delta("duplicate"),
+            delta("accepted"),
+            delta("conflict"),
+            originals.len()
+        ),
+    );
+    report.check(
+        "nothing added to Postgres",
+        before.pg_ids_hash == after.pg_ids_hash && before.pg_events == after.pg_events,
+        format!("{} events before and {} after", before.pg_events, after.pg_events),
+    );
+    report.check(
+        "nothing added to the lake",
+        before.lake_ids_hash == after.lake_ids_hash && before.lake_rows == after.lake_rows,
+        format!("{} rows before and {} after", before.lake_rows, after.lake_rows),
+    );
     report.check("processor exited cleanly", code == 0, format!("exit code {code}"));
     Ok(())
 }
 
 /// Samples both sinks' progress while waiting for the drain: (elapsed, pg, lake). The
 /// drain counts only once `sending` has finished (traffic may still be on its way).
-fn drain_sampling(ctx: &DrillContext, start: Instant, sending: &std::thread::JoinHandle<Result<Traffic, String>>) -> Result<Vec<(Duration, i64, i64)>, String> {
+fn drain_sampling(
+    ctx: &DrillContext,
+    start: Instant,
+    sending: &std::thread::JoinHandle<Result<Traffic, String>>,
+) -> Result<Vec<(Duration, i64, i64)>, String> {
     let s = &ctx.settings;
     let mut samples = Vec::new();
     wait_for("both sinks stored everything up to the end of the topic", ctx.timeout, || {
@@ -341,7 +543,8 @@ fn drain_sampling(ctx: &DrillContext, start: Instant, sending: &std::thread::Joi
         if !sending.is_finished() {
             return Ok(false);
         }
-        let end: i64 = kafka_ops::watermarks(&s.kafka.brokers, &s.kafka.topic)?.iter().map(|(_, h)| h).sum();
+        let end: i64 =
+            kafka_ops::watermarks(&s.kafka.brokers, &s.kafka.topic)?.iter().map(|(_, h)| h).sum();
         Ok(pg == end && lake == end)
     })?;
     Ok(samples)
@@ -358,7 +561,12 @@ fn sink_crash(ctx: &DrillContext, report: &mut Report) -> DrillResult {
     let drill_start = chrono::Utc::now();
     let start = Instant::now();
     let child = ChildProcessor::start(
-        &[(fault_key, "error,panic,error"), ("EVENTLINE__FAULTS__AFTER_BATCHES", "3"), ("EVENTLINE__SUPERVISION__BACKOFF_INITIAL_MS", "1000"), ("EVENTLINE__PIPELINE__BATCH_MAX_RECORDS", "500")],
+        &[
+            (fault_key, "error,panic,error"),
+            ("EVENTLINE__FAULTS__AFTER_BATCHES", "3"),
+            ("EVENTLINE__SUPERVISION__BACKOFF_INITIAL_MS", "1000"),
+            ("EVENTLINE__PIPELINE__BATCH_MAX_RECORDS", "500"),
+        ],
         &processor_log(ctx, "sink-crash"),
     )?;
     report.step(format!("started a processor (pid {}) whose {actor} fails with an error, a panic and an error after 3 batches", child.pid()));
@@ -371,12 +579,17 @@ fn sink_crash(ctx: &DrillContext, report: &mut Report) -> DrillResult {
     let sender = std::thread::spawn(move || send_traffic(&traffic_ctx, Some(rate)));
     let samples = drain_sampling(ctx, start, &sender)?;
     let traffic = sender.join().map_err(|_| "traffic thread panicked".to_string())??;
-    report.step(format!("sent {} generated records (seed {}) at {rate:.0}/s", ctx.events, ctx.seed));
+    report
+        .step(format!("sent {} generated records (seed {}) at {rate:.0}/s", ctx.events, ctx.seed));
     let code = child.stop(Duration::from_secs(60))?;
     let (after, lake) = snap(ctx)?;
     table_figures(report, &before, &after);
     check_exactly_once(ctx, report, &before, &after, &lake, &traffic)?;
-    let entries: Vec<_> = read_entries(&ctx.settings.supervision.log_path).map_err(|e| e.to_string())?.into_iter().filter(|e| e.at >= drill_start && e.actor == actor).collect();
+    let entries: Vec<_> = read_entries(&ctx.settings.supervision.log_path)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|e| e.at >= drill_start && e.actor == actor)
+        .collect();
     let count = |k: EntryKind| entries.iter().filter(|e| e.kind == k).count();
     let downtime = entries.iter().filter_map(|e| e.downtime_ms).max().unwrap_or(0);
     report.check("the failing sink was restarted and recovered", count(EntryKind::Restart) >= 3 && count(EntryKind::Recovered) >= 1, format!(
@@ -390,9 +603,12 @@ fn sink_crash(ctx: &DrillContext, report: &mut Report) -> DrillResult {
     let recovered = entries.iter().find(|e| e.kind == EntryKind::Recovered).map(|e| e.at);
     let progressed = match (first_failure, recovered) {
         (Some(f), Some(r)) => {
-            let offset = |t: chrono::DateTime<chrono::Utc>| Duration::from_millis((t - drill_start).num_milliseconds().max(0) as u64);
+            let offset = |t: chrono::DateTime<chrono::Utc>| {
+                Duration::from_millis((t - drill_start).num_milliseconds().max(0) as u64)
+            };
             let (from, to) = (offset(f), offset(r));
-            let window: Vec<_> = samples.iter().filter(|(t, _, _)| *t >= from && *t <= to).collect();
+            let window: Vec<_> =
+                samples.iter().filter(|(t, _, _)| *t >= from && *t <= to).collect();
             let pick = |s: &(Duration, i64, i64)| if other == "lake" { s.2 } else { s.1 };
             match (window.first(), window.last()) {
                 (Some(a), Some(b)) => Some((pick(a), pick(b))),
@@ -401,10 +617,16 @@ fn sink_crash(ctx: &DrillContext, report: &mut Report) -> DrillResult {
         }
         _ => None,
     };
-    report.check(&format!("{other} kept storing while {actor} was down"), progressed.is_some_and(|(a, b)| b > a), match progressed {
-        Some((a, b)) => format!("{other} progress went from {a} to {b} records during the downtime"),
-        None => "no sample fell inside the downtime window".into(),
-    });
+    report.check(
+        &format!("{other} kept storing while {actor} was down"),
+        progressed.is_some_and(|(a, b)| b > a),
+        match progressed {
+            Some((a, b)) => {
+                format!("{other} progress went from {a} to {b} records during the downtime")
+            }
+            None => "no sample fell inside the downtime window".into(),
+        },
+    );
     report.check("processor exited cleanly", code == 0, format!("exit code {code}"));
     Ok(())
 }
@@ -422,7 +644,10 @@ fn kill(ctx: &DrillContext, report: &mut Report) -> DrillResult {
         let child = ChildProcessor::start(&[], &log)?;
         // Kill while it works: after it has stored something (a killed member's partitions
         // only move after the session timeout), at a random moment.
-        wait_for("the restarted processor stores records", ctx.timeout, || Ok(progress_sums(ctx)?.0 > start_pg || sender.is_finished() && progress_sums(ctx)?.0 >= start_pg))?;
+        wait_for("the restarted processor stores records", ctx.timeout, || {
+            Ok(progress_sums(ctx)?.0 > start_pg
+                || sender.is_finished() && progress_sums(ctx)?.0 >= start_pg)
+        })?;
         std::thread::sleep(Duration::from_millis(rng.gen_range(100..1_500)));
         let (pg, _) = progress_sums(ctx)?;
         killed_at.push(pg);
@@ -430,14 +655,21 @@ fn kill(ctx: &DrillContext, report: &mut Report) -> DrillResult {
     }
     report.step(format!("killed the processor with SIGKILL {} times at random moments (postgres progress then: {killed_at:?})", ctx.kills));
     let traffic = sender.join().map_err(|_| "traffic thread panicked".to_string())??;
-    report.step(format!("sent {} generated records (seed {}) meanwhile; restarted the processor once more", ctx.events, ctx.seed));
+    report.step(format!(
+        "sent {} generated records (seed {}) meanwhile; restarted the processor once more",
+        ctx.events, ctx.seed
+    ));
     let child = ChildProcessor::start(&[], &log)?;
     wait_drained(ctx)?;
     let code = child.stop(Duration::from_secs(60))?;
     let (after, lake) = snap(ctx)?;
     table_figures(report, &before, &after);
     check_exactly_once(ctx, report, &before, &after, &lake, &traffic)?;
-    report.check("processor exited cleanly after the last restart", code == 0, format!("exit code {code}"));
+    report.check(
+        "processor exited cleanly after the last restart",
+        code == 0,
+        format!("exit code {code}"),
+    );
     Ok(())
 }
 
@@ -448,10 +680,20 @@ fn db_outage(ctx: &DrillContext, report: &mut Report) -> DrillResult {
     let mut child = ChildProcessor::start(&[], &processor_log(ctx, "db-outage"))?;
     let traffic_ctx = ctx.clone();
     let sender = std::thread::spawn(move || send_traffic(&traffic_ctx, Some(10_000.0)));
-    wait_for("Postgres is storing events", ctx.timeout, || Ok(progress_sums(ctx).map(|(pg, _)| pg).unwrap_or(0) > before.pg_events))?;
-    let shell = |cmd: &str| std::process::Command::new("sh").arg("-c").arg(cmd).status().map_err(|e| e.to_string()).and_then(|s| if s.success() { Ok(()) } else { Err(format!("`{cmd}` failed: {s}")) });
+    wait_for("Postgres is storing events", ctx.timeout, || {
+        Ok(progress_sums(ctx).map(|(pg, _)| pg).unwrap_or(0) > before.pg_events)
+    })?;
+    let shell = |cmd: &str| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .status()
+            .map_err(|e| e.to_string())
+            .and_then(|s| if s.success() { Ok(()) } else { Err(format!("`{cmd}` failed: {s}")) })
+    };
     shell(&ctx.pg_stop)?;
-    report.step(format!("stopped Postgres (`{}`) during traffic for {:?}", ctx.pg_stop, ctx.outage));
+    report
+        .step(format!("stopped Postgres (`{}`) during traffic for {:?}", ctx.pg_stop, ctx.outage));
     std::thread::sleep(ctx.outage); // the outage itself, not a synchronisation
     let survived = child.alive();
     shell(&ctx.pg_start)?;
@@ -462,7 +704,11 @@ fn db_outage(ctx: &DrillContext, report: &mut Report) -> DrillResult {
     let (after, lake) = snap(ctx)?;
     table_figures(report, &before, &after);
     check_exactly_once(ctx, report, &before, &after, &lake, &traffic)?;
-    let failures = read_entries(&ctx.settings.supervision.log_path).map_err(|e| e.to_string())?.into_iter().filter(|e| e.at >= drill_start && e.kind == EntryKind::Failure).count();
+    let failures = read_entries(&ctx.settings.supervision.log_path)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|e| e.at >= drill_start && e.kind == EntryKind::Failure)
+        .count();
     report.check("the processor rode out the outage", survived && code == 0, format!("alive during the outage: {survived}; exit code {code}; {failures} writer failures logged"));
     Ok(())
 }

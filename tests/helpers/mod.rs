@@ -89,9 +89,13 @@ impl TestEnv {
         );
         let suffix = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
         let db_name = format!("eventline_test_{suffix}");
-        let mut admin = PgConnection::establish(&admin_url).expect("connect to the stack's Postgres");
-        diesel::sql_query(format!("CREATE DATABASE {db_name}")).execute(&mut admin).expect("create test database");
-        let db_url = format!("{}/{db_name}", admin_url.rsplit_once('/').expect("url has a database").0);
+        let mut admin =
+            PgConnection::establish(&admin_url).expect("connect to the stack's Postgres");
+        diesel::sql_query(format!("CREATE DATABASE {db_name}"))
+            .execute(&mut admin)
+            .expect("create test database");
+        let db_url =
+            format!("{}/{db_name}", admin_url.rsplit_once('/').expect("url has a database").0);
         let dir = tempfile::tempdir().expect("temp dir");
         let env = TestEnv {
             brokers,
@@ -119,7 +123,8 @@ impl TestEnv {
             NewTopic::new(&self.topic, partitions, TopicReplication::Fixed(1)),
             NewTopic::new(&self.dlq_topic, 1, TopicReplication::Fixed(1)),
         ];
-        let results = block_on(self.admin().create_topics(&topics, &AdminOptions::new())).expect("create topics");
+        let results = block_on(self.admin().create_topics(&topics, &AdminOptions::new()))
+            .expect("create topics");
         for result in results {
             result.expect("topic created");
         }
@@ -176,7 +181,6 @@ pub fn produce_to(brokers: &str, topic: &str, records: &[(Option<i32>, String, O
 }
 
 impl TestEnv {
-
     /// The environment that points the processor at this test's slice.
     pub fn processor_env(&self) -> Vec<(String, String)> {
         [
@@ -221,7 +225,8 @@ impl TestEnv {
 
     /// The processor's log so far (for assertion messages).
     pub fn processor_log(&self, index: usize) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("processor-{index}.log"))).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join(format!("processor-{index}.log")))
+            .unwrap_or_default()
     }
 
     /// The admin server's base URL, read from the processor's start-up log line.
@@ -277,10 +282,12 @@ impl TestEnv {
             #[diesel(sql_type = BigInt)]
             n: i64,
         }
-        diesel::sql_query("SELECT outcome, sum(count)::bigint AS n FROM outcome_counts GROUP BY outcome")
-            .load::<Row>(&mut self.pg())
-            .map(|rows| rows.into_iter().map(|r| (r.outcome, r.n)).collect())
-            .unwrap_or_default()
+        diesel::sql_query(
+            "SELECT outcome, sum(count)::bigint AS n FROM outcome_counts GROUP BY outcome",
+        )
+        .load::<Row>(&mut self.pg())
+        .map(|rows| rows.into_iter().map(|r| (r.outcome, r.n)).collect())
+        .unwrap_or_default()
     }
 
     /// Sum of all outcomes: records the Postgres sink has accounted for.
@@ -299,7 +306,8 @@ impl TestEnv {
         for p in 0..partitions {
             tpl.add_partition(&self.topic, p);
         }
-        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+        let committed =
+            consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
         (0..partitions)
             .map(|p| match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
                 Some(rdkafka::Offset::Offset(o)) => o,
@@ -310,8 +318,16 @@ impl TestEnv {
 
     /// High watermarks of the source topic per partition.
     pub fn high_watermarks(&self, partitions: i32) -> Vec<i64> {
-        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.brokers).create().expect("consumer");
-        (0..partitions).map(|p| consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(10)).expect("watermarks").1).collect()
+        let consumer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", &self.brokers).create().expect("consumer");
+        (0..partitions)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+                    .expect("watermarks")
+                    .1
+            })
+            .collect()
     }
 
     /// Reads the lake with DuckDB (a reader nobody here wrote): (rows, distinct event_ids).
@@ -320,7 +336,8 @@ impl TestEnv {
             "SELECT count(*), count(DISTINCT event_id) FROM read_parquet('{}/**/*.parquet', hive_partitioning=true)",
             self.lake.display()
         ));
-        let mut parts = out.trim().split(',').map(|v| v.trim().parse::<i64>().expect("a number from duckdb"));
+        let mut parts =
+            out.trim().split(',').map(|v| v.trim().parse::<i64>().expect("a number from duckdb"));
         (parts.next().unwrap(), parts.next().unwrap())
     }
 
@@ -349,9 +366,13 @@ impl Drop for TestEnv {
                 eprintln!("--- processor {i} log (tail) ---\n{}", tail(&self.processor_log(i), 60));
             }
         }
-        let _ = block_on(self.admin().delete_topics(&[&self.topic, &self.dlq_topic], &AdminOptions::new()));
+        let _ = block_on(
+            self.admin().delete_topics(&[&self.topic, &self.dlq_topic], &AdminOptions::new()),
+        );
         if let Ok(mut admin) = PgConnection::establish(&self.admin_url) {
-            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name)).execute(&mut admin);
+            let _ =
+                diesel::sql_query(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name))
+                    .execute(&mut admin);
         }
     }
 }
@@ -369,19 +390,26 @@ pub fn lake_files(root: &Path) -> Vec<PathBuf> {
 /// Runs one SQL statement in DuckDB (Python package) and returns its rows as CSV.
 pub fn duckdb(sql: &str) -> String {
     let script = "import duckdb, sys\nfor row in duckdb.sql(sys.argv[1]).fetchall():\n    print(','.join(str(v) for v in row))";
-    let out = Command::new("python3").arg("-c").arg(script).arg(sql).output().expect("python3 runs");
+    let out =
+        Command::new("python3").arg("-c").arg(script).arg(sql).output().expect("python3 runs");
     assert!(out.status.success(), "duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
 /// The binary under test.
 pub fn binary() -> PathBuf {
-    std::env::var_os("EVENTLINE_BIN").map(PathBuf::from).unwrap_or_else(|| repo().join("target/release/eventline"))
+    std::env::var_os("EVENTLINE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/release/eventline"))
 }
 
 /// Runs a future to completion on a small runtime.
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(future)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
 }
 
 /// A valid `account_created` event as JSON text.
@@ -438,10 +466,12 @@ impl TestEnv {
             #[diesel(sql_type = diesel::sql_types::Text)]
             h: String,
         }
-        let pg_ids = diesel::sql_query("SELECT md5(string_agg(event_id::text, ',' ORDER BY event_id::text)) AS h FROM events")
-            .get_result::<Hash>(&mut self.pg())
-            .map(|h| h.h)
-            .unwrap_or_default();
+        let pg_ids = diesel::sql_query(
+            "SELECT md5(string_agg(event_id::text, ',' ORDER BY event_id::text)) AS h FROM events",
+        )
+        .get_result::<Hash>(&mut self.pg())
+        .map(|h| h.h)
+        .unwrap_or_default();
         Snapshot {
             tables,
             outcomes: self.outcomes().into_iter().collect(),
@@ -454,27 +484,42 @@ impl TestEnv {
     /// Commits `offset` for every partition of the source topic in the processor's
     /// group (what `kafka-consumer-groups --reset-offsets` does); the group must be idle.
     pub fn reset_group(&self, partitions: i32, offset: i64) {
-        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.brokers).set("group.id", &self.group).create().expect("consumer");
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group)
+            .create()
+            .expect("consumer");
         let mut tpl = rdkafka::TopicPartitionList::new();
         for p in 0..partitions {
             tpl.add_partition_offset(&self.topic, p, rdkafka::Offset::Offset(offset)).unwrap();
         }
-        consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync).expect("reset committed offsets");
+        consumer
+            .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+            .expect("reset committed offsets");
     }
 
     /// Waits until the processor has consumed, stored and committed everything produced.
     pub fn wait_drained(&self, partitions: i32, timeout: Duration) {
         let end = self.high_watermarks(partitions);
         let total: i64 = end.iter().sum();
-        wait_until("every record is accounted for in Postgres", timeout, || self.outcomes_total() == total);
-        wait_until("offsets are committed to the end", timeout, || self.committed(partitions) == end);
+        wait_until("every record is accounted for in Postgres", timeout, || {
+            self.outcomes_total() == total
+        });
+        wait_until("offsets are committed to the end", timeout, || {
+            self.committed(partitions) == end
+        });
     }
 }
 
 /// Records with `n` fresh valid events, `dups` repeats of some of them, `conflicts`
 /// changed repeats and `invalid` contract violations, spread over the partitions by key.
 /// Returns the records and the set of event ids that must be accepted.
-pub fn mixed_records(n: usize, dups: usize, conflicts: usize, invalid: usize) -> (Vec<(Option<i32>, String, Option<Vec<u8>>)>, std::collections::BTreeSet<String>) {
+pub fn mixed_records(
+    n: usize,
+    dups: usize,
+    conflicts: usize,
+    invalid: usize,
+) -> (Vec<(Option<i32>, String, Option<Vec<u8>>)>, std::collections::BTreeSet<String>) {
     let mut records = Vec::new();
     let mut ids = std::collections::BTreeSet::new();
     let mut originals = Vec::new();
@@ -492,7 +537,11 @@ pub fn mixed_records(n: usize, dups: usize, conflicts: usize, invalid: usize) ->
     }
     for i in 0..conflicts {
         let (account, value) = &originals[(i * 13 + 1) % n];
-        records.push((None, account.clone(), Some(value.replace("software", "finance").into_bytes())));
+        records.push((
+            None,
+            account.clone(),
+            Some(value.replace("software", "finance").into_bytes()),
+        ));
     }
     for i in 0..invalid {
         records.push((None, format!("bad_{i}"), Some(format!("{{\"broken\": {i}").into_bytes())));
@@ -512,7 +561,8 @@ pub struct PrivatePostgres {
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 fn as_postgres_user(program: &str, args: &[&str]) -> std::process::Output {
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let is_root =
+        Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
     let mut command = if is_root {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--", program]);
@@ -528,13 +578,23 @@ impl PrivatePostgres {
     pub fn start() -> PrivatePostgres {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = tempfile::Builder::new().prefix("eventline-pg-").tempdir_in("/tmp").unwrap();
-        let _ = Command::new("chown").args(["postgres:", &dir.path().display().to_string()]).status();
+        let _ =
+            Command::new("chown").args(["postgres:", &dir.path().display().to_string()]).status();
         let data = dir.path().join("data").display().to_string();
-        let out = as_postgres_user(&format!("{PG_BIN}/initdb"), &["-D", &data, "-U", "eventline", "--auth=trust", "-E", "UTF8"]);
+        let out = as_postgres_user(
+            &format!("{PG_BIN}/initdb"),
+            &["-D", &data, "-U", "eventline", "--auth=trust", "-E", "UTF8"],
+        );
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        let pg = PrivatePostgres { url: format!("postgres://eventline@127.0.0.1:{port}/eventline"), port, dir };
+        let pg = PrivatePostgres {
+            url: format!("postgres://eventline@127.0.0.1:{port}/eventline"),
+            port,
+            dir,
+        };
         pg.start_again();
-        let mut admin = PgConnection::establish(&format!("postgres://eventline@127.0.0.1:{port}/postgres")).unwrap();
+        let mut admin =
+            PgConnection::establish(&format!("postgres://eventline@127.0.0.1:{port}/postgres"))
+                .unwrap();
         diesel::sql_query("CREATE DATABASE eventline").execute(&mut admin).unwrap();
         pg
     }
@@ -543,8 +603,15 @@ impl PrivatePostgres {
     pub fn start_again(&self) {
         let data = self.dir.path().join("data").display().to_string();
         let log = self.dir.path().join("postgres.log").display().to_string();
-        let options = format!("-p {} -c listen_addresses=127.0.0.1 -k {}", self.port, self.dir.path().display());
-        let out = as_postgres_user(&format!("{PG_BIN}/pg_ctl"), &["-D", &data, "-l", &log, "-o", &options, "-w", "start"]);
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {}",
+            self.port,
+            self.dir.path().display()
+        );
+        let out = as_postgres_user(
+            &format!("{PG_BIN}/pg_ctl"),
+            &["-D", &data, "-l", &log, "-o", &options, "-w", "start"],
+        );
         assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
     }
 
@@ -552,7 +619,12 @@ impl PrivatePostgres {
     pub fn stop_and_start_commands(&self) -> (String, String) {
         let data = self.dir.path().join("data").display().to_string();
         let log = self.dir.path().join("postgres.log").display().to_string();
-        let prefix = if Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false) { "runuser -u postgres -- " } else { "" };
+        let prefix =
+            if Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false) {
+                "runuser -u postgres -- "
+            } else {
+                ""
+            };
         (
             format!("{prefix}{PG_BIN}/pg_ctl -D {data} -m immediate -w stop"),
             format!("{prefix}{PG_BIN}/pg_ctl -D {data} -l {log} -o '-p {} -c listen_addresses=127.0.0.1 -k {}' -w start", self.port, self.dir.path().display()),
@@ -562,7 +634,10 @@ impl PrivatePostgres {
     /// Stops the server the hard way (like a crash: WAL recovery at the next start).
     pub fn crash(&self) {
         let data = self.dir.path().join("data").display().to_string();
-        let out = as_postgres_user(&format!("{PG_BIN}/pg_ctl"), &["-D", &data, "-m", "immediate", "-w", "stop"]);
+        let out = as_postgres_user(
+            &format!("{PG_BIN}/pg_ctl"),
+            &["-D", &data, "-m", "immediate", "-w", "stop"],
+        );
         assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
@@ -570,7 +645,10 @@ impl PrivatePostgres {
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
         let data = self.dir.path().join("data").display().to_string();
-        let _ = as_postgres_user(&format!("{PG_BIN}/pg_ctl"), &["-D", &data, "-m", "immediate", "-w", "stop"]);
+        let _ = as_postgres_user(
+            &format!("{PG_BIN}/pg_ctl"),
+            &["-D", &data, "-m", "immediate", "-w", "stop"],
+        );
     }
 }
 
@@ -604,12 +682,20 @@ impl TestEnv {
             .expect("consumer");
         consumer.subscribe(&[topic]).expect("subscribe");
         let mut out = Vec::new();
-        wait_until(&format!("{expected} records are read from {topic}"), Duration::from_secs(60), || {
-            while let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                out.push((m.partition(), String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(), m.payload().map(<[u8]>::to_vec)));
-            }
-            out.len() >= expected
-        });
+        wait_until(
+            &format!("{expected} records are read from {topic}"),
+            Duration::from_secs(60),
+            || {
+                while let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                    out.push((
+                        m.partition(),
+                        String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                        m.payload().map(<[u8]>::to_vec),
+                    ));
+                }
+                out.len() >= expected
+            },
+        );
         out
     }
 }
