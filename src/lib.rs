@@ -2,45 +2,48 @@
 //! drops duplicates by `event_id`, and stores every accepted event exactly once in
 //! PostgreSQL and in a Parquet lake partitioned by `event_type/year/month/day`.
 //!
-//! The stages are actix actors (see [`pipeline`] for the wiring):
-//! [`kafka_source`] -> [`validator`] -> [`deduplicator`] -> [`dead_letter`] ->
-//! [`sink_supervisor`] over [`postgres_writer`] and [`parquet_writer`] ->
-//! [`offset_tracker`]. Pure logic lives outside the actors and is unit-tested:
-//! [`contract`], [`dedup`], [`progress`], [`lake_layout`], [`restart_policy`].
+//! # The layout, in the order an event meets it
+//!
+//! | folder | what it holds |
+//! | --- | --- |
+//! | [`source`] | the Kafka source actor (consumer, rebalances, batching, back-pressure) and the per-partition flow |
+//! | [`stages`] | contracts and the validator, the dedup decision and its actor, dead letters |
+//! | [`sinks`] | the writer trait, worker, supervisor and restart policy; [`sinks::postgres`] and [`sinks::lake`] |
+//! | [`offsets`] | resume positions, both sinks' progress, the offset tracker that commits to Kafka |
+//! | [`ops`] | admin server (health, readiness, metrics), supervision log, summary counters |
+//! | [`cli`] | tooling apart from the runtime: produce, generator, status, drills, bench limits |
+//! | [`db`] | the Postgres pool, migrations and table definitions the stages and sinks share |
+//! | [`record`], [`settings`], [`pipeline`] | shared vocabulary, typed settings, the wiring |
+//! | [`error`] | the crate's [`Error`] over every module's error enum, and the class of each |
+//!
+//! # One event's path
+//!
+//! 1. [`source::actor`] reads it from Kafka into a per-partition [`record::SourceBatch`]
+//!    and hands the batch to that partition's flow ([`source::flow`]).
+//! 2. [`stages::validator`] parses it and checks it against [`stages::contract`]; a bad
+//!    record becomes a dead letter ([`stages::dead_letter`]).
+//! 3. [`stages::deduplicator`] records its `event_id` and decides accepted, duplicate or
+//!    conflict with [`stages::dedup_decision`].
+//! 4. The decided batch goes to both [`sinks::supervisor::SinkSupervisor`]s:
+//!    [`sinks::postgres::writer`] stores it in one transaction with its progress,
+//!    [`sinks::lake::writer`] buffers it and flushes Parquet files through the lake's
+//!    commit log ([`sinks::lake::commit_log`]).
+//! 5. [`offsets::tracker`] commits to Kafka the lower of both sinks' durable progress.
+//!
+//! [`pipeline`] starts the actors and wires them; `src/main.rs` maps the command line
+//! onto this library.
 #![deny(missing_docs)]
 
-pub mod admin;
-pub mod bench;
-pub mod console;
-pub mod contract;
+pub mod cli;
 pub mod db;
-pub mod dead_letter;
-pub mod dedup;
-pub mod deduplicator;
-pub mod drill;
-pub mod flow;
-pub mod generator;
-pub mod kafka_source;
-pub mod lake_files;
-pub mod lake_layout;
-pub mod lake_log;
-pub mod lake_reader;
-pub mod metrics;
-pub mod offset_tracker;
-pub mod parquet_writer;
+pub mod error;
+pub mod offsets;
+pub mod ops;
 pub mod pipeline;
-pub mod postgres_writer;
-pub mod produce_run;
-pub mod producer;
-pub mod progress;
-pub mod progress_store;
 pub mod record;
-pub mod restart_policy;
-pub mod schema;
 pub mod settings;
-pub mod sink;
-pub mod sink_supervisor;
-pub mod stats;
-pub mod status;
-pub mod supervision_log;
-pub mod validator;
+pub mod sinks;
+pub mod source;
+pub mod stages;
+
+pub use error::{Error, FailureClass};

@@ -6,25 +6,27 @@
 //!                  -> OffsetTracker (commits what both sinks stored)
 //! ```
 
-use crate::admin::{self, AdminState, Health};
-use crate::contract::{Contracts, Limits};
 use crate::db::{self, PgPool};
-use crate::dead_letter::DeadLetterPublisher;
-use crate::deduplicator::Deduplicator;
-use crate::flow::Stages;
-use crate::kafka_source::{create_consumer, KafkaSource, StopFetching};
-use crate::lake_files::FileFormat;
-use crate::offset_tracker::{CommitNow, OffsetTracker};
-use crate::parquet_writer::{ParquetWriter, RollLimits};
-use crate::postgres_writer::PostgresWriter;
-use crate::progress_store::ProgressStore;
-use crate::restart_policy::RestartPolicy;
+use crate::offsets::tracker::{CommitNow, OffsetTracker};
+use crate::ops::admin::{self, AdminState};
+use crate::ops::health::{Health, SinkStatus};
+use crate::ops::stats::Snapshot;
+use crate::ops::supervision_log::SupervisionLog;
 use crate::settings::Settings;
-use crate::sink::Faults;
-use crate::sink_supervisor::{Drain, SinkStatus, SinkSupervisor, SupervisorParts};
-use crate::stats::Stats;
-use crate::supervision_log::SupervisionLog;
-use crate::validator::Validator;
+use crate::sinks::lake::files::FileFormat;
+use crate::sinks::lake::writer::{ParquetWriter, RollLimits};
+use crate::sinks::postgres::writer::PostgresWriter;
+use crate::sinks::progress::ProgressStore;
+use crate::sinks::restart_policy::RestartPolicy;
+use crate::sinks::supervisor::{Drain, SinkSupervisor, SupervisorParts};
+use crate::sinks::worker::Faults;
+use crate::source::actor::{AssignmentListener, KafkaSource, StopFetching};
+use crate::source::consumer::create_consumer;
+use crate::source::flow::Stages;
+use crate::stages::contract::Contracts;
+use crate::stages::dead_letter::DeadLetterPublisher;
+use crate::stages::deduplicator::Deduplicator;
+use crate::stages::validator::Validator;
 use actix::prelude::*;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -36,7 +38,7 @@ use tokio::sync::mpsc;
 pub enum StartError {
     /// Contracts failed to load.
     #[error(transparent)]
-    Contracts(#[from] crate::contract::ContractLoadError),
+    Contracts(#[from] crate::stages::contract::ContractLoadError),
     /// Postgres could not be migrated.
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
@@ -89,8 +91,6 @@ pub struct Running {
     postgres: Addr<SinkSupervisor<PostgresWriter>>,
     lake: Addr<SinkSupervisor<ParquetWriter>>,
     tracker: Addr<OffsetTracker>,
-    /// Counters.
-    pub stats: Arc<Stats>,
     /// Postgres sink state.
     pub postgres_status: Arc<SinkStatus>,
     /// Lake sink state.
@@ -100,11 +100,7 @@ pub struct Running {
 
 /// Connects, migrates and loads contracts (blocking; before the actor system starts).
 pub fn prepare(settings: &Settings) -> Result<(Arc<Contracts>, PgPool), StartError> {
-    let limits = Limits {
-        max_record_bytes: settings.pipeline.max_record_bytes,
-        max_json_depth: settings.pipeline.max_json_depth,
-    };
-    let contracts = Arc::new(Contracts::load(&settings.pipeline.contracts_dir, limits)?);
+    let contracts = Arc::new(Contracts::load(&settings.pipeline.contracts_dir, settings.into())?);
     let pool = db::pool(
         &settings.postgres.url,
         settings.postgres.pool_size,
@@ -140,18 +136,13 @@ pub fn start(
     let tracker =
         OffsetTracker::new(consumer.clone(), s.kafka.topic.clone(), health.clone()).start();
     let (fatal_tx, fatal) = mpsc::unbounded_channel();
-    let policy = RestartPolicy::new(
-        Duration::from_millis(s.supervision.backoff_initial_ms),
-        Duration::from_millis(s.supervision.backoff_max_ms),
-        s.supervision.max_restarts,
-        Duration::from_secs(s.supervision.restart_window_s),
-    );
-    let parts = |plan: &[String], status: &Arc<SinkStatus>| SupervisorParts {
+    let policy = RestartPolicy::from(&s.supervision);
+    let parts = |plan: &[crate::settings::Fault], status: &Arc<SinkStatus>| SupervisorParts {
         faults: Faults::new(plan, s.faults.after_batches),
         capacity_bytes: s.pipeline.sink_queue_bytes,
         policy: policy.clone(),
         log: log.clone(),
-        tracker: tracker.clone(),
+        tracker: tracker.clone().recipient(),
         fatal: fatal_tx.clone(),
         status: status.clone(),
         health: health.clone(),
@@ -164,17 +155,7 @@ pub fn start(
         parts(&s.faults.postgres, &postgres_status),
     )
     .start();
-    let (root, limits, format) = (
-        s.lake.root.clone(),
-        RollLimits {
-            max_rows: s.lake.max_rows_per_file,
-            max_bytes: s.lake.max_bytes_per_file,
-            max_age: Duration::from_millis(s.lake.max_file_age_ms),
-            max_idle: (s.lake.idle_flush_ms > 0)
-                .then(|| Duration::from_millis(s.lake.idle_flush_ms)),
-        },
-        FileFormat { row_group_rows: s.lake.row_group_rows, zstd_level: s.lake.zstd_level },
-    );
+    let (root, limits, format) = (s.lake.root.clone(), RollLimits::from(s), FileFormat::from(s));
     let lake = SinkSupervisor::new(
         Arc::new(move || ParquetWriter::new(root.clone(), limits, format)),
         parts(&s.faults.parquet, &lake_status),
@@ -182,14 +163,12 @@ pub fn start(
     .start();
     let validator_contracts = contracts.clone();
     let dedup_pool = pool.clone();
-    let stats = Arc::new(Stats::default());
     let stages = Stages {
         validator: SyncArbiter::start(2, move || Validator::new(validator_contracts.clone())),
         deduplicator: SyncArbiter::start(2, move || Deduplicator::new(dedup_pool.clone())),
         dead_letters: DeadLetterPublisher::new(&s.kafka.brokers, &s.kafka.dlq_topic)?.start(),
-        postgres: postgres.clone(),
-        lake: lake.clone(),
-        stats: stats.clone(),
+        postgres: postgres.clone().recipient(),
+        lake: lake.clone().recipient(),
     };
     let source = KafkaSource::new(
         consumer,
@@ -197,7 +176,10 @@ pub fn start(
         &s.kafka.topic,
         stages,
         s.pipeline.clone(),
-        tracker.clone(),
+        AssignmentListener {
+            assigned: tracker.clone().recipient(),
+            revoked: tracker.clone().recipient(),
+        },
         health.clone(),
     )
     .start();
@@ -213,21 +195,20 @@ pub fn start(
     log::info!("Admin server listening on http://{address} (/health /ready /metrics /supervision)");
     spawn_summary(
         Duration::from_secs(s.pipeline.summary_interval_s.max(1)),
-        stats.clone(),
         postgres_status.clone(),
         lake_status.clone(),
     );
-    Ok(Running { source, postgres, lake, tracker, stats, postgres_status, lake_status, fatal })
+    Ok(Running { source, postgres, lake, tracker, postgres_status, lake_status, fatal })
 }
 
-fn spawn_summary(every: Duration, stats: Arc<Stats>, pg: Arc<SinkStatus>, lake: Arc<SinkStatus>) {
+fn spawn_summary(every: Duration, pg: Arc<SinkStatus>, lake: Arc<SinkStatus>) {
     actix::spawn(async move {
-        let mut last = stats.snapshot();
+        let mut last = Snapshot::now();
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
         loop {
             tick.tick().await;
-            let now = stats.snapshot();
+            let now = Snapshot::now();
             let state =
                 |s: &SinkStatus| if s.up.load(Ordering::Relaxed) { "up" } else { "restarting" };
             log::info!(
@@ -267,7 +248,7 @@ impl Running {
         log::info!("Signal received: stopping fetching, flushing both sinks, committing");
         match tokio::time::timeout(shutdown_timeout, self.shutdown()).await {
             Ok(()) => {
-                log::info!("Shutdown complete: {:?}", self.stats.snapshot());
+                log::info!("Shutdown complete: {:?}", Snapshot::now());
                 Exit::Clean
             }
             Err(_) => {
@@ -305,4 +286,13 @@ pub fn run(settings: Settings) -> Result<Exit, StartError> {
         );
         Ok(running.run_until_stopped(timeout).await)
     })
+}
+
+impl crate::error::class::Classified for StartError {
+    fn class(&self) -> crate::error::class::FailureClass {
+        match self {
+            StartError::Db(e) => e.class(),
+            _ => crate::error::class::FailureClass::Fatal,
+        }
+    }
 }

@@ -235,6 +235,32 @@ impl DecidedBatch {
 /// Shared, read-only: both sinks get the same decided batch.
 pub type SharedBatch = Arc<DecidedBatch>;
 
+/// Which sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SinkId {
+    /// The Postgres writer.
+    Postgres,
+    /// The Parquet lake writer.
+    Lake,
+}
+
+impl SinkId {
+    /// Stable name: the `sink_progress.sink` value and the supervision actor name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkId::Postgres => "postgres",
+            SinkId::Lake => "lake",
+        }
+    }
+    /// The writer's actor name in the supervision log.
+    pub fn actor_name(self) -> &'static str {
+        match self {
+            SinkId::Postgres => "postgres_writer",
+            SinkId::Lake => "parquet_writer",
+        }
+    }
+}
+
 #[cfg(test)]
 mod approx_bytes_tests {
     use super::*;

@@ -4,7 +4,7 @@
 
 mod helpers;
 
-use eventline::metrics::{parse_text, sum_series};
+use eventline::ops::metrics::Scrape;
 use helpers::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -17,8 +17,8 @@ fn get(url: &str) -> (u16, String) {
     (status, response.body_mut().read_to_string().unwrap())
 }
 
-fn sum(series: &[(String, f64)], metric: &str, filter: &[(&str, &str)]) -> i64 {
-    sum_series(series, metric, filter) as i64
+fn sum(series: &Scrape, metric: &str, filter: &[(&str, &str)]) -> i64 {
+    series.sum(metric, filter) as i64
 }
 
 #[test]
@@ -29,16 +29,15 @@ fn metrics_match_what_was_produced_and_lag_drains_to_zero() {
     let p = env.start_processor(&[]);
     let admin = env.admin_url(p);
     env.wait_drained(3, Duration::from_secs(60));
-    let mut series = Vec::new();
+    let mut series = Scrape::default();
     wait_until("lag per partition drops to 0", Duration::from_secs(30), || {
-        series = parse_text(&get(&format!("{admin}/metrics")).1);
+        series = Scrape::parse(&get(&format!("{admin}/metrics")).1).unwrap();
         let lags: Vec<i64> = (0..3)
             .map(|p| {
                 sum(&series, "eventline_consumer_lag_records", &[("partition", &p.to_string())])
             })
             .collect();
-        series.iter().filter(|(s, _)| s.starts_with("eventline_consumer_lag_records{")).count() == 3
-            && lags == vec![0, 0, 0]
+        series.count("eventline_consumer_lag_records") == 3 && lags == vec![0, 0, 0]
     });
     let consumed = sum(&series, "eventline_records_consumed_total", &[]);
     let outcome = |o: &str| sum(&series, "eventline_outcomes_total", &[("outcome", o)]);
@@ -138,10 +137,7 @@ fn ready_goes_false_while_a_sink_restarts_and_dashboards_query_only_live_metrics
 
     // Every metric the dashboard and the alert rules query exists in a live scrape.
     let scrape = get(&format!("{admin}/metrics")).1;
-    let live: BTreeSet<String> = parse_text(&scrape)
-        .into_iter()
-        .map(|(s, _)| s.split('{').next().unwrap().to_string())
-        .collect();
+    let live: BTreeSet<String> = Scrape::parse(&scrape).unwrap().names();
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("ops/grafana/eventline-dashboard.json")).unwrap(),
     )

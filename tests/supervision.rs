@@ -3,7 +3,7 @@
 
 mod helpers;
 
-use eventline::supervision_log::{read_entries, EntryKind};
+use eventline::ops::supervision_log::{read_entries, EntryKind};
 use helpers::*;
 use std::time::Duration;
 

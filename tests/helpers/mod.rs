@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A record to produce: (partition, or by key when `None`; key; value, `None` for a tombstone).
+pub type TestRecord = (Option<i32>, String, Option<Vec<u8>>);
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -144,13 +147,13 @@ impl TestEnv {
 
     /// Produces `(key, value)` records to the source topic and waits for every delivery.
     /// Records without a partition go where their key hashes.
-    pub fn produce(&self, records: &[(Option<i32>, String, Option<Vec<u8>>)]) {
+    pub fn produce(&self, records: &[TestRecord]) {
         produce_to(&self.brokers, &self.topic, records);
     }
 }
 
 /// Produces records to `topic` and waits for every delivery (usable from a thread).
-pub fn produce_to(brokers: &str, topic: &str, records: &[(Option<i32>, String, Option<Vec<u8>>)]) {
+pub fn produce_to(brokers: &str, topic: &str, records: &[TestRecord]) {
     {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
@@ -384,7 +387,7 @@ fn tail(text: &str, lines: usize) -> String {
 
 /// Every published Parquet file under a lake root.
 pub fn lake_files(root: &Path) -> Vec<PathBuf> {
-    eventline::lake_reader::data_files(root)
+    eventline::sinks::lake::reader::data_files(root)
 }
 
 /// Runs one SQL statement in DuckDB (Python package) and returns its rows as CSV.
@@ -425,7 +428,7 @@ pub fn account_created(event_id: &str, account: &str) -> String {
 }
 
 /// `n` valid events with fresh ids, keyed by account, as records for [`TestEnv::produce`].
-pub fn valid_records(n: usize) -> Vec<(Option<i32>, String, Option<Vec<u8>>)> {
+pub fn valid_records(n: usize) -> Vec<TestRecord> {
     (0..n)
         .map(|i| {
             let account = format!("acc_{i:06}");
@@ -519,7 +522,7 @@ pub fn mixed_records(
     dups: usize,
     conflicts: usize,
     invalid: usize,
-) -> (Vec<(Option<i32>, String, Option<Vec<u8>>)>, std::collections::BTreeSet<String>) {
+) -> (Vec<TestRecord>, std::collections::BTreeSet<String>) {
     let mut records = Vec::new();
     let mut ids = std::collections::BTreeSet::new();
     let mut originals = Vec::new();

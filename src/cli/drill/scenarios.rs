@@ -1,0 +1,714 @@
+//! The drills themselves.
+
+use super::inspect::{pg_counts, pg_per_day, snapshot, Snapshot};
+use super::kafka_ops;
+use super::processor::{wait_for, ChildProcessor};
+use super::report::Report;
+use super::{DrillContext, DrillName, DrillSink, StepError};
+use crate::cli::generator::{Generator, GeneratorConfig, Kind};
+use crate::cli::publisher::Publisher;
+use crate::db;
+use crate::ops::supervision_log::{read_entries, EntryKind};
+use crate::sinks::lake::reader::LakeRow;
+use diesel::prelude::*;
+use rand::Rng;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+type DrillResult = Result<(), StepError>;
+
+/// Runs one drill and returns its report (an error inside becomes a failed check).
+pub fn run(name: DrillName, ctx: &DrillContext) -> Report {
+    let started = Instant::now();
+    let mut report = Report::new(name.as_str());
+    let result = match name {
+        DrillName::Verify => verify(ctx, &mut report),
+        DrillName::Replay => replay(ctx, &mut report),
+        DrillName::Resend => resend(ctx, &mut report),
+        DrillName::SinkCrash => sink_crash(ctx, &mut report),
+        DrillName::Kill => kill(ctx, &mut report),
+        DrillName::DbOutage => db_outage(ctx, &mut report),
+    };
+    if let Err(error) = result {
+        report.check("drill ran to completion", false, error.to_string());
+    }
+    report.duration_s = started.elapsed().as_secs_f64();
+    report
+}
+
+fn snap(ctx: &DrillContext) -> Result<(Snapshot, Vec<LakeRow>), StepError> {
+    let s = &ctx.settings;
+    snapshot(&ctx.pool, &s.lake.root, &s.kafka.brokers, &s.kafka.group_id, &s.kafka.topic)
+}
+
+fn processor_log(ctx: &DrillContext, drill: &str) -> std::path::PathBuf {
+    let _ = std::fs::create_dir_all(&ctx.reports_dir);
+    ctx.reports_dir.join(format!("drill-{drill}-processor.log"))
+}
+
+fn require_idle_group(ctx: &DrillContext) -> DrillResult {
+    let members =
+        kafka_ops::group_members(&ctx.settings.kafka.brokers, &ctx.settings.kafka.group_id)?;
+    if members > 0 {
+        return Err(StepError::Failed(format!(
+            "consumer group {} has {members} active member(s): stop the running processor first",
+            ctx.settings.kafka.group_id
+        )));
+    }
+    Ok(())
+}
+
+/// A drill measures its own traffic: records already waiting in the topic are
+/// processed first, so the "before" snapshot starts from a drained pipeline.
+fn settle(ctx: &DrillContext, report: &mut Report, drill: &str) -> DrillResult {
+    require_idle_group(ctx)?;
+    let end: i64 = kafka_ops::watermarks(&ctx.settings.kafka.brokers, &ctx.settings.kafka.topic)?
+        .iter()
+        .map(|(_, h)| h)
+        .sum();
+    let (pg, lake) = progress_sums(ctx)?;
+    if pg == end && lake == end {
+        return Ok(());
+    }
+    let child = ChildProcessor::start(&[], &processor_log(ctx, drill))?;
+    wait_drained(ctx)?;
+    let code = child.stop(Duration::from_secs(60))?;
+    report.step(format!(
+        "processed a backlog of {} records already in the topic first (exit code {code})",
+        end - pg.min(lake)
+    ));
+    Ok(())
+}
+
+/// Both sinks' durable progress summed over partitions (cheap to poll).
+fn progress_sums(ctx: &DrillContext) -> Result<(i64, i64), StepError> {
+    let s = &ctx.settings;
+    let n = kafka_ops::partitions(&s.kafka.brokers, &s.kafka.topic)?;
+    let mut conn = db::conn(&ctx.pool)?;
+    let (mut pg, mut lake) = (0, 0);
+    for p in 0..n {
+        pg += db::read_progress(&mut conn, "postgres", &s.kafka.topic, p)?.unwrap_or(0);
+        lake += crate::sinks::lake::commit_log::latest(&s.lake.root, &s.kafka.topic, p)?
+            .map_or(0, |e| e.next_offset);
+    }
+    Ok((pg, lake))
+}
+
+/// Waits until both sinks stored everything up to the high watermarks and the running
+/// processor committed that (after a kill, only once the dead member's session expired
+/// and the partitions were assigned again).
+fn wait_drained(ctx: &DrillContext) -> DrillResult {
+    let s = &ctx.settings;
+    wait_for(
+        "both sinks stored everything up to the end of the topic, and it is committed",
+        ctx.timeout,
+        || {
+            let marks = kafka_ops::watermarks(&s.kafka.brokers, &s.kafka.topic)?;
+            let end: i64 = marks.iter().map(|(_, h)| h).sum();
+            let (pg, lake) = progress_sums(ctx)?;
+            let high: Vec<i64> = marks.iter().map(|(_, h)| *h).collect();
+            Ok(pg == end
+                && lake == end
+                && kafka_ops::committed(&s.kafka.brokers, &s.kafka.group_id, &s.kafka.topic)?
+                    == high)
+        },
+    )
+}
+
+/// Generated traffic: what was sent, by kind, and the ids that must be accepted.
+struct Traffic {
+    kinds: BTreeMap<&'static str, i64>,
+    accepted_ids: BTreeSet<String>,
+}
+
+fn traffic_config(ctx: &DrillContext) -> GeneratorConfig {
+    GeneratorConfig {
+        seed: ctx.seed,
+        start_time: chrono::Utc::now(),
+        duplicate_ratio: 0.04,
+        conflict_ratio: 0.01,
+        invalid_ratio: 0.02,
+        tombstone_ratio: 0.005,
+        late_ratio: 0.05,
+        ..GeneratorConfig::default()
+    }
+}
+
+fn send_traffic(ctx: &DrillContext, rate: Option<f64>) -> Result<Traffic, StepError> {
+    let s = &ctx.settings;
+    let mut publisher = Publisher::new(&s.kafka.brokers, &s.kafka.topic)?;
+    let mut traffic = Traffic { kinds: BTreeMap::new(), accepted_ids: BTreeSet::new() };
+    let started = Instant::now();
+    for (i, record) in Generator::new(traffic_config(ctx)).take(ctx.events as usize).enumerate() {
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let kind = match record.kind {
+            Kind::Valid => "accepted",
+            Kind::Duplicate => "duplicate",
+            Kind::Conflict => "conflict",
+            Kind::Invalid | Kind::Tombstone => "dead_letter",
+        };
+        *traffic.kinds.entry(kind).or_default() += 1;
+        if record.kind == Kind::Valid {
+            let value: serde_json::Value =
+                serde_json::from_slice(record.value.as_deref().unwrap_or_default())?;
+            traffic.accepted_ids.insert(value["event_id"].as_str().unwrap_or_default().to_string());
+        }
+        publisher.send(&record.key, record.value.as_deref())?;
+    }
+    publisher.finish(Duration::from_secs(120))?;
+    let failed: u64 = publisher.stats.failed.lock().map(|m| m.values().sum()).unwrap_or(0);
+    if failed > 0 {
+        return Err(StepError::Failed(format!(
+            "{failed} records of the generated traffic were not delivered"
+        )));
+    }
+    Ok(traffic)
+}
+
+fn table_figures(report: &mut Report, before: &Snapshot, after: &Snapshot) {
+    for (table, n) in &after.tables {
+        report.figure(
+            &format!("rows in {table}"),
+            before.tables.get(table).copied().unwrap_or(0),
+            n,
+        );
+    }
+    let outcomes: BTreeSet<&String> = before.outcomes.keys().chain(after.outcomes.keys()).collect();
+    for o in outcomes {
+        report.figure(
+            &format!("outcome {o}"),
+            before.outcomes.get(o).copied().unwrap_or(0),
+            after.outcomes.get(o).copied().unwrap_or(0),
+        );
+    }
+    report.figure("events in the lake (rows)", before.lake_rows, after.lake_rows);
+    report.figure("lake files", before.lake_files, after.lake_files);
+    report.figure("event id set hash (postgres)", &before.pg_ids_hash, &after.pg_ids_hash);
+    report.figure("event id set hash (lake)", &before.lake_ids_hash, &after.lake_ids_hash);
+    report.figure(
+        "committed offsets",
+        format!("{:?}", before.committed),
+        format!("{:?}", after.committed),
+    );
+    report.figure(
+        "high watermarks",
+        format!("{:?}", before.high_watermarks),
+        format!("{:?}", after.high_watermarks),
+    );
+}
+
+/// Exactly once for generated traffic: every accepted id once in each sink, outcome
+/// deltas equal to what was sent, both sinks holding the same set.
+fn check_exactly_once(
+    ctx: &DrillContext,
+    report: &mut Report,
+    before: &Snapshot,
+    after: &Snapshot,
+    lake: &[LakeRow],
+    traffic: &Traffic,
+) -> DrillResult {
+    let expected = traffic.accepted_ids.len() as i64;
+    report.check(
+        "postgres: each new event stored exactly once",
+        after.pg_events - before.pg_events == expected,
+        format!(
+            "{} new rows in events for {expected} new event ids",
+            after.pg_events - before.pg_events
+        ),
+    );
+    let mut count: HashMap<&str, i64> = HashMap::new();
+    for row in lake {
+        *count.entry(row.event_id.as_str()).or_default() += 1;
+    }
+    let missing = traffic.accepted_ids.iter().filter(|id| !count.contains_key(id.as_str())).count();
+    let doubled = count.values().filter(|n| **n > 1).count();
+    report.check(
+        "lake: each new event exactly once",
+        missing == 0 && doubled == 0 && after.lake_rows - before.lake_rows == expected,
+        format!(
+            "{} new rows for {expected} new ids; {missing} missing, {doubled} ids more than once",
+            after.lake_rows - before.lake_rows
+        ),
+    );
+    let mut conn = db::conn(&ctx.pool)?;
+    let ids: Vec<uuid::Uuid> = traffic.accepted_ids.iter().filter_map(|s| s.parse().ok()).collect();
+    let found: i64 = crate::db::schema::events::table
+        .filter(crate::db::schema::events::event_id.eq_any(&ids))
+        .count()
+        .get_result(&mut conn)?;
+    report.check(
+        "postgres: every generated event id is there",
+        found == expected,
+        format!("{found} of {expected} found"),
+    );
+    report.check(
+        "both sinks hold the same set of events",
+        after.pg_ids_hash == after.lake_ids_hash,
+        format!("{} vs {}", after.pg_ids_hash, after.lake_ids_hash),
+    );
+    let deltas: Vec<String> = ["accepted", "duplicate", "conflict", "dead_letter"]
+        .iter()
+        .map(|o| {
+            let delta = after.outcomes.get(*o).copied().unwrap_or(0)
+                - before.outcomes.get(*o).copied().unwrap_or(0);
+            format!("{o} {delta}/{}", traffic.kinds.get(o).copied().unwrap_or(0))
+        })
+        .collect();
+    let same = ["accepted", "duplicate", "conflict", "dead_letter"].iter().all(|o| {
+        after.outcomes.get(*o).copied().unwrap_or(0) - before.outcomes.get(*o).copied().unwrap_or(0)
+            == traffic.kinds.get(o).copied().unwrap_or(0)
+    });
+    report.check("P1: one outcome per record sent, as generated", same, deltas.join(", "));
+    report.check(
+        "offsets committed to the end",
+        after.committed == after.high_watermarks,
+        format!("{:?} vs {:?}", after.committed, after.high_watermarks),
+    );
+    Ok(())
+}
+
+fn verify(ctx: &DrillContext, report: &mut Report) -> DrillResult {
+    report.step(format!(
+        "reconciling Postgres and the lake for topic {} (no traffic)",
+        ctx.settings.kafka.topic
+    ));
+    let (snap, lake) = snap(ctx)?;
+    let mut conn = db::conn(&ctx.pool)?;
+    let topic = ctx.settings.kafka.topic.as_str();
+    let pg_days = pg_per_day(&mut conn, topic)?;
+    let mut lake_days: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut lake_count: HashMap<&str, i64> = HashMap::new();
+    for row in &lake {
+        *lake_days.entry((row.event_type.clone(), row.day.clone())).or_default() += 1;
+        *lake_count.entry(row.event_id.as_str()).or_default() += 1;
+    }
+    let keys: BTreeSet<_> = pg_days.keys().chain(lake_days.keys()).collect();
+    let diffs: Vec<String> = keys
+        .iter()
+        .filter(|k| pg_days.get(k) != lake_days.get(k))
+        .map(|(t, d)| {
+            format!(
+                "{t} {d}: postgres {} lake {}",
+                pg_days.get(&(t.clone(), d.clone())).unwrap_or(&0),
+                lake_days.get(&(t.clone(), d.clone())).unwrap_or(&0)
+            )
+        })
+        .collect();
+    report.check(
+        "same events per day and event type",
+        diffs.is_empty(),
+        if diffs.is_empty() {
+            format!("{} (type, day) groups agree", keys.len())
+        } else {
+            diffs.join("; ")
+        },
+    );
+    let pg_ids: BTreeSet<String> = super::inspect::pg_ids(&mut conn, topic)?.into_iter().collect();
+    let only_pg: Vec<&String> =
+        pg_ids.iter().filter(|id| !lake_count.contains_key(id.as_str())).collect();
+    let only_lake: Vec<&&str> = lake_count.keys().filter(|id| !pg_ids.contains(**id)).collect();
+    let list = |v: Vec<String>| {
+        if v.len() > 20 {
+            format!("{} … ({} in all)", v[..20].join(", "), v.len())
+        } else {
+            v.join(", ")
+        }
+    };
+    report.check(
+        "every Postgres event is in the lake",
+        only_pg.is_empty(),
+        if only_pg.is_empty() {
+            format!("{} events", pg_ids.len())
+        } else {
+            format!(
+                "missing from the lake: {}",
+                list(only_pg.iter().map(|s| s.to_string()).collect())
+            )
+        },
+    );
+    report.check(
+        "every lake event is in Postgres",
+        only_lake.is_empty(),
+        if only_lake.is_empty() {
+            format!("{} distinct ids", lake_count.len())
+        } else {
+            format!(
+                "missing from Postgres: {}",
+                list(only_lake.iter().map(|s| s.to_string()).collect())
+            )
+        },
+    );
+    let doubled: Vec<String> =
+        lake_count.iter().filter(|(_, n)| **n > 1).map(|(id, n)| format!("{id} x{n}")).collect();
+    report.check(
+        "no event id twice in the lake",
+        doubled.is_empty(),
+        if doubled.is_empty() {
+            format!("{} rows, {} distinct", lake.len(), lake_count.len())
+        } else {
+            list(doubled)
+        },
+    );
+    let (tables, outcomes) = pg_counts(&mut conn, topic)?;
+    let get = |m: &BTreeMap<String, i64>, k: &str| m.get(k).copied().unwrap_or(0);
+    report.check(
+        "no event id twice in Postgres",
+        get(&tables, "events") == pg_ids.len() as i64,
+        format!("{} rows, {} distinct (primary key)", get(&tables, "events"), pg_ids.len()),
+    );
+    for (outcome, table) in
+        [("accepted", "events"), ("dead_letter", "dead_letters"), ("conflict", "conflicts")]
+    {
+        report.check(
+            &format!("{outcome} outcomes accounted for in {table}"),
+            get(&outcomes, outcome) == get(&tables, table),
+            format!("{} outcomes, {} rows", get(&outcomes, outcome), get(&tables, table)),
+        );
+    }
+    report.figure("events in postgres", "", snap.pg_events);
+    report.figure("events in the lake", "", snap.lake_rows);
+    report.figure("dead letters", "", get(&tables, "dead_letters"));
+    report.figure("lake files", "", snap.lake_files);
+    Ok(())
+}
+
+fn replay(ctx: &DrillContext, report: &mut Report) -> DrillResult {
+    let s = &ctx.settings;
+    settle(ctx, report, "replay")?;
+    let (before, _) = snap(ctx)?;
+    let targets =
+        kafka_ops::rewind_group(&s.kafka.brokers, &s.kafka.group_id, &s.kafka.topic, ctx.rewind)?;
+    report.step(format!(
+        "rewound group {} to {targets:?} (from {:?})",
+        s.kafka.group_id, before.committed
+    ));
+    let log = processor_log(ctx, "replay");
+    let child = ChildProcessor::start(&[], &log)?;
+    report.step(format!(
+        "started a processor (pid {}) and let it run to the high watermarks",
+        child.pid()
+    ));
+    wait_for("the group's offsets are back at the end", ctx.timeout, || {
+        let c = kafka_ops::committed(&s.kafka.brokers, &s.kafka.group_id, &s.kafka.topic)?;
+        let h: Vec<i64> = kafka_ops::watermarks(&s.kafka.brokers, &s.kafka.topic)?
+            .into_iter()
+            .map(|(_, h)| h)
+            .collect();
+        Ok(c == h)
+    })?;
+    let code = child.stop(Duration::from_secs(60))?;
+    let (after, _) = snap(ctx)?;
+    table_figures(report, &before, &after);
+    report.check("processor exited cleanly", code == 0, format!("exit code {code}"));
+    report.check(
+        "postgres: nothing added, nothing lost",
+        before.tables == after.tables && before.pg_ids_hash == after.pg_ids_hash,
+        format!("{} events before, {} after", before.pg_events, after.pg_events),
+    );
+    report.check(
+        "lake: nothing added, nothing lost",
+        before.lake_rows == after.lake_rows && before.lake_ids_hash == after.lake_ids_hash,
+        format!("{} rows before, {} after", before.lake_rows, after.lake_rows),
+    );
+    report.check(
+        "the same outcomes",
+        before.outcomes == after.outcomes,
+        format!("{:?}", after.outcomes),
+    );
+    if !ctx.rebuild_lake {
+        return Ok(());
+    }
+    let aside = ctx
+        .reports_dir
+        .join(format!("lake-before-replay-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S")));
+    std::fs::create_dir_all(&ctx.reports_dir)
+        .map_err(StepError::io("creating the reports folder"))?;
+    std::fs::rename(&s.lake.root, &aside)
+        .map_err(StepError::io(format!("moving the lake aside to {}", aside.display())))?;
+    report.step(format!(
+        "moved the lake aside to {} and replayed the whole log into a new one",
+        aside.display()
+    ));
+    let child = ChildProcessor::start(&[], &log)?;
+    wait_drained(ctx)?;
+    let code = child.stop(Duration::from_secs(60))?;
+    let (rebuilt, _) = snap(ctx)?;
+    report.figure("events in the rebuilt lake", after.lake_rows, rebuilt.lake_rows);
+    report.check(
+        "rebuilt lake: exactly the same events",
+        rebuilt.lake_rows == after.lake_rows
+            && rebuilt.lake_distinct == rebuilt.lake_rows
+            && rebuilt.lake_ids_hash == after.lake_ids_hash,
+        format!(
+            "{} rows, {} distinct, hash {} (was {})",
+            rebuilt.lake_rows, rebuilt.lake_distinct, rebuilt.lake_ids_hash, after.lake_ids_hash
+        ),
+    );
+    report.check(
+        "rebuild left Postgres and the outcomes alone",
+        rebuilt.tables == after.tables && rebuilt.outcomes == after.outcomes,
+        format!("exit code {code}"),
+    );
+    if report.passed {
+        let _ = std::fs::remove_dir_all(&aside);
+    }
+    Ok(())
+}
+
+fn resend(ctx: &DrillContext, report: &mut Report) -> DrillResult {
+    let s = &ctx.settings;
+    settle(ctx, report, "resend")?;
+    let mut conn = db::conn(&ctx.pool)?;
+    use crate::db::schema::events::dsl as e;
+    let coords: Vec<(i32, i64)> = e::events
+        .filter(e::topic.eq(&s.kafka.topic))
+        .select((e::partition, e::offset))
+        .order(diesel::dsl::sql::<diesel::sql_types::Integer>("random()"))
+        .limit(ctx.resend as i64)
+        .load(&mut conn)?;
+    if coords.is_empty() {
+        return Err(StepError::Failed(
+            "no processed events to resend: run some traffic first".into(),
+        ));
+    }
+    let originals = kafka_ops::fetch_records(&s.kafka.brokers, &s.kafka.topic, &coords)?;
+    let (before, _) = snap(ctx)?;
+    let mut publisher = Publisher::new(&s.kafka.brokers, &s.kafka.topic)?;
+    for (key, value) in &originals {
+        publisher
+            .send(&String::from_utf8_lossy(key.as_deref().unwrap_or_default()), value.as_deref())?;
+    }
+    publisher.finish(Duration::from_secs(60))?;
+    report.step(format!(
+        "re-published {} already-processed events, original bytes and keys",
+        originals.len()
+    ));
+    let child = ChildProcessor::start(&[], &processor_log(ctx, "resend"))?;
+    wait_drained(ctx)?;
+    let code = child.stop(Duration::from_secs(60))?;
+    let (after, _) = snap(ctx)?;
+    table_figures(report, &before, &after);
+    let delta = |o: &str| {
+        after.outcomes.get(o).copied().unwrap_or(0) - before.outcomes.get(o).copied().unwrap_or(0)
+    };
+    report.check(
+        "every resent event counted as a duplicate",
+        delta("duplicate") == originals.len() as i64
+            && delta("accepted") == 0
+            && delta("conflict") == 0,
+        format!(
+            "duplicate +{}, accepted +{}, conflict +{} for {} resent",
+            delta("duplicate"),
+            delta("accepted"),
+            delta("conflict"),
+            originals.len()
+        ),
+    );
+    report.check(
+        "nothing added to Postgres",
+        before.pg_ids_hash == after.pg_ids_hash && before.pg_events == after.pg_events,
+        format!("{} events before and {} after", before.pg_events, after.pg_events),
+    );
+    report.check(
+        "nothing added to the lake",
+        before.lake_ids_hash == after.lake_ids_hash && before.lake_rows == after.lake_rows,
+        format!("{} rows before and {} after", before.lake_rows, after.lake_rows),
+    );
+    report.check("processor exited cleanly", code == 0, format!("exit code {code}"));
+    Ok(())
+}
+
+/// Samples both sinks' progress while waiting for the drain: (elapsed, pg, lake). The
+/// drain counts only once `sending` has finished (traffic may still be on its way).
+fn drain_sampling(
+    ctx: &DrillContext,
+    start: Instant,
+    sending: &std::thread::JoinHandle<Result<Traffic, StepError>>,
+) -> Result<Vec<(Duration, i64, i64)>, StepError> {
+    let s = &ctx.settings;
+    let mut samples = Vec::new();
+    wait_for("both sinks stored everything up to the end of the topic", ctx.timeout, || {
+        let (pg, lake) = progress_sums(ctx)?;
+        samples.push((start.elapsed(), pg, lake));
+        if !sending.is_finished() {
+            return Ok(false);
+        }
+        let end: i64 =
+            kafka_ops::watermarks(&s.kafka.brokers, &s.kafka.topic)?.iter().map(|(_, h)| h).sum();
+        Ok(pg == end && lake == end)
+    })?;
+    Ok(samples)
+}
+
+fn sink_crash(ctx: &DrillContext, report: &mut Report) -> DrillResult {
+    let (actor, fault_key, other) = match ctx.sink {
+        DrillSink::Postgres => ("postgres_writer", "EVENTLINE__FAULTS__POSTGRES", "lake"),
+        DrillSink::Parquet => ("parquet_writer", "EVENTLINE__FAULTS__PARQUET", "postgres"),
+    };
+    settle(ctx, report, "sink-crash")?;
+    let (before, _) = snap(ctx)?;
+    let drill_start = chrono::Utc::now();
+    let start = Instant::now();
+    let child = ChildProcessor::start(
+        &[
+            (fault_key, "error,panic,error"),
+            ("EVENTLINE__FAULTS__AFTER_BATCHES", "3"),
+            ("EVENTLINE__SUPERVISION__BACKOFF_INITIAL_MS", "1000"),
+            ("EVENTLINE__PIPELINE__BATCH_MAX_RECORDS", "500"),
+        ],
+        &processor_log(ctx, "sink-crash"),
+    )?;
+    report.step(format!("started a processor (pid {}) whose {actor} fails with an error, a panic and an error after 3 batches", child.pid()));
+    // Paced over about 10 s, so records keep coming while the failing sink is down (its
+    // backoff is 1 + 2 + 4 s): the other sink must keep storing them. Sent all at once,
+    // the whole drill fits in the sinks' queues and the other sink is done before the
+    // failures start, which proves nothing.
+    let traffic_ctx = ctx.clone();
+    let rate = (ctx.events as f64 / 10.0).max(100.0);
+    let sender = std::thread::spawn(move || send_traffic(&traffic_ctx, Some(rate)));
+    let samples = drain_sampling(ctx, start, &sender)?;
+    let traffic =
+        sender.join().map_err(|_| StepError::Failed("traffic thread panicked".into()))??;
+    report
+        .step(format!("sent {} generated records (seed {}) at {rate:.0}/s", ctx.events, ctx.seed));
+    let code = child.stop(Duration::from_secs(60))?;
+    let (after, lake) = snap(ctx)?;
+    table_figures(report, &before, &after);
+    check_exactly_once(ctx, report, &before, &after, &lake, &traffic)?;
+    let entries: Vec<_> = read_entries(&ctx.settings.supervision.log_path)
+        .map_err(StepError::io("reading the supervision log"))?
+        .into_iter()
+        .filter(|e| e.at >= drill_start && e.actor == actor)
+        .collect();
+    let count = |k: EntryKind| entries.iter().filter(|e| e.kind == k).count();
+    let downtime = entries.iter().filter_map(|e| e.downtime_ms).max().unwrap_or(0);
+    report.check("the failing sink was restarted and recovered", count(EntryKind::Restart) >= 3 && count(EntryKind::Recovered) >= 1, format!(
+        "{} failures, {} restarts, {} recoveries in the supervision log; longest downtime {downtime} ms",
+        count(EntryKind::Failure),
+        count(EntryKind::Restart),
+        count(EntryKind::Recovered)
+    ));
+    // While the failing sink was down, the other one must have kept storing.
+    let first_failure = entries.iter().find(|e| e.kind == EntryKind::Failure).map(|e| e.at);
+    let recovered = entries.iter().find(|e| e.kind == EntryKind::Recovered).map(|e| e.at);
+    let progressed = match (first_failure, recovered) {
+        (Some(f), Some(r)) => {
+            let offset = |t: chrono::DateTime<chrono::Utc>| {
+                Duration::from_millis((t - drill_start).num_milliseconds().max(0) as u64)
+            };
+            let (from, to) = (offset(f), offset(r));
+            let window: Vec<_> =
+                samples.iter().filter(|(t, _, _)| *t >= from && *t <= to).collect();
+            let pick = |s: &(Duration, i64, i64)| if other == "lake" { s.2 } else { s.1 };
+            match (window.first(), window.last()) {
+                (Some(a), Some(b)) => Some((pick(a), pick(b))),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    report.check(
+        &format!("{other} kept storing while {actor} was down"),
+        progressed.is_some_and(|(a, b)| b > a),
+        match progressed {
+            Some((a, b)) => {
+                format!("{other} progress went from {a} to {b} records during the downtime")
+            }
+            None => "no sample fell inside the downtime window".into(),
+        },
+    );
+    report.check("processor exited cleanly", code == 0, format!("exit code {code}"));
+    Ok(())
+}
+
+fn kill(ctx: &DrillContext, report: &mut Report) -> DrillResult {
+    settle(ctx, report, "kill")?;
+    let (before, _) = snap(ctx)?;
+    let log = processor_log(ctx, "kill");
+    let traffic_ctx = ctx.clone();
+    let sender = std::thread::spawn(move || send_traffic(&traffic_ctx, Some(20_000.0)));
+    let mut rng = rand::thread_rng();
+    let mut killed_at = Vec::new();
+    for _ in 0..ctx.kills {
+        let (start_pg, _) = progress_sums(ctx)?;
+        let child = ChildProcessor::start(&[], &log)?;
+        // Kill while it works: after it has stored something (a killed member's partitions
+        // only move after the session timeout), at a random moment.
+        wait_for("the restarted processor stores records", ctx.timeout, || {
+            Ok(progress_sums(ctx)?.0 > start_pg
+                || sender.is_finished() && progress_sums(ctx)?.0 >= start_pg)
+        })?;
+        std::thread::sleep(Duration::from_millis(rng.gen_range(100..1_500)));
+        let (pg, _) = progress_sums(ctx)?;
+        killed_at.push(pg);
+        child.kill();
+    }
+    report.step(format!("killed the processor with SIGKILL {} times at random moments (postgres progress then: {killed_at:?})", ctx.kills));
+    let traffic =
+        sender.join().map_err(|_| StepError::Failed("traffic thread panicked".into()))??;
+    report.step(format!(
+        "sent {} generated records (seed {}) meanwhile; restarted the processor once more",
+        ctx.events, ctx.seed
+    ));
+    let child = ChildProcessor::start(&[], &log)?;
+    wait_drained(ctx)?;
+    let code = child.stop(Duration::from_secs(60))?;
+    let (after, lake) = snap(ctx)?;
+    table_figures(report, &before, &after);
+    check_exactly_once(ctx, report, &before, &after, &lake, &traffic)?;
+    report.check(
+        "processor exited cleanly after the last restart",
+        code == 0,
+        format!("exit code {code}"),
+    );
+    Ok(())
+}
+
+fn db_outage(ctx: &DrillContext, report: &mut Report) -> DrillResult {
+    settle(ctx, report, "db-outage")?;
+    let (before, _) = snap(ctx)?;
+    let drill_start = chrono::Utc::now();
+    let mut child = ChildProcessor::start(&[], &processor_log(ctx, "db-outage"))?;
+    let traffic_ctx = ctx.clone();
+    let sender = std::thread::spawn(move || send_traffic(&traffic_ctx, Some(10_000.0)));
+    wait_for("Postgres is storing events", ctx.timeout, || {
+        Ok(progress_sums(ctx).map(|(pg, _)| pg).unwrap_or(0) > before.pg_events)
+    })?;
+    let shell = |cmd: &str| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .status()
+            .map_err(StepError::io(format!("running `{cmd}`")))
+            .and_then(|s| match s.success() {
+                true => Ok(()),
+                false => Err(StepError::Failed(format!("`{cmd}` failed: {s}"))),
+            })
+    };
+    shell(&ctx.pg_stop)?;
+    report
+        .step(format!("stopped Postgres (`{}`) during traffic for {:?}", ctx.pg_stop, ctx.outage));
+    std::thread::sleep(ctx.outage); // the outage itself, not a synchronisation
+    let survived = child.alive();
+    shell(&ctx.pg_start)?;
+    report.step(format!("started Postgres again (`{}`)", ctx.pg_start));
+    let traffic =
+        sender.join().map_err(|_| StepError::Failed("traffic thread panicked".into()))??;
+    wait_drained(ctx)?;
+    let code = child.stop(Duration::from_secs(60))?;
+    let (after, lake) = snap(ctx)?;
+    table_figures(report, &before, &after);
+    check_exactly_once(ctx, report, &before, &after, &lake, &traffic)?;
+    let failures = read_entries(&ctx.settings.supervision.log_path)
+        .map_err(StepError::io("reading the supervision log"))?
+        .into_iter()
+        .filter(|e| e.at >= drill_start && e.kind == EntryKind::Failure)
+        .count();
+    report.check("the processor rode out the outage", survived && code == 0, format!("alive during the outage: {survived}; exit code {code}; {failures} writer failures logged"));
+    Ok(())
+}

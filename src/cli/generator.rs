@@ -1,0 +1,533 @@
+//! Synthetic CRM traffic for demos, drills and benchmarks. Entities follow plausible
+//! life cycles (an account is created before it is updated or gets contacts and
+//! opportunities; opportunity stages only move forward) and the output is a pure
+//! function of the seed and the start time, so a run can be reproduced exactly.
+//! Knobs add the messiness of real feeds: duplicates, conflicts, invalid records,
+//! late events and tombstones.
+
+use chrono::{DateTime, Duration, Utc};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+
+/// Every event type the generator knows, in the order they usually appear.
+pub const EVENT_TYPES: [&str; 5] = [
+    "account_created",
+    "account_updated",
+    "contact_created",
+    "opportunity_created",
+    "opportunity_stage_changed",
+];
+
+const INDUSTRIES: [&str; 10] = [
+    "software",
+    "finance",
+    "healthcare",
+    "retail",
+    "manufacturing",
+    "education",
+    "energy",
+    "media",
+    "logistics",
+    "public_sector",
+];
+const REGIONS: [(&str, &[&str], &str); 4] = [
+    ("AMER", &["US", "CA"], "USD"),
+    ("EMEA", &["DE", "FR", "GB", "NL", "ES", "SE"], "EUR"),
+    ("APAC", &["JP", "AU", "SG", "IN"], "USD"),
+    ("LATAM", &["BR", "MX", "AR", "CL"], "USD"),
+];
+const NAME_PARTS: [&str; 16] = [
+    "Blue", "North", "Acme", "Vertex", "Lumen", "Harbor", "Summit", "Quartz", "Nimbus", "Cedar",
+    "Atlas", "Polar", "Orbit", "Granite", "Beacon", "Falcon",
+];
+const NAME_SUFFIXES: [&str; 8] =
+    ["Systems", "Labs", "Logistics", "Health", "Capital", "Foods", "Energy", "Media"];
+const FIRST_NAMES: [&str; 12] = [
+    "Ana", "Ben", "Chloe", "David", "Elif", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kara",
+    "Luca",
+];
+const LAST_NAMES: [&str; 12] = [
+    "Silva", "Meyer", "Dubois", "Khan", "Novak", "Rossi", "Tanaka", "Smith", "Garcia", "Larsen",
+    "Okafor", "Ivanova",
+];
+const TITLES: [&str; 6] =
+    ["CTO", "Head of Data", "VP Sales", "Procurement Lead", "CFO", "Engineering Manager"];
+const STAGES: [&str; 4] = ["prospecting", "qualification", "proposal", "negotiation"];
+
+/// Generator knobs (ratios are probabilities per record, 0.0 to 1.0).
+#[derive(Debug, Clone)]
+pub struct GeneratorConfig {
+    /// Same seed and start time: same records.
+    pub seed: u64,
+    /// Time of the first event; later events advance from it.
+    pub start_time: DateTime<Utc>,
+    /// Event types to emit (others still happen to entities, silently).
+    pub types: Vec<String>,
+    /// Exact copies of an earlier record.
+    pub duplicate_ratio: f64,
+    /// An earlier `event_id` with a different payload.
+    pub conflict_ratio: f64,
+    /// Records that break the contract (sent raw, for drills).
+    pub invalid_ratio: f64,
+    /// Events whose timestamp lies in the past by up to `max_lateness`.
+    pub late_ratio: f64,
+    /// How late a late event can be.
+    pub max_lateness: Duration,
+    /// Null values.
+    pub tombstone_ratio: f64,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        GeneratorConfig {
+            seed: 1,
+            start_time: DateTime::parse_from_rfc3339("2026-11-22T08:00:00Z")
+                .expect("valid")
+                .with_timezone(&Utc),
+            types: EVENT_TYPES.iter().map(|t| t.to_string()).collect(),
+            duplicate_ratio: 0.0,
+            conflict_ratio: 0.0,
+            invalid_ratio: 0.0,
+            late_ratio: 0.0,
+            max_lateness: Duration::hours(1),
+            tombstone_ratio: 0.0,
+        }
+    }
+}
+
+/// What kind of record this is, so callers can count and route it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A new, valid event.
+    Valid,
+    /// An exact copy of an earlier record.
+    Duplicate,
+    /// An earlier id with other content.
+    Conflict,
+    /// Breaks the contract on purpose.
+    Invalid,
+    /// A null value.
+    Tombstone,
+}
+
+/// One generated Kafka record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedRecord {
+    /// The owning entity (account id): one entity's events share a partition.
+    pub key: String,
+    /// The value; `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Its kind.
+    pub kind: Kind,
+}
+
+struct Account {
+    id: String,
+    region: usize,
+}
+
+struct Opportunity {
+    id: String,
+    account: usize,
+    stage: usize,
+    closed: bool,
+}
+
+/// The generator; an iterator of records.
+pub struct Generator {
+    config: GeneratorConfig,
+    rng: StdRng,
+    clock: DateTime<Utc>,
+    accounts: Vec<Account>,
+    contacts: u64,
+    opportunities: Vec<Opportunity>,
+    /// Indices into `opportunities` that are not closed yet.
+    open: Vec<usize>,
+    recent: VecDeque<(String, String)>,
+}
+
+impl Generator {
+    /// A generator for `config`.
+    pub fn new(config: GeneratorConfig) -> Generator {
+        let rng = StdRng::seed_from_u64(config.seed);
+        let clock = config.start_time;
+        Generator {
+            config,
+            rng,
+            clock,
+            accounts: Vec::new(),
+            contacts: 0,
+            opportunities: Vec::new(),
+            open: Vec::new(),
+            recent: VecDeque::new(),
+        }
+    }
+
+    fn uuid(&mut self) -> String {
+        uuid::Builder::from_random_bytes(self.rng.gen()).into_uuid().to_string()
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        items.choose(&mut self.rng).expect("non-empty")
+    }
+
+    fn short_id(&mut self, prefix: &str) -> String {
+        let n: u64 = self.rng.gen_range(0..36u64.pow(10));
+        format!("{prefix}_{}", radix36(n))
+    }
+
+    fn envelope(&mut self, event_type: &str, payload: Value) -> Value {
+        self.clock += Duration::milliseconds(self.rng.gen_range(1..250));
+        let mut at = self.clock;
+        if self.rng.gen_bool(self.config.late_ratio) {
+            let late_ms =
+                self.rng.gen_range(1..=self.config.max_lateness.num_milliseconds().max(1));
+            at -= Duration::milliseconds(late_ms);
+        }
+        json!({
+            "event_id": self.uuid(),
+            "event_type": event_type,
+            "source": "crm",
+            "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "schema_version": 1,
+            "payload": payload,
+        })
+    }
+
+    fn new_account(&mut self) -> (String, Value) {
+        let region = self.rng.gen_range(0..REGIONS.len());
+        let id = self.short_id("acc");
+        let name = format!("{} {}", self.pick(&NAME_PARTS), self.pick(&NAME_SUFFIXES));
+        let country = *self.pick(REGIONS[region].1);
+        let payload = json!({
+            "account_id": id,
+            "name": name,
+            "industry": self.pick(&INDUSTRIES),
+            "region": REGIONS[region].0,
+            "country": country,
+            "employee_count": self.rng.gen_range(5..50_000),
+            "owner_email": format!("{}.{}@crm.example.com", self.pick(&FIRST_NAMES).to_lowercase(), self.pick(&LAST_NAMES).to_lowercase()),
+        });
+        self.accounts.push(Account { id: id.clone(), region });
+        (id, self.envelope("account_created", payload))
+    }
+
+    fn next_event(&mut self) -> (String, String, Value) {
+        // Early on, most events create accounts; later the mix shifts to activity.
+        let weights = [if self.accounts.len() < 20 { 60 } else { 12 }, 18, 22, 18, 30];
+        loop {
+            let index = weighted(&mut self.rng, &weights);
+            let event_type = EVENT_TYPES[index];
+            if index == 0 || self.accounts.is_empty() {
+                let (key, value) = self.new_account();
+                return (key, "account_created".into(), value);
+            }
+            let account = self.rng.gen_range(0..self.accounts.len());
+            let key = self.accounts[account].id.clone();
+            let payload = match event_type {
+                "account_updated" => {
+                    let changes = if self.rng.gen_bool(0.5) {
+                        json!({"employee_count": self.rng.gen_range(5..50_000)})
+                    } else {
+                        json!({"name": format!("{} {}", self.pick(&NAME_PARTS), self.pick(&NAME_SUFFIXES))})
+                    };
+                    json!({"account_id": key, "changes": changes, "updated_by": "ops@crm.example.com"})
+                }
+                "contact_created" => {
+                    self.contacts += 1;
+                    let (first, last) = (*self.pick(&FIRST_NAMES), *self.pick(&LAST_NAMES));
+                    json!({
+                        "contact_id": self.short_id("con"),
+                        "account_id": key,
+                        "email": format!("{}.{}{}@customer.example.org", first.to_lowercase(), last.to_lowercase(), self.contacts),
+                        "first_name": first,
+                        "last_name": last,
+                        "title": self.pick(&TITLES),
+                        "phone": format!("+{}", self.rng.gen_range(10_000_000_000u64..99_999_999_999)),
+                    })
+                }
+                "opportunity_created" => {
+                    let id = self.short_id("opp");
+                    self.open.push(self.opportunities.len());
+                    self.opportunities.push(Opportunity {
+                        id: id.clone(),
+                        account,
+                        stage: 0,
+                        closed: false,
+                    });
+                    let close = self.clock + Duration::days(self.rng.gen_range(14..180));
+                    json!({
+                        "opportunity_id": id,
+                        "account_id": key,
+                        "name": format!("{} renewal", self.pick(&NAME_PARTS)),
+                        "amount": (self.rng.gen_range(1_000.0..250_000.0f64) * 100.0).round() / 100.0,
+                        "currency": REGIONS[self.accounts[account].region].2,
+                        "stage": STAGES[0],
+                        "close_date": close.format("%Y-%m-%d").to_string(),
+                    })
+                }
+                _ => {
+                    if self.open.is_empty() {
+                        continue;
+                    }
+                    let slot = self.rng.gen_range(0..self.open.len());
+                    let o = self.open[slot];
+                    let opp = &self.opportunities[o];
+                    let from = STAGES[opp.stage];
+                    let (to, stage, closed) = if opp.stage + 1 < STAGES.len() {
+                        (STAGES[opp.stage + 1], opp.stage + 1, false)
+                    } else if self.rng.gen_bool(0.6) {
+                        ("closed_won", opp.stage, true)
+                    } else {
+                        ("closed_lost", opp.stage, true)
+                    };
+                    let (id, owner) = (opp.id.clone(), self.accounts[opp.account].id.clone());
+                    self.opportunities[o].stage = stage;
+                    self.opportunities[o].closed = closed;
+                    if closed {
+                        self.open.swap_remove(slot);
+                    }
+                    let probability = if closed {
+                        if to == "closed_won" {
+                            100
+                        } else {
+                            0
+                        }
+                    } else {
+                        (stage as i64 + 1) * 20
+                    };
+                    let value = self.envelope(event_type, json!({"opportunity_id": id, "account_id": owner, "from_stage": from, "to_stage": to, "probability": probability}));
+                    return (owner, event_type.into(), value);
+                }
+            };
+            let value = self.envelope(event_type, payload);
+            return (key, event_type.into(), value);
+        }
+    }
+
+    fn remember(&mut self, key: &str, value: &str) {
+        self.recent.push_back((key.to_string(), value.to_string()));
+        if self.recent.len() > 1_000 {
+            self.recent.pop_front();
+        }
+    }
+
+    fn invalid(&mut self, key: String) -> GeneratedRecord {
+        let broken: Vec<u8> = match self.rng.gen_range(0..5) {
+            0 => b"{\"event_id\": \"truncated".to_vec(),
+            1 => json!({"event_id": "not-a-uuid", "event_type": "account_created", "source": "crm", "timestamp": "2026-11-22T08:00:00Z", "payload": {}}).to_string().into_bytes(),
+            2 => json!({"event_id": self.uuid(), "event_type": "invoice_paid", "source": "billing", "timestamp": "2026-11-22T08:00:00Z", "payload": {"invoice_id": "inv_1"}}).to_string().into_bytes(),
+            3 => json!({"event_id": self.uuid(), "event_type": "account_created", "source": "crm", "timestamp": "2026-11-22T08:00:00Z", "payload": {"account_id": key, "industry": "software", "region": "MARS"}}).to_string().into_bytes(),
+            _ => json!({"event_id": self.uuid(), "event_type": "contact_created", "source": "crm", "timestamp": "yesterday", "payload": {"contact_id": "con_x1y2", "account_id": key, "email": "nobody"}}).to_string().into_bytes(),
+        };
+        GeneratedRecord { key, value: Some(broken), kind: Kind::Invalid }
+    }
+}
+
+impl Iterator for Generator {
+    type Item = GeneratedRecord;
+
+    fn next(&mut self) -> Option<GeneratedRecord> {
+        let roll: f64 = self.rng.gen();
+        let c = &self.config;
+        let (dup, conflict, invalid, tombstone) =
+            (c.duplicate_ratio, c.conflict_ratio, c.invalid_ratio, c.tombstone_ratio);
+        if !self.recent.is_empty() && roll < dup + conflict {
+            let i = self.rng.gen_range(0..self.recent.len());
+            let (key, text) = self.recent[i].clone();
+            if roll < dup {
+                return Some(GeneratedRecord {
+                    key,
+                    value: Some(text.into_bytes()),
+                    kind: Kind::Duplicate,
+                });
+            }
+            let mut value: Value = serde_json::from_str(&text).expect("generated JSON parses");
+            value["source"] = json!("crm-replica");
+            return Some(GeneratedRecord {
+                key,
+                value: Some(value.to_string().into_bytes()),
+                kind: Kind::Conflict,
+            });
+        }
+        if roll < dup + conflict + invalid {
+            let key = self
+                .accounts
+                .choose(&mut self.rng)
+                .map(|a| a.id.clone())
+                .unwrap_or_else(|| "acc_unknown".into());
+            return Some(self.invalid(key));
+        }
+        if roll < dup + conflict + invalid + tombstone && !self.accounts.is_empty() {
+            let key = self.accounts.choose(&mut self.rng).map(|a| a.id.clone()).expect("non-empty");
+            return Some(GeneratedRecord { key, value: None, kind: Kind::Tombstone });
+        }
+        loop {
+            let (key, event_type, value) = self.next_event();
+            if self.config.types.contains(&event_type) {
+                let text = value.to_string();
+                self.remember(&key, &text);
+                return Some(GeneratedRecord {
+                    key,
+                    value: Some(text.into_bytes()),
+                    kind: Kind::Valid,
+                });
+            }
+        }
+    }
+}
+
+fn weighted(rng: &mut StdRng, weights: &[u32]) -> usize {
+    let total: u32 = weights.iter().sum();
+    let mut roll = rng.gen_range(0..total);
+    for (i, w) in weights.iter().enumerate() {
+        if roll < *w {
+            return i;
+        }
+        roll -= w;
+    }
+    weights.len() - 1
+}
+
+fn radix36(mut n: u64) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = vec![b'0'; 10];
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(n % 36) as usize];
+        n /= 36;
+    }
+    String::from_utf8(out).expect("ascii")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Coords;
+    use crate::stages::contract::{Contracts, Limits};
+
+    fn contracts() -> Contracts {
+        Contracts::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts"),
+            Limits::default(),
+        )
+        .unwrap()
+    }
+
+    fn check(
+        c: &Contracts,
+        r: &GeneratedRecord,
+    ) -> Result<crate::record::Event, crate::stages::contract::Rejection> {
+        c.check(r.value.as_deref(), Coords { topic: "t".into(), partition: 0, offset: 0 }, None)
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_records() {
+        let a: Vec<_> = Generator::new(GeneratorConfig {
+            seed: 42,
+            duplicate_ratio: 0.1,
+            invalid_ratio: 0.1,
+            ..Default::default()
+        })
+        .take(500)
+        .collect();
+        let b: Vec<_> = Generator::new(GeneratorConfig {
+            seed: 42,
+            duplicate_ratio: 0.1,
+            invalid_ratio: 0.1,
+            ..Default::default()
+        })
+        .take(500)
+        .collect();
+        let c: Vec<_> = Generator::new(GeneratorConfig {
+            seed: 43,
+            duplicate_ratio: 0.1,
+            invalid_ratio: 0.1,
+            ..Default::default()
+        })
+        .take(500)
+        .collect();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn valid_records_pass_their_contracts_and_invalid_ones_do_not() {
+        let c = contracts();
+        let config = GeneratorConfig {
+            seed: 7,
+            invalid_ratio: 0.1,
+            late_ratio: 0.2,
+            tombstone_ratio: 0.02,
+            ..Default::default()
+        };
+        let mut kinds = std::collections::HashMap::new();
+        for r in Generator::new(config).take(3_000) {
+            *kinds.entry(r.kind).or_insert(0) += 1;
+            match r.kind {
+                Kind::Valid => {
+                    if let Err(e) = check(&c, &r) {
+                        panic!("{e:?} for {}", String::from_utf8_lossy(r.value.as_ref().unwrap()));
+                    }
+                }
+                Kind::Invalid | Kind::Tombstone => assert!(check(&c, &r).is_err()),
+                _ => {}
+            }
+        }
+        assert!(kinds[&Kind::Invalid] > 200 && kinds[&Kind::Tombstone] > 20, "{kinds:?}");
+    }
+
+    #[test]
+    fn life_cycles_are_plausible() {
+        let c = contracts();
+        let mut created = std::collections::HashSet::new();
+        let mut stage_of: std::collections::HashMap<String, usize> =
+            std::collections::HashMap::new();
+        let order = ["prospecting", "qualification", "proposal", "negotiation"];
+        for r in Generator::new(GeneratorConfig { seed: 3, ..Default::default() }).take(5_000) {
+            let e = check(&c, &r).unwrap();
+            let payload: Value = serde_json::from_str(&e.payload).unwrap();
+            let account = payload["account_id"].as_str().unwrap().to_string();
+            assert_eq!(r.key, account, "keyed by the owning account");
+            match e.event_type.as_str() {
+                "account_created" => assert!(created.insert(account)),
+                "opportunity_created" => {
+                    assert!(created.contains(&account));
+                    stage_of.insert(payload["opportunity_id"].as_str().unwrap().into(), 0);
+                }
+                "opportunity_stage_changed" => {
+                    let id = payload["opportunity_id"].as_str().unwrap();
+                    let from = order.iter().position(|s| *s == payload["from_stage"]).unwrap();
+                    assert_eq!(stage_of[id], from, "stages move forward one at a time");
+                    if let Some(to) = order.iter().position(|s| *s == payload["to_stage"]) {
+                        assert_eq!(to, from + 1);
+                        stage_of.insert(id.into(), to);
+                    } else {
+                        stage_of.insert(id.into(), usize::MAX);
+                    }
+                }
+                _ => assert!(created.contains(&account), "{} before its account", e.event_type),
+            }
+        }
+    }
+
+    #[test]
+    fn duplicates_repeat_bytes_and_conflicts_reuse_ids() {
+        let records: Vec<_> = Generator::new(GeneratorConfig {
+            seed: 9,
+            duplicate_ratio: 0.2,
+            conflict_ratio: 0.1,
+            ..Default::default()
+        })
+        .take(1_000)
+        .collect();
+        let valid: std::collections::HashSet<_> =
+            records.iter().filter(|r| r.kind == Kind::Valid).map(|r| r.value.clone()).collect();
+        for r in records.iter().filter(|r| r.kind == Kind::Duplicate) {
+            assert!(valid.contains(&r.value));
+        }
+        assert!(records.iter().any(|r| r.kind == Kind::Conflict));
+    }
+}

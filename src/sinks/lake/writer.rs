@@ -1,0 +1,324 @@
+//! The lake sink. Accepted events are buffered per partition and flushed into Parquet
+//! files when a size or age limit is reached. A flush stages files under `_eventline/`
+//! (invisible to `**/*.parquet` readers), commits by creating the next log entry
+//! (create-new: failing means another writer moved the partition on, i.e. fenced), then
+//! publishes the files by renaming them into their Hive folders.
+
+use crate::offsets::progress::write_start;
+use crate::record::SharedBatch;
+use crate::record::SinkId;
+use crate::sinks::lake::commit_log::{self, LakeLogError, LogEntry, LoggedFile};
+use crate::sinks::lake::files::{group_by_folder, to_record_batch, write_parquet, FileFormat};
+use crate::sinks::lake::layout::{data_file_name, staging_dir};
+use crate::sinks::worker::{ProgressUpdate, SinkError, SinkWriter};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// When a partition's buffer becomes a file.
+#[derive(Debug, Clone, Copy)]
+pub struct RollLimits {
+    /// Rows.
+    pub max_rows: usize,
+    /// Approximate bytes of payloads.
+    pub max_bytes: usize,
+    /// Age of the oldest buffered record.
+    pub max_age: Duration,
+    /// Time since the last batch for the partition arrived (`None`: never idle-flushed).
+    /// A backlog or burst that has ended lands now rather than after `max_age`, while a
+    /// steady trickle, which keeps arriving, still fills files up to `max_age`.
+    pub max_idle: Option<Duration>,
+}
+
+impl From<&crate::settings::Settings> for RollLimits {
+    fn from(s: &crate::settings::Settings) -> Self {
+        RollLimits {
+            max_rows: s.lake.max_rows_per_file,
+            max_bytes: s.lake.max_bytes_per_file,
+            max_age: Duration::from_millis(s.lake.max_file_age_ms),
+            max_idle: (s.lake.idle_flush_ms > 0)
+                .then(|| Duration::from_millis(s.lake.idle_flush_ms)),
+        }
+    }
+}
+
+/// How long a buffer has been filling, and since when it has been still.
+#[derive(Debug, Clone, Copy)]
+pub struct BufferAge {
+    /// Since its oldest record arrived.
+    pub oldest: Duration,
+    /// Since its latest batch arrived.
+    pub idle: Duration,
+}
+
+/// A partition's buffered, not yet durable, range and rows.
+#[derive(Debug)]
+struct PartitionBuffer {
+    topic: Arc<str>,
+    partition: i32,
+    /// Latest committed log version (0: none).
+    version: u64,
+    /// Durable progress: `next_offset` of the latest entry.
+    durable: Option<i64>,
+    /// Offsets covered by the buffer: `[first, next)`; `None` while empty.
+    range: Option<(i64, i64)>,
+    /// The buffered batches and the offset each is stored from. The supervisor holds
+    /// the same batches until they are durable, so buffering copies nothing.
+    batches: Vec<(SharedBatch, i64)>,
+    rows: usize,
+    bytes: usize,
+    since: Option<Instant>,
+    last_batch: Option<Instant>,
+}
+
+impl PartitionBuffer {
+    fn expected(&self) -> Option<i64> {
+        self.range.map(|(_, next)| next).or(self.durable)
+    }
+
+    fn due(&self, limits: &RollLimits) -> bool {
+        let age = self
+            .since
+            .zip(self.last_batch)
+            .map(|(since, last)| BufferAge { oldest: since.elapsed(), idle: last.elapsed() });
+        should_flush(self.rows, self.bytes, age, limits)
+    }
+}
+
+/// Whether a buffer must become files now (a named predicate, unit-tested).
+pub fn should_flush(
+    rows: usize,
+    bytes: usize,
+    age: Option<BufferAge>,
+    limits: &RollLimits,
+) -> bool {
+    rows >= limits.max_rows
+        || bytes >= limits.max_bytes
+        || age.is_some_and(|a| {
+            a.oldest >= limits.max_age || limits.max_idle.is_some_and(|idle| a.idle >= idle)
+        })
+}
+
+/// Stores decided batches in the Parquet lake.
+pub struct ParquetWriter {
+    root: PathBuf,
+    limits: RollLimits,
+    format: FileFormat,
+    writer_id: String,
+    partitions: HashMap<(Arc<str>, i32), PartitionBuffer>,
+}
+
+fn lake_error(e: impl std::fmt::Display) -> SinkError {
+    SinkError::Retryable(e.to_string())
+}
+
+impl ParquetWriter {
+    /// A writer for the lake at `root`.
+    pub fn new(root: PathBuf, limits: RollLimits, format: FileFormat) -> Self {
+        let writer_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        ParquetWriter { root, limits, format, writer_id, partitions: HashMap::new() }
+    }
+
+    /// The lake's durable progress on a partition, finishing an interrupted publish
+    /// and removing stale staged files on the way.
+    pub fn recover_partition(
+        root: &Path,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(u64, Option<i64>), LakeLogError> {
+        match commit_log::latest(root, topic, partition)? {
+            Some(entry) => {
+                commit_log::publish(root, &entry)?;
+                commit_log::remove_stale_staging(root, topic, partition, entry.version)?;
+                Ok((entry.version, Some(entry.next_offset)))
+            }
+            None => Ok((0, None)),
+        }
+    }
+
+    fn buffer(
+        &mut self,
+        topic: &Arc<str>,
+        partition: i32,
+    ) -> Result<&mut PartitionBuffer, SinkError> {
+        let key = (topic.clone(), partition);
+        if !self.partitions.contains_key(&key) {
+            let (version, durable) =
+                Self::recover_partition(&self.root, topic, partition).map_err(lake_error)?;
+            let buffer = PartitionBuffer {
+                topic: topic.clone(),
+                partition,
+                version,
+                durable,
+                range: None,
+                batches: Vec::new(),
+                rows: 0,
+                bytes: 0,
+                since: None,
+                last_batch: None,
+            };
+            self.partitions.insert(key.clone(), buffer);
+        }
+        Ok(self.partitions.get_mut(&key).expect("inserted above"))
+    }
+
+    fn flush_buffer(
+        root: &Path,
+        writer_id: &str,
+        format: FileFormat,
+        buf: &mut PartitionBuffer,
+    ) -> Result<Option<i64>, SinkError> {
+        let Some((first, next)) = buf.range else { return Ok(None) };
+        let version = buf.version + 1;
+        let staging = staging_dir(&buf.topic, buf.partition, version, writer_id);
+        let groups = group_by_folder(buf.batches.iter().flat_map(|(batch, from)| {
+            batch.accepted.iter().filter(move |e| e.coords.offset >= *from)
+        }));
+        let name = data_file_name(&buf.topic, buf.partition, first, next - 1);
+        let ingested_at = chrono::Utc::now().timestamp_micros();
+        let mut files = Vec::new();
+        if !groups.is_empty() {
+            std::fs::create_dir_all(root.join(&staging)).map_err(lake_error)?;
+        }
+        for (index, (dir, events)) in groups.iter().enumerate() {
+            let staged = staging.join(format!("{index}.staged"));
+            let batch = to_record_batch(events, ingested_at).map_err(lake_error)?;
+            write_parquet(&root.join(&staged), &batch, format).map_err(lake_error)?;
+            files.push(LoggedFile { staged, path: dir.join(&name), rows: events.len() as u64 });
+        }
+        if !files.is_empty() {
+            commit_log::sync_dir(&root.join(&staging)).map_err(lake_error)?;
+        }
+        let entry = LogEntry {
+            version,
+            topic: buf.topic.to_string(),
+            partition: buf.partition,
+            first_offset: first,
+            next_offset: next,
+            files,
+            committed_at: chrono::Utc::now(),
+        };
+        if let Err(e) = commit_log::create(root, &entry) {
+            let _ = std::fs::remove_dir_all(root.join(&staging));
+            // Fenced or not, this buffer cannot be trusted now: the supervisor restarts
+            // the writer, which re-reads the log and redoes only what is missing.
+            return Err(lake_error(e));
+        }
+        commit_log::publish(root, &entry).map_err(lake_error)?;
+        let m = crate::ops::metrics::metrics();
+        for file in &entry.files {
+            m.lake_files.inc();
+            m.lake_bytes
+                .inc_by(std::fs::metadata(root.join(&file.path)).map(|md| md.len()).unwrap_or(0));
+        }
+        commit_log::remove_stale_staging(root, &buf.topic, buf.partition, version)
+            .map_err(lake_error)?;
+        buf.version = version;
+        buf.durable = Some(next);
+        buf.range = None;
+        buf.batches.clear();
+        buf.rows = 0;
+        buf.bytes = 0;
+        buf.since = None;
+        buf.last_batch = None;
+        Ok(Some(next))
+    }
+}
+
+impl SinkWriter for ParquetWriter {
+    const ID: SinkId = SinkId::Lake;
+
+    fn open(&mut self) -> Result<(), SinkError> {
+        std::fs::create_dir_all(&self.root).map_err(lake_error)
+    }
+
+    fn write(&mut self, batches: &[SharedBatch]) -> Result<ProgressUpdate, SinkError> {
+        let mut updates = Vec::new();
+        for batch in batches {
+            updates.extend(self.write_one(batch)?);
+        }
+        Ok(updates)
+    }
+
+    fn flush(&mut self, only_if_due: bool) -> Result<ProgressUpdate, SinkError> {
+        self.flush_due(only_if_due)
+    }
+}
+
+impl ParquetWriter {
+    fn write_one(&mut self, batch: &SharedBatch) -> Result<ProgressUpdate, SinkError> {
+        let (root, writer_id, format, limits) =
+            (self.root.clone(), self.writer_id.clone(), self.format, self.limits);
+        let buf = self.buffer(&batch.topic, batch.partition)?;
+        let span = (batch.first_offset, batch.next_offset);
+        let at = (&*batch.topic, batch.partition);
+        let Some(from) = write_start("Parquet", at, buf.expected(), span) else {
+            return Ok(buf.durable.map(|d| vec![(batch.partition, d)]).unwrap_or_default());
+        };
+        for event in batch.accepted.iter().filter(|e| e.coords.offset >= from) {
+            buf.bytes += 160 + event.payload.len();
+            buf.rows += 1;
+        }
+        buf.batches.push((batch.clone(), from));
+        buf.range = Some((buf.range.map_or(from, |(first, _)| first), batch.next_offset));
+        buf.since.get_or_insert_with(Instant::now);
+        buf.last_batch = Some(Instant::now());
+        if buf.due(&limits) {
+            if let Some(next) = Self::flush_buffer(&root, &writer_id, format, buf)? {
+                return Ok(vec![(batch.partition, next)]);
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    fn flush_due(&mut self, only_if_due: bool) -> Result<ProgressUpdate, SinkError> {
+        let mut updates = Vec::new();
+        for buf in self.partitions.values_mut() {
+            if buf.range.is_some() && (!only_if_due || buf.due(&self.limits)) {
+                if let Some(next) =
+                    Self::flush_buffer(&self.root, &self.writer_id, self.format, buf)?
+                {
+                    updates.push((buf.partition, next));
+                }
+            }
+        }
+        Ok(updates)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: RollLimits = RollLimits {
+        max_rows: 100,
+        max_bytes: 1000,
+        max_age: Duration::from_secs(5),
+        max_idle: Some(Duration::from_secs(1)),
+    };
+
+    fn age(oldest_ms: u64, idle_ms: u64) -> Option<BufferAge> {
+        Some(BufferAge {
+            oldest: Duration::from_millis(oldest_ms),
+            idle: Duration::from_millis(idle_ms),
+        })
+    }
+
+    #[test]
+    fn flushes_at_whichever_limit_comes_first() {
+        assert!(!should_flush(99, 999, age(4_000, 10), &LIMITS));
+        assert!(should_flush(100, 0, None, &LIMITS));
+        assert!(should_flush(1, 1000, None, &LIMITS));
+        assert!(should_flush(1, 1, age(5_000, 10), &LIMITS));
+        assert!(!should_flush(0, 0, None, &LIMITS));
+    }
+
+    #[test]
+    fn a_still_buffer_flushes_before_its_age_unless_idle_flushing_is_off() {
+        assert!(should_flush(1, 1, age(1_200, 1_000), &LIMITS));
+        assert!(!should_flush(1, 1, age(1_200, 999), &LIMITS));
+        let no_idle = RollLimits { max_idle: None, ..LIMITS };
+        assert!(!should_flush(1, 1, age(4_999, 4_000), &no_idle));
+    }
+}

@@ -1,0 +1,513 @@
+//! The Postgres sink: one transaction per batch stores the accepted events, the dead
+//! letters, the conflicts and the outcome counts, and moves `sink_progress` by
+//! compare-and-set. Zero rows moved means another process owns the partition now
+//! (or moved it first): the transaction rolls back and the writer re-reads progress.
+
+use crate::db::schema::{conflicts, dead_letters, events};
+use crate::db::{self, PgPool};
+use crate::offsets::progress::write_start;
+use crate::record::SinkId;
+use crate::record::{Conflict, DeadLetter, Event, SharedBatch};
+use crate::sinks::worker::{ProgressUpdate, SinkError, SinkWriter};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Rows per INSERT statement (dead letters, conflicts): 12 columns x 4,000 rows stays
+/// under Postgres's 65,535 bind parameters.
+const ROWS_PER_STATEMENT: usize = 4_000;
+
+/// Stores decided batches in Postgres.
+pub struct PostgresWriter {
+    pool: PgPool,
+    /// Kept between writes: a pool checkout costs a validation round trip, which at
+    /// moderate rates (small groups) was a large share of each write. After any error
+    /// it is dropped (the supervisor builds a fresh writer), so a broken connection is
+    /// never reused.
+    conn: Option<db::PgConn>,
+    progress: HashMap<(Arc<str>, i32), Option<i64>>,
+}
+
+#[derive(Debug)]
+enum TxError {
+    Db(diesel::result::Error),
+    Fenced,
+}
+
+impl From<diesel::result::Error> for TxError {
+    fn from(e: diesel::result::Error) -> Self {
+        TxError::Db(e)
+    }
+}
+
+/// Accepted events as one array per column, for the fallback write: one
+/// INSERT ... SELECT FROM unnest(...) ... ON CONFLICT DO NOTHING stores any number of
+/// rows in one round trip, with no bind-parameter limit.
+#[derive(Default)]
+struct EventColumns<'a> {
+    event_id: Vec<Uuid>,
+    event_type: Vec<&'a str>,
+    schema_version: Vec<i32>,
+    source: Vec<&'a str>,
+    occurred_at: Vec<DateTime<Utc>>,
+    payload: Vec<&'a str>,
+    payload_hash: Vec<&'a str>,
+    topic: Vec<&'a str>,
+    partition: Vec<i32>,
+    offset: Vec<i64>,
+    kafka_timestamp: Vec<Option<DateTime<Utc>>>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn push(&mut self, e: &'a Event) {
+        self.event_id.push(e.event_id);
+        self.event_type.push(&e.event_type);
+        self.schema_version.push(e.schema_version);
+        self.source.push(&e.source);
+        self.occurred_at.push(e.occurred_at);
+        self.payload.push(&e.payload);
+        self.payload_hash.push(&e.payload_hash);
+        self.topic.push(&e.coords.topic);
+        self.partition.push(e.coords.partition);
+        self.offset.push(e.coords.offset);
+        self.kafka_timestamp.push(e.kafka_timestamp_ms.and_then(DateTime::from_timestamp_millis));
+    }
+
+    fn insert_skipping_existing(&self, conn: &mut PgConnection) -> QueryResult<usize> {
+        use diesel::sql_types::{
+            Array, BigInt, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+        };
+        diesel::sql_query(INSERT_EVENTS_SKIP_EXISTING)
+            .bind::<Array<SqlUuid>, _>(&self.event_id)
+            .bind::<Array<Text>, _>(&self.event_type)
+            .bind::<Array<Integer>, _>(&self.schema_version)
+            .bind::<Array<Text>, _>(&self.source)
+            .bind::<Array<Timestamptz>, _>(&self.occurred_at)
+            .bind::<Array<Text>, _>(&self.payload)
+            .bind::<Array<Text>, _>(&self.payload_hash)
+            .bind::<Array<Text>, _>(&self.topic)
+            .bind::<Array<Integer>, _>(&self.partition)
+            .bind::<Array<BigInt>, _>(&self.offset)
+            .bind::<Array<Nullable<Timestamptz>>, _>(&self.kafka_timestamp)
+            .execute(conn)
+    }
+}
+
+/// A JSON document that is already valid JSON text (the validator produced it), sent
+/// as `jsonb` without parsing it into a `serde_json::Value` and printing it again.
+#[derive(Debug, diesel::expression::AsExpression)]
+#[diesel(sql_type = diesel::sql_types::Jsonb)]
+struct JsonText<'a>(&'a str);
+
+impl diesel::serialize::ToSql<diesel::sql_types::Jsonb, diesel::pg::Pg> for JsonText<'_> {
+    fn to_sql<'b>(
+        &'b self,
+        out: &mut diesel::serialize::Output<'b, '_, diesel::pg::Pg>,
+    ) -> diesel::serialize::Result {
+        use std::io::Write;
+        // jsonb's binary input is a version byte (1) and the JSON text.
+        out.write_all(&[1])?;
+        out.write_all(self.0.as_bytes())?;
+        Ok(diesel::serialize::IsNull::No)
+    }
+}
+
+/// One accepted event as a row of `events` for `COPY ... FROM STDIN (FORMAT binary)`.
+#[derive(Insertable)]
+#[diesel(table_name = events, treat_none_as_default_value = false)]
+struct EventRow<'a> {
+    event_id: Uuid,
+    event_type: &'a str,
+    schema_version: i32,
+    source: &'a str,
+    occurred_at: DateTime<Utc>,
+    payload: JsonText<'a>,
+    payload_hash: &'a str,
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    kafka_timestamp: Option<DateTime<Utc>>,
+}
+
+impl<'a> From<&'a Event> for EventRow<'a> {
+    fn from(e: &'a Event) -> Self {
+        EventRow {
+            event_id: e.event_id,
+            event_type: &e.event_type,
+            schema_version: e.schema_version,
+            source: &e.source,
+            occurred_at: e.occurred_at,
+            payload: JsonText(&e.payload),
+            payload_hash: &e.payload_hash,
+            topic: &e.coords.topic,
+            partition: e.coords.partition,
+            offset: e.coords.offset,
+            kafka_timestamp: e.kafka_timestamp_ms.and_then(DateTime::from_timestamp_millis),
+        }
+    }
+}
+
+/// How accepted events go in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InsertMode {
+    /// COPY in binary format: the dedup decision and the progress compare-and-set
+    /// already guarantee the ids are new, so the fastest path Postgres has applies
+    /// (rows go into the table in bulk; no ON CONFLICT pre-check per row).
+    New,
+    /// ON CONFLICT DO NOTHING, after a plain INSERT met an existing id (progress rows
+    /// deleted by hand, say): the write still lands, once.
+    SkipExisting,
+}
+
+/// The INSERT of accepted events that skips ids already stored.
+const INSERT_EVENTS_SKIP_EXISTING: &str = "\
+    INSERT INTO events (event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp) \
+    SELECT event_id, event_type, schema_version, source, occurred_at, payload::jsonb, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp \
+    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::timestamptz[]) \
+        AS t(event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp) \
+    ON CONFLICT (event_id) DO NOTHING";
+
+#[derive(Insertable)]
+#[diesel(table_name = dead_letters)]
+struct NewDeadLetter<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    record_key: Option<&'a [u8]>,
+    record_value: Option<&'a [u8]>,
+    headers: serde_json::Value,
+    error_class: &'a str,
+    error_message: &'a str,
+    event_type: Option<&'a str>,
+    schema_version: Option<i32>,
+}
+
+impl<'a> From<&'a DeadLetter> for NewDeadLetter<'a> {
+    fn from(d: &'a DeadLetter) -> Self {
+        let r = &d.record;
+        NewDeadLetter {
+            topic: &r.coords.topic,
+            partition: r.coords.partition,
+            offset: r.coords.offset,
+            record_key: r.key.as_deref(),
+            record_value: r.value.as_deref(),
+            headers: headers_json(&r.headers),
+            error_class: d.class.as_str(),
+            error_message: &d.reason,
+            event_type: d.event_type.as_deref(),
+            schema_version: d.schema_version,
+        }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = conflicts)]
+struct NewConflict<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    event_id: Uuid,
+    payload: serde_json::Value,
+    payload_hash: &'a str,
+    first_topic: &'a str,
+    first_partition: i32,
+    first_offset: i64,
+}
+
+impl<'a> From<&'a Conflict> for NewConflict<'a> {
+    fn from(c: &'a Conflict) -> Self {
+        NewConflict {
+            topic: &c.event.coords.topic,
+            partition: c.event.coords.partition,
+            offset: c.event.coords.offset,
+            event_id: c.event.event_id,
+            payload: serde_json::from_str(&c.event.payload).unwrap_or_default(),
+            payload_hash: &c.event.payload_hash,
+            first_topic: &c.first_seen.topic,
+            first_partition: c.first_seen.partition,
+            first_offset: c.first_seen.offset,
+        }
+    }
+}
+
+/// Kafka headers as a JSON array of `{key, value}`; values as text when UTF-8.
+pub fn headers_json(headers: &[(String, Option<Vec<u8>>)]) -> serde_json::Value {
+    headers
+        .iter()
+        .map(|(k, v)| serde_json::json!({"key": k, "value": v.as_deref().map(|b| String::from_utf8_lossy(b).into_owned())}))
+        .collect()
+}
+
+impl PostgresWriter {
+    /// A writer over `pool`; it connects on first use.
+    pub fn new(pool: PgPool) -> Self {
+        PostgresWriter { pool, conn: None, progress: HashMap::new() }
+    }
+
+    /// One transaction for every slice (a batch and the offset it is stored from):
+    /// the rows, the outcome counts, and a compare-and-set of each partition's progress
+    /// from `expected` to `next`.
+    fn store(
+        &self,
+        conn: &mut PgConnection,
+        slices: &[(&SharedBatch, i64)],
+        plan: &Plan,
+        mode: InsertMode,
+    ) -> Result<(), TxError> {
+        conn.transaction(|c| {
+            let accepted = slices
+                .iter()
+                .flat_map(|(b, from)| b.accepted.iter().filter(move |e| e.coords.offset >= *from));
+            match mode {
+                InsertMode::New => {
+                    let rows: Vec<EventRow> = accepted.map(EventRow::from).collect();
+                    if !rows.is_empty() {
+                        diesel::copy_from(events::table).from_insertable(rows).execute(c)?;
+                    }
+                }
+                InsertMode::SkipExisting => {
+                    let mut columns = EventColumns::default();
+                    accepted.for_each(|e| columns.push(e));
+                    if !columns.event_id.is_empty() {
+                        columns.insert_skipping_existing(c)?;
+                    }
+                }
+            }
+            let dead: Vec<NewDeadLetter> = slices
+                .iter()
+                .flat_map(|(b, from)| {
+                    b.dead.iter().filter(move |d| d.record.coords.offset >= *from)
+                })
+                .map(NewDeadLetter::from)
+                .collect();
+            for chunk in dead.chunks(ROWS_PER_STATEMENT) {
+                diesel::insert_into(dead_letters::table)
+                    .values(chunk)
+                    .on_conflict_do_nothing()
+                    .execute(c)?;
+            }
+            let conflicting: Vec<NewConflict> = slices
+                .iter()
+                .flat_map(|(b, from)| {
+                    b.conflicts.iter().filter(move |x| x.event.coords.offset >= *from)
+                })
+                .map(NewConflict::from)
+                .collect();
+            for chunk in conflicting.chunks(ROWS_PER_STATEMENT) {
+                diesel::insert_into(conflicts::table)
+                    .values(chunk)
+                    .on_conflict_do_nothing()
+                    .execute(c)?;
+            }
+            let mut counts: BTreeMap<(&str, i32, &str), i64> = BTreeMap::new();
+            for (b, from) in slices {
+                let n = |it: &mut dyn Iterator<Item = i64>| it.filter(|o| o >= from).count() as i64;
+                for (outcome, k) in [
+                    ("accepted", n(&mut b.accepted.iter().map(|e| e.coords.offset))),
+                    ("duplicate", n(&mut b.duplicates.iter().map(|d| d.offset))),
+                    ("conflict", n(&mut b.conflicts.iter().map(|x| x.event.coords.offset))),
+                    ("dead_letter", n(&mut b.dead.iter().map(|d| d.record.coords.offset))),
+                ] {
+                    if k > 0 {
+                        *counts.entry((&b.topic, b.partition, outcome)).or_default() += k;
+                    }
+                }
+            }
+            let mut bookkeeping = Bookkeeping::default();
+            for ((topic, partition, outcome), n) in &counts {
+                bookkeeping.count(topic, *partition, outcome, *n);
+            }
+            for ((topic, partition), (expected, next)) in plan {
+                if let Some(next) = next.filter(|n| Some(*n) != *expected) {
+                    bookkeeping.advance(topic, *partition, *expected, next);
+                }
+            }
+            if !bookkeeping.store(c)? {
+                return Err(TxError::Fenced);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Outcome counts and progress moves of one transaction, stored by one statement
+/// ([`BOOKKEEPING`]): at moderate rates a write holds a few small batches, and one round
+/// trip per partition plus one for the counts was a large share of it.
+#[derive(Default)]
+struct Bookkeeping<'a> {
+    count_topic: Vec<&'a str>,
+    count_partition: Vec<i32>,
+    count_outcome: Vec<&'a str>,
+    count_n: Vec<i64>,
+    move_topic: Vec<&'a str>,
+    move_partition: Vec<i32>,
+    move_expected: Vec<i64>,
+    move_next: Vec<i64>,
+    start_topic: Vec<&'a str>,
+    start_partition: Vec<i32>,
+    start_next: Vec<i64>,
+}
+
+/// Adds the outcome counts, moves progress by compare-and-set (from the expected offset,
+/// or from no row at all) and returns how many partitions moved.
+const BOOKKEEPING: &str = "\
+    WITH counted AS ( \
+        INSERT INTO outcome_counts (topic, \"partition\", outcome, count) \
+        SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[]) \
+        ON CONFLICT (topic, \"partition\", outcome) DO UPDATE SET count = outcome_counts.count + excluded.count \
+    ), moved AS ( \
+        UPDATE sink_progress p SET next_offset = m.next, updated_at = now() \
+        FROM unnest($5::text[], $6::int[], $7::bigint[], $8::bigint[]) AS m(topic, \"partition\", expected, next) \
+        WHERE p.sink = $12 AND p.topic = m.topic AND p.\"partition\" = m.\"partition\" AND p.next_offset = m.expected \
+        RETURNING 1 \
+    ), started AS ( \
+        INSERT INTO sink_progress (sink, topic, \"partition\", next_offset) \
+        SELECT $12, topic, \"partition\", next FROM unnest($9::text[], $10::int[], $11::bigint[]) AS s(topic, \"partition\", next) \
+        ON CONFLICT DO NOTHING \
+        RETURNING 1 \
+    ) \
+    SELECT (SELECT count(*) FROM moved) + (SELECT count(*) FROM started) AS moved";
+
+#[derive(QueryableByName)]
+struct Moved {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    moved: i64,
+}
+
+impl<'a> Bookkeeping<'a> {
+    fn count(&mut self, topic: &'a str, partition: i32, outcome: &'a str, n: i64) {
+        self.count_topic.push(topic);
+        self.count_partition.push(partition);
+        self.count_outcome.push(outcome);
+        self.count_n.push(n);
+    }
+
+    fn advance(&mut self, topic: &'a str, partition: i32, expected: Option<i64>, next: i64) {
+        match expected {
+            Some(expected) => {
+                self.move_topic.push(topic);
+                self.move_partition.push(partition);
+                self.move_expected.push(expected);
+                self.move_next.push(next);
+            }
+            None => {
+                self.start_topic.push(topic);
+                self.start_partition.push(partition);
+                self.start_next.push(next);
+            }
+        }
+    }
+
+    /// False when a partition did not move: another writer moved it first (fenced).
+    fn store(&self, conn: &mut PgConnection) -> QueryResult<bool> {
+        use diesel::sql_types::{Array, BigInt, Integer, Text};
+        let moves = self.move_topic.len() + self.start_topic.len();
+        if moves == 0 && self.count_topic.is_empty() {
+            return Ok(true);
+        }
+        let moved: Moved = diesel::sql_query(BOOKKEEPING)
+            .bind::<Array<Text>, _>(&self.count_topic)
+            .bind::<Array<Integer>, _>(&self.count_partition)
+            .bind::<Array<Text>, _>(&self.count_outcome)
+            .bind::<Array<BigInt>, _>(&self.count_n)
+            .bind::<Array<Text>, _>(&self.move_topic)
+            .bind::<Array<Integer>, _>(&self.move_partition)
+            .bind::<Array<BigInt>, _>(&self.move_expected)
+            .bind::<Array<BigInt>, _>(&self.move_next)
+            .bind::<Array<Text>, _>(&self.start_topic)
+            .bind::<Array<Integer>, _>(&self.start_partition)
+            .bind::<Array<BigInt>, _>(&self.start_next)
+            .bind::<Text, _>(SinkId::Postgres.as_str())
+            .get_result(conn)?;
+        Ok(moved.moved == moves as i64)
+    }
+}
+
+/// Per partition: the durable progress when the write started, and after it.
+type Plan = BTreeMap<(Arc<str>, i32), (Option<i64>, Option<i64>)>;
+
+fn retryable(e: impl std::fmt::Display) -> SinkError {
+    SinkError::Retryable(e.to_string())
+}
+
+impl SinkWriter for PostgresWriter {
+    const ID: SinkId = SinkId::Postgres;
+
+    fn open(&mut self) -> Result<(), SinkError> {
+        self.conn = Some(db::conn(&self.pool).map_err(retryable)?);
+        Ok(())
+    }
+
+    fn write(&mut self, batches: &[SharedBatch]) -> Result<ProgressUpdate, SinkError> {
+        let mut conn = db::kept_or_new(&mut self.conn, &self.pool).map_err(retryable)?;
+        // Twice at most: a fenced attempt re-reads the progress another writer left.
+        for _ in 0..2 {
+            let mut plan: Plan = BTreeMap::new();
+            let mut slices = Vec::new();
+            for batch in batches {
+                let key = (batch.topic.clone(), batch.partition);
+                if !plan.contains_key(&key) {
+                    let expected = match self.progress.get(&key) {
+                        Some(p) => *p,
+                        None => db::read_progress(
+                            &mut conn,
+                            SinkId::Postgres.as_str(),
+                            &batch.topic,
+                            batch.partition,
+                        )
+                        .map_err(retryable)?,
+                    };
+                    plan.insert(key.clone(), (expected, expected));
+                }
+                let entry = plan.get_mut(&key).expect("inserted above");
+                let span = (batch.first_offset, batch.next_offset);
+                let at = (&*batch.topic, batch.partition);
+                let Some(from) = write_start("Postgres", at, entry.1, span) else { continue };
+                slices.push((batch, from));
+                entry.1 = Some(batch.next_offset);
+            }
+            let stored = match slices.is_empty() {
+                true => Ok(()),
+                false => match self.store(&mut conn, &slices, &plan, InsertMode::New) {
+                    Err(TxError::Db(diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::UniqueViolation,
+                        info,
+                    ))) => {
+                        log::warn!("Postgres writer: some accepted events were already in `events` ({}); storing the rest", info.message());
+                        self.store(&mut conn, &slices, &plan, InsertMode::SkipExisting)
+                    }
+                    other => other,
+                },
+            };
+            match stored {
+                Ok(()) => {
+                    let mut update = Vec::new();
+                    for ((topic, partition), (_, now)) in plan {
+                        self.progress.insert((topic, partition), now);
+                        if let Some(now) = now {
+                            update.push((partition, now));
+                        }
+                    }
+                    self.conn = Some(conn);
+                    return Ok(update);
+                }
+                Err(TxError::Fenced) => {
+                    log::warn!("Postgres writer fenced: a partition's progress moved under another writer; re-reading");
+                    for key in plan.keys() {
+                        self.progress.remove(key);
+                    }
+                }
+                Err(TxError::Db(e)) => return Err(retryable(e)),
+            }
+        }
+        Err(SinkError::Retryable(
+            "fenced twice: another writer keeps moving these partitions".into(),
+        ))
+    }
+
+    fn flush(&mut self, _only_if_due: bool) -> Result<ProgressUpdate, SinkError> {
+        Ok(Vec::new())
+    }
+}

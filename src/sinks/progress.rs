@@ -1,0 +1,60 @@
+//! Reads both sinks' durable progress for a partition: `sink_progress` in Postgres and
+//! the latest commit log entry in the lake. The source resumes from the lower one.
+
+use crate::db::{self, PgPool};
+use crate::error::class::{Classified, FailureClass};
+use crate::record::SinkId;
+use crate::sinks::lake::commit_log;
+use std::path::PathBuf;
+
+/// Where the sinks keep their progress.
+#[derive(Clone)]
+pub struct ProgressStore {
+    /// Postgres pool.
+    pub pool: PgPool,
+    /// Lake root.
+    pub lake_root: PathBuf,
+    /// Topic.
+    pub topic: String,
+}
+
+/// Both sinks' progress on one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkProgress {
+    /// Next offset Postgres has not stored.
+    pub postgres: Option<i64>,
+    /// Next offset the lake has not stored.
+    pub lake: Option<i64>,
+}
+
+impl ProgressStore {
+    /// Reads both (blocking).
+    pub fn read(&self, partition: i32) -> Result<SinkProgress, ProgressError> {
+        let mut conn = db::conn(&self.pool)?;
+        let postgres =
+            db::read_progress(&mut conn, SinkId::Postgres.as_str(), &self.topic, partition)?;
+        let lake =
+            commit_log::latest(&self.lake_root, &self.topic, partition)?.map(|e| e.next_offset);
+        Ok(SinkProgress { postgres, lake })
+    }
+}
+
+/// Why a sink's progress could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgressError {
+    /// Postgres progress could not be read.
+    #[error("reading postgres progress: {0}")]
+    Db(#[from] crate::db::DbError),
+    /// The lake's commit log could not be read.
+    #[error("reading the lake's progress: {0}")]
+    LakeLog(#[from] crate::sinks::lake::commit_log::LakeLogError),
+}
+
+impl Classified for ProgressError {
+    fn class(&self) -> FailureClass {
+        match self {
+            ProgressError::Db(e) => e.class(),
+            ProgressError::LakeLog(e) => e.class(),
+        }
+    }
+}

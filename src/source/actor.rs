@@ -1,0 +1,401 @@
+//! The Kafka source actor. It owns the rdkafka consumer (`enable.auto.commit=false`),
+//! groups records into per-partition batches (closed by size or linger time) and feeds
+//! one flow task per partition through a bounded channel. When a partition's channel
+//! is full the source stops reading the consumer until there is room: librdkafka then
+//! stops fetching once its own bounded queue is full, and nothing is thrown away.
+//! Only a partition full for longer than [`super::batching::PAUSE_AFTER`] (a sink
+//! restarting, Postgres down) is paused, so the others are read again and the consumer
+//! keeps polling (it stays in its group). Pausing is kept for long stalls because librdkafka discards a
+//! paused partition's prefetched records and takes up to a second to fetch again after
+//! the resume: pausing on every full channel stalled a backlog for a third of its time.
+//! Memory stays bounded either way.
+//!
+//! The consumer and its rebalance callback are in [`super::consumer`]; the batching
+//! and pausing rules in [`super::batching`].
+
+use super::batching::{batch_due, keep_paused};
+use super::consumer::{RebalanceEvent, SourceConsumer};
+use crate::offsets::tracker::{Assigned, Revoked};
+use crate::ops::health::Health;
+use crate::record::{Coords, SourceBatch, SourceRecord};
+use crate::settings::PipelineSettings;
+use crate::source::flow::{run_partition_flow, FlowLoad, Stages};
+use actix::prelude::*;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use rdkafka::TopicPartitionList;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::task::JoinHandle;
+
+/// Who hears about partitions assigned and revoked (the offset tracker).
+#[derive(Clone)]
+pub struct AssignmentListener {
+    /// Told each assigned partition with its sinks' progress.
+    pub assigned: Recipient<Assigned>,
+    /// Told the partitions taken away.
+    pub revoked: Recipient<Revoked>,
+}
+
+/// Stop fetching, hand every pending batch to the flows and wait for them to finish.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopFetching;
+
+/// The source actor.
+pub struct KafkaSource {
+    consumer: Arc<SourceConsumer>,
+    topic: Arc<str>,
+    rebalances: Option<mpsc::UnboundedReceiver<RebalanceEvent>>,
+    stages: Stages,
+    pipeline: PipelineSettings,
+    assignments: AssignmentListener,
+    health: Arc<Health>,
+    stop: watch::Sender<bool>,
+    finished: Option<oneshot::Receiver<()>>,
+}
+
+impl KafkaSource {
+    /// A source over a subscribed consumer.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        consumer: Arc<SourceConsumer>,
+        rebalances: mpsc::UnboundedReceiver<RebalanceEvent>,
+        topic: &str,
+        stages: Stages,
+        pipeline: PipelineSettings,
+        assignments: AssignmentListener,
+        health: Arc<Health>,
+    ) -> Self {
+        KafkaSource {
+            consumer,
+            topic: Arc::from(topic),
+            rebalances: Some(rebalances),
+            stages,
+            pipeline,
+            assignments,
+            health,
+            stop: watch::channel(false).0,
+            finished: None,
+        }
+    }
+}
+
+impl Actor for KafkaSource {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        let (done, finished) = oneshot::channel();
+        self.finished = Some(finished);
+        let source_loop = SourceLoop {
+            consumer: self.consumer.clone(),
+            topic: self.topic.clone(),
+            stages: self.stages.clone(),
+            pipeline: self.pipeline.clone(),
+            assignments: self.assignments.clone(),
+            health: self.health.clone(),
+            partitions: HashMap::new(),
+            retiring: Vec::new(),
+            flow_finished: Arc::new(Notify::new()),
+        };
+        let rebalances = self.rebalances.take().expect("started once");
+        let stop = self.stop.subscribe();
+        actix::spawn(async move {
+            source_loop.run(rebalances, stop).await;
+            let _ = done.send(());
+        });
+    }
+}
+
+impl Handler<StopFetching> for KafkaSource {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: StopFetching, _: &mut Context<Self>) -> Self::Result {
+        let _ = self.stop.send(true);
+        let finished = self.finished.take();
+        Box::pin(async move {
+            if let Some(finished) = finished {
+                let _ = finished.await;
+            }
+        })
+    }
+}
+
+struct PartitionState {
+    pending: Vec<SourceRecord>,
+    pending_since: Option<Instant>,
+    overflow: VecDeque<SourceBatch>,
+    /// Since when the flow's channel has been full (batches wait in `overflow`).
+    full_since: Option<Instant>,
+    paused: bool,
+    flow: mpsc::Sender<SourceBatch>,
+    load: Arc<FlowLoad>,
+    task: JoinHandle<()>,
+}
+
+impl PartitionState {
+    /// Whether the source may read more records with this partition as it is: its
+    /// batches have room, or it is paused (librdkafka sends nothing more for it).
+    fn accepts_more(&self) -> bool {
+        self.overflow.is_empty() || self.paused
+    }
+
+    fn batch_due(&self, max: usize, linger: Duration) -> bool {
+        batch_due(
+            self.pending.len(),
+            self.pending_since.map(|t| t.elapsed()),
+            max,
+            linger,
+            self.load.idle() && self.overflow.is_empty(),
+        )
+    }
+}
+
+struct SourceLoop {
+    consumer: Arc<SourceConsumer>,
+    topic: Arc<str>,
+    stages: Stages,
+    pipeline: PipelineSettings,
+    assignments: AssignmentListener,
+    health: Arc<Health>,
+    partitions: HashMap<i32, PartitionState>,
+    retiring: Vec<JoinHandle<()>>,
+    flow_finished: Arc<Notify>,
+}
+
+/// Copies a borrowed Kafka message into an owned record.
+fn to_record(topic: &Arc<str>, m: &BorrowedMessage<'_>) -> SourceRecord {
+    let headers = m
+        .headers()
+        .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
+        .unwrap_or_default();
+    SourceRecord {
+        coords: Coords { topic: topic.clone(), partition: m.partition(), offset: m.offset() },
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        headers,
+        timestamp_ms: m.timestamp().to_millis(),
+    }
+}
+
+impl SourceLoop {
+    async fn run(
+        mut self,
+        mut rebalances: mpsc::UnboundedReceiver<RebalanceEvent>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(
+            (self.pipeline.batch_linger_ms / 2).clamp(2, 100),
+        ));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let flow_finished = self.flow_finished.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                Some(event) = rebalances.recv() => self.on_rebalance(event),
+                message = self.consumer.recv(), if self.partitions.values().all(PartitionState::accepts_more) => match message {
+                    Ok(m) => {
+                        let record = to_record(&self.topic, &m);
+                        drop(m);
+                        self.on_record(record, &mut rebalances);
+                    }
+                    Err(e) => log::warn!("Kafka consumer error: {e}"),
+                },
+                _ = flow_finished.notified() => {
+                    self.close_due_batches();
+                    self.offer_all();
+                }
+                _ = tick.tick() => {
+                    self.health.beat();
+                    self.on_tick();
+                }
+            }
+        }
+        self.drain().await;
+    }
+
+    fn on_record(
+        &mut self,
+        record: SourceRecord,
+        rebalances: &mut mpsc::UnboundedReceiver<RebalanceEvent>,
+    ) {
+        let partition = record.coords.partition;
+        if !self.partitions.contains_key(&partition) {
+            // The assignment event is queued behind this record: take it first.
+            while let Ok(event) = rebalances.try_recv() {
+                self.on_rebalance(event);
+            }
+        }
+        let (max, linger) =
+            (self.pipeline.batch_max_records, Duration::from_millis(self.pipeline.batch_linger_ms));
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            log::warn!(
+                "Record {}/{partition}@{} from an unassigned partition dropped",
+                self.topic,
+                record.coords.offset
+            );
+            return;
+        };
+        state.pending.push(record);
+        state.pending_since.get_or_insert_with(Instant::now);
+        if state.batch_due(max, linger) {
+            self.close_batch(partition);
+        }
+    }
+
+    fn on_rebalance(&mut self, event: RebalanceEvent) {
+        // Flows of revoked partitions finish on their own; only unfinished ones are kept
+        // for the shutdown to wait on, so they do not pile up over many rebalances.
+        self.retiring.retain(|task| !task.is_finished());
+        match event {
+            RebalanceEvent::Assigned { partition, progress } => {
+                if let Some(progress) = progress {
+                    self.assignments.assigned.do_send(Assigned {
+                        partition,
+                        postgres: progress.postgres,
+                        lake: progress.lake,
+                    });
+                }
+                let (tx, rx) = mpsc::channel(self.pipeline.partition_queue_batches);
+                let load = Arc::new(FlowLoad::new(self.flow_finished.clone()));
+                let task = actix::spawn(run_partition_flow(self.stages.clone(), rx, load.clone()));
+                let state = PartitionState {
+                    pending: Vec::new(),
+                    pending_since: None,
+                    overflow: VecDeque::new(),
+                    full_since: None,
+                    paused: false,
+                    flow: tx,
+                    load,
+                    task,
+                };
+                if let Some(old) = self.partitions.insert(partition, state) {
+                    self.retiring.push(old.task);
+                }
+                self.publish_assignment();
+            }
+            RebalanceEvent::Revoked(partitions) => {
+                for partition in &partitions {
+                    if let Some(state) = self.partitions.remove(partition) {
+                        // Undispatched records are dropped: the next owner re-reads them
+                        // from the sinks' progress. Dispatched ones finish; the sinks'
+                        // fencing decides whether they land.
+                        log::info!("Partition {}/{partition} revoked", self.topic);
+                        self.retiring.push(state.task);
+                    }
+                }
+                self.assignments.revoked.do_send(Revoked(partitions));
+                self.publish_assignment();
+            }
+        }
+    }
+
+    fn publish_assignment(&self) {
+        let n = self.partitions.len() as i64;
+        self.health.assigned.store(n, std::sync::atomic::Ordering::Relaxed);
+        crate::ops::metrics::metrics().assigned_partitions.set(n);
+    }
+
+    fn on_tick(&mut self) {
+        self.close_due_batches();
+        self.offer_all();
+    }
+
+    fn offer_all(&mut self) {
+        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        for partition in partitions {
+            self.offer(partition);
+        }
+    }
+
+    fn close_due_batches(&mut self) {
+        let (max, linger) =
+            (self.pipeline.batch_max_records, Duration::from_millis(self.pipeline.batch_linger_ms));
+        let due: Vec<i32> = self
+            .partitions
+            .iter()
+            .filter(|(_, s)| s.batch_due(max, linger))
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in due {
+            self.close_batch(partition);
+        }
+    }
+
+    fn close_batch(&mut self, partition: i32) {
+        let Some(state) = self.partitions.get_mut(&partition) else { return };
+        if state.pending.is_empty() {
+            return;
+        }
+        let records = std::mem::take(&mut state.pending);
+        state.pending_since = None;
+        state.overflow.push_back(SourceBatch { topic: self.topic.clone(), partition, records });
+        self.offer(partition);
+    }
+
+    /// Moves queued batches into the flow's channel; pauses the partition once it has
+    /// been full for [`PAUSE_AFTER`], resumes it when there is room again.
+    fn offer(&mut self, partition: i32) {
+        let Some(state) = self.partitions.get_mut(&partition) else { return };
+        while let Some(batch) = state.overflow.pop_front() {
+            // Counted before it is visible to the flow, so the flow's decrement never
+            // comes first.
+            state.load.started();
+            match state.flow.try_send(batch) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(batch))
+                | Err(mpsc::error::TrySendError::Closed(batch)) => {
+                    state.load.done_without_sending();
+                    state.overflow.push_front(batch);
+                    break;
+                }
+            }
+        }
+        state.full_since = match state.overflow.is_empty() {
+            true => None,
+            false => Some(state.full_since.unwrap_or_else(Instant::now)),
+        };
+        let full = keep_paused(state.full_since.map(|since| since.elapsed()), state.paused);
+        if full != state.paused {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&self.topic, partition);
+            let result = if full { self.consumer.pause(&tpl) } else { self.consumer.resume(&tpl) };
+            match result {
+                Ok(()) => state.paused = full,
+                Err(e) => log::warn!(
+                    "Cannot {} {}/{partition}: {e}",
+                    if full { "pause" } else { "resume" },
+                    self.topic
+                ),
+            }
+            log::debug!(
+                "Partition {}/{partition} {}",
+                self.topic,
+                if full { "paused" } else { "resumed" }
+            );
+        }
+    }
+
+    /// Shutdown: every pending record goes to its flow, then the flows finish.
+    async fn drain(mut self) {
+        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        for partition in partitions {
+            self.close_batch(partition);
+        }
+        for (_, state) in self.partitions.drain() {
+            for batch in state.overflow {
+                state.load.started();
+                if state.flow.send(batch).await.is_err() {
+                    break;
+                }
+            }
+            drop(state.flow);
+            self.retiring.push(state.task);
+        }
+        for task in self.retiring.drain(..) {
+            let _ = task.await;
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Where records come in: the Kafka consumer and its rebalance callback ([`consumer`]),
+//! the source actor that batches records per partition ([`actor`], with its rules in
+//! [`batching`]), and the per-partition flow ([`flow`]) that carries each batch through
+//! the stages to the sinks.
+
+pub mod actor;
+pub mod batching;
+pub mod consumer;
+pub mod flow;

@@ -1,0 +1,471 @@
+//! Event contracts: the envelope and one JSON Schema per event type and version,
+//! loaded from `contracts/` at start-up. [`Contracts::check`] turns raw bytes into an
+//! [`Event`] or a [`Rejection`] that names the class, the JSON path and the rule.
+//!
+//! Pure logic: no Kafka, no database. The validator actor and the producer share it.
+
+use crate::record::{Coords, ErrorClass, Event};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Contracts could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ContractLoadError {
+    /// A file or folder could not be read.
+    #[error("contracts: cannot read {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file is not JSON or not a valid schema.
+    #[error("contracts: {path} is not a valid JSON Schema: {message}")]
+    BadSchema {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Why a record was rejected: its class and a human-readable reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// The error class.
+    pub class: ErrorClass,
+    /// Which field, which rule, where.
+    pub reason: String,
+    /// The event type, when the envelope got that far.
+    pub event_type: Option<String>,
+    /// The schema version, when known.
+    pub schema_version: Option<i32>,
+}
+
+impl Rejection {
+    fn new(class: ErrorClass, reason: impl Into<String>) -> Self {
+        Rejection { class, reason: reason.into(), event_type: None, schema_version: None }
+    }
+}
+
+/// Limits applied before any parsing, so hostile input costs little.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Larger records are `oversized`.
+    pub max_record_bytes: usize,
+    /// Deeper JSON is `too_deep`.
+    pub max_json_depth: usize,
+}
+
+impl From<&crate::settings::Settings> for Limits {
+    fn from(s: &crate::settings::Settings) -> Self {
+        Limits {
+            max_record_bytes: s.pipeline.max_record_bytes,
+            max_json_depth: s.pipeline.max_json_depth,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_record_bytes: 1 << 20, max_json_depth: 32 }
+    }
+}
+
+/// The loaded envelope schema and payload schemas.
+pub struct Contracts {
+    envelope: jsonschema::Validator,
+    payloads: HashMap<(String, i32), jsonschema::Validator>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Contracts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut keys: Vec<_> = self.payloads.keys().collect();
+        keys.sort();
+        f.debug_struct("Contracts").field("payloads", &keys).finish()
+    }
+}
+
+impl Contracts {
+    /// Loads `envelope.schema.json` and every `{event_type}/v{N}.schema.json` under `dir`.
+    pub fn load(dir: &Path, limits: Limits) -> Result<Contracts, ContractLoadError> {
+        let envelope = compile(&dir.join("envelope.schema.json"))?;
+        let mut payloads = HashMap::new();
+        for entry in read_dir(dir)? {
+            let type_dir = entry.path();
+            if !type_dir.is_dir() {
+                continue;
+            }
+            let event_type = entry.file_name().to_string_lossy().into_owned();
+            for file in read_dir(&type_dir)? {
+                let name = file.file_name().to_string_lossy().into_owned();
+                if let Some(version) = parse_version_file_name(&name) {
+                    payloads.insert((event_type.clone(), version), compile(&file.path())?);
+                }
+            }
+        }
+        Ok(Contracts { envelope, payloads, limits })
+    }
+
+    /// The (event_type, version) pairs known, sorted.
+    pub fn known(&self) -> Vec<(String, i32)> {
+        let mut keys: Vec<_> = self.payloads.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// Checks raw record bytes; `coords` and `kafka_timestamp_ms` go into the event.
+    pub fn check(
+        &self,
+        value: Option<&[u8]>,
+        coords: Coords,
+        kafka_timestamp_ms: Option<i64>,
+    ) -> Result<Event, Rejection> {
+        let bytes = value.ok_or_else(|| {
+            Rejection::new(ErrorClass::Tombstone, "record value is null (tombstone)")
+        })?;
+        let doc = self.parse(bytes)?;
+        self.check_value(doc, coords, kafka_timestamp_ms)
+    }
+
+    /// Byte-level checks and JSON parsing.
+    fn parse(&self, bytes: &[u8]) -> Result<Value, Rejection> {
+        if bytes.len() > self.limits.max_record_bytes {
+            return Err(Rejection::new(
+                ErrorClass::Oversized,
+                format!(
+                    "record is {} bytes, limit is {} (pipeline.max_record_bytes)",
+                    bytes.len(),
+                    self.limits.max_record_bytes
+                ),
+            ));
+        }
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            Rejection::new(
+                ErrorClass::NotUtf8,
+                format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+            )
+        })?;
+        let depth = json_depth(text);
+        if depth > self.limits.max_json_depth {
+            return Err(Rejection::new(
+                ErrorClass::TooDeep,
+                format!(
+                    "JSON nests {depth} levels, limit is {} (pipeline.max_json_depth)",
+                    self.limits.max_json_depth
+                ),
+            ));
+        }
+        serde_json::from_str(text)
+            .map_err(|e| Rejection::new(ErrorClass::NotJson, format!("not JSON: {e}")))
+    }
+
+    /// Envelope and payload contract checks on parsed JSON.
+    pub fn check_value(
+        &self,
+        doc: Value,
+        coords: Coords,
+        kafka_timestamp_ms: Option<i64>,
+    ) -> Result<Event, Rejection> {
+        if let Some(reason) = first_error(&self.envelope, &doc, "") {
+            return Err(Rejection::new(ErrorClass::BadEnvelope, reason));
+        }
+        let event_type = doc["event_type"].as_str().unwrap_or_default().to_string();
+        let version = doc.get("schema_version").and_then(Value::as_i64).unwrap_or(1) as i32;
+        let reject = |class, reason: String| Rejection {
+            class,
+            reason,
+            event_type: Some(event_type.clone()),
+            schema_version: Some(version),
+        };
+        let Some(contract) = self.payloads.get(&(event_type.clone(), version)) else {
+            return Err(if self.payloads.keys().any(|(t, _)| *t == event_type) {
+                reject(
+                    ErrorClass::UnknownSchemaVersion,
+                    format!("/schema_version: no contract for {event_type} v{version}"),
+                )
+            } else {
+                reject(
+                    ErrorClass::UnknownEventType,
+                    format!("/event_type: no contract for event type '{event_type}'"),
+                )
+            });
+        };
+        if let Some(reason) = first_error(contract, &doc["payload"], "/payload") {
+            return Err(reject(ErrorClass::ContractViolation, reason));
+        }
+        let event_id = doc["event_id"].as_str().and_then(|s| uuid::Uuid::parse_str(s).ok());
+        let occurred_at =
+            doc["timestamp"].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok());
+        // The envelope schema already checked both formats; this guards a laxer checker.
+        let (Some(event_id), Some(occurred_at)) = (event_id, occurred_at) else {
+            return Err(reject(
+                ErrorClass::BadEnvelope,
+                "/event_id or /timestamp: unparsable".to_string(),
+            ));
+        };
+        let payload_hash = canonical_hash(&doc);
+        let mut doc = doc;
+        Ok(Event {
+            event_id,
+            source: doc["source"].as_str().unwrap_or_default().to_string(),
+            event_type,
+            schema_version: version,
+            occurred_at: occurred_at.with_timezone(&Utc),
+            payload: serde_json::to_string(&doc["payload"].take()).unwrap_or_default(),
+            payload_hash,
+            coords,
+            kafka_timestamp_ms,
+        })
+    }
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>, ContractLoadError> {
+    let io = |source| ContractLoadError::Io { path: dir.to_path_buf(), source };
+    let mut entries =
+        std::fs::read_dir(dir).map_err(io)?.collect::<Result<Vec<_>, _>>().map_err(io)?;
+    entries.sort_by_key(|e| e.file_name());
+    Ok(entries)
+}
+
+fn compile(path: &Path) -> Result<jsonschema::Validator, ContractLoadError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ContractLoadError::Io { path: path.into(), source })?;
+    let bad = |message: String| ContractLoadError::BadSchema { path: path.into(), message };
+    let schema: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .map_err(|e| bad(e.to_string()))
+}
+
+/// `v3.schema.json` -> 3.
+pub fn parse_version_file_name(name: &str) -> Option<i32> {
+    name.strip_prefix('v')?.strip_suffix(".schema.json")?.parse().ok().filter(|v| *v >= 1)
+}
+
+/// The first violation as "`/json/path`: rule `keyword`: message".
+fn first_error(validator: &jsonschema::Validator, doc: &Value, prefix: &str) -> Option<String> {
+    // `is_valid` builds no error values: the common case, a valid event, costs a third.
+    if validator.is_valid(doc) {
+        return None;
+    }
+    let error = validator.iter_errors(doc).next()?;
+    let path = format!("{prefix}{}", error.instance_path());
+    let path = if path.is_empty() { "/".to_string() } else { path };
+    Some(format!("{path}: rule '{}': {error}", error.kind().keyword()))
+}
+
+/// Maximum nesting of objects and arrays, counted without parsing (strings skipped).
+pub fn json_depth(text: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// SHA-256 of the envelope with object keys sorted, so key order does not matter.
+pub fn canonical_hash(doc: &Value) -> String {
+    // The canonical text is built in one buffer and hashed once: hashing piece by piece
+    // with a `String` per key and per scalar was most of a record's validation cost.
+    let mut text = Vec::with_capacity(512);
+    write_canonical(doc, &mut text);
+    let mut hex = [0u8; 64];
+    hex::encode_to_slice(Sha256::digest(&text), &mut hex).expect("32 bytes are 64 hex digits");
+    std::str::from_utf8(&hex).expect("hex digits are ASCII").to_owned()
+}
+
+/// `{"key":value,...,}` with keys in byte order and a comma after every member: the
+/// format stored hashes were made with, so it must not change.
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (key, member) in members {
+                write_json(key, out);
+                out.push(b':');
+                write_canonical(member, out);
+                out.push(b',');
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for item in items {
+                write_canonical(item, out);
+                out.push(b',');
+            }
+            out.push(b']');
+        }
+        scalar => write_json(scalar, out),
+    }
+}
+
+fn write_json<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+    serde_json::to_writer(out, value).expect("strings and JSON scalars always serialize");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn contracts() -> Contracts {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts");
+        Contracts::load(&dir, Limits { max_record_bytes: 4096, max_json_depth: 8 }).unwrap()
+    }
+
+    fn coords() -> Coords {
+        Coords { topic: "t".into(), partition: 0, offset: 7 }
+    }
+
+    fn account_created() -> Value {
+        json!({
+            "event_id": "4f5c3c1e-8a53-4c1e-9f2e-2d9b8c7a6b5d",
+            "event_type": "account_created",
+            "source": "crm",
+            "timestamp": "2026-11-22T10:15:00+01:00",
+            "payload": {"account_id": "acc_1234", "industry": "software", "region": "EMEA"}
+        })
+    }
+
+    fn check(doc: &Value) -> Result<Event, Rejection> {
+        contracts().check(Some(doc.to_string().as_bytes()), coords(), None)
+    }
+
+    #[test]
+    fn accepts_a_valid_event_and_normalises_its_time_to_utc() {
+        let event = check(&account_created()).unwrap();
+        assert_eq!(event.event_type, "account_created");
+        assert_eq!(event.schema_version, 1);
+        assert_eq!(event.occurred_at.to_rfc3339(), "2026-11-22T09:15:00+00:00");
+        assert!(event.payload.contains(r#""account_id":"acc_1234""#), "{}", event.payload);
+    }
+
+    #[test]
+    fn knows_every_shipped_contract() {
+        let known: Vec<String> =
+            contracts().known().into_iter().map(|(t, v)| format!("{t}/v{v}")).collect();
+        for t in [
+            "account_created",
+            "account_updated",
+            "contact_created",
+            "opportunity_created",
+            "opportunity_stage_changed",
+        ] {
+            assert!(known.contains(&format!("{t}/v1")), "{t} missing from {known:?}");
+        }
+    }
+
+    #[test]
+    fn names_the_payload_path_and_rule() {
+        let mut doc = account_created();
+        doc["payload"]["region"] = json!("MARS");
+        let r = check(&doc).unwrap_err();
+        assert_eq!(r.class, ErrorClass::ContractViolation);
+        assert!(r.reason.starts_with("/payload/region: rule 'enum'"), "{}", r.reason);
+        assert_eq!(r.event_type.as_deref(), Some("account_created"));
+    }
+
+    #[test]
+    fn names_a_missing_required_field() {
+        let mut doc = account_created();
+        doc["payload"].as_object_mut().unwrap().remove("industry");
+        let r = check(&doc).unwrap_err();
+        assert!(
+            r.reason.contains("rule 'required'") && r.reason.contains("industry"),
+            "{}",
+            r.reason
+        );
+    }
+
+    #[test]
+    fn rejects_a_timestamp_without_offset_and_a_bad_uuid() {
+        let mut doc = account_created();
+        doc["timestamp"] = json!("2026-11-22 10:15:00");
+        let r = check(&doc).unwrap_err();
+        assert_eq!(r.class, ErrorClass::BadEnvelope);
+        assert!(r.reason.starts_with("/timestamp: rule 'format'"), "{}", r.reason);
+        let mut doc = account_created();
+        doc["event_id"] = json!("not-a-uuid");
+        assert!(check(&doc).unwrap_err().reason.starts_with("/event_id"));
+    }
+
+    #[test]
+    fn unknown_type_and_unknown_version_are_violations_of_their_own() {
+        let mut doc = account_created();
+        doc["event_type"] = json!("invoice_paid");
+        assert_eq!(check(&doc).unwrap_err().class, ErrorClass::UnknownEventType);
+        let mut doc = account_created();
+        doc["schema_version"] = json!(9);
+        assert_eq!(check(&doc).unwrap_err().class, ErrorClass::UnknownSchemaVersion);
+    }
+
+    #[test]
+    fn each_kind_of_bad_bytes_has_its_class() {
+        let c = contracts();
+        let class = |v: Option<&[u8]>| c.check(v, coords(), None).unwrap_err().class;
+        assert_eq!(class(None), ErrorClass::Tombstone);
+        assert_eq!(class(Some(&[b'{', 0xff, b'}'])), ErrorClass::NotUtf8);
+        assert_eq!(class(Some(b"{not json")), ErrorClass::NotJson);
+        assert_eq!(class(Some("[".repeat(20).as_bytes())), ErrorClass::TooDeep);
+        assert_eq!(class(Some(" ".repeat(5000).as_bytes())), ErrorClass::Oversized);
+    }
+
+    #[test]
+    fn depth_ignores_brackets_inside_strings() {
+        assert_eq!(json_depth(r#"{"a":"[[[[{{{{\"]]"}"#), 1);
+        assert_eq!(json_depth(r#"{"a":[{"b":[]}]}"#), 4);
+    }
+
+    #[test]
+    fn hash_ignores_key_order_but_not_content() {
+        let a: Value = serde_json::from_str(r#"{"x":1,"y":{"b":2,"a":1}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"y":{"a":1,"b":2},"x":1}"#).unwrap();
+        let c: Value = serde_json::from_str(r#"{"y":{"a":1,"b":3},"x":1}"#).unwrap();
+        assert_eq!(canonical_hash(&a), canonical_hash(&b));
+        assert_ne!(canonical_hash(&a), canonical_hash(&c));
+    }
+
+    #[test]
+    fn hash_format_is_the_one_stored_hashes_were_made_with() {
+        // sha256 of `{"a":[1,"x",null,true,],"b":{"c":2.5,},}`: changing the canonical
+        // text would make every replayed event look like a conflicting resend.
+        let doc: Value = serde_json::from_str(r#"{"b":{"c":2.5},"a":[1,"x",null,true]}"#).unwrap();
+        assert_eq!(
+            canonical_hash(&doc),
+            "eaac541412626ffd6eb3d8f68856d6d2fa70680ea54fe2b13c19778722b80edc"
+        );
+    }
+
+    #[test]
+    fn version_file_names() {
+        assert_eq!(parse_version_file_name("v2.schema.json"), Some(2));
+        assert_eq!(parse_version_file_name("v0.schema.json"), None);
+        assert_eq!(parse_version_file_name("readme.md"), None);
+    }
+}
