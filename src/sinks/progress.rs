@@ -1,10 +1,11 @@
 //! Reads both sinks' durable progress for a partition: `sink_progress` in Postgres and
-//! the latest commit log entry in the lake. The source resumes from the lower one.
+//! the latest commit log entry in the lake, whose files it finishes publishing. The
+//! source resumes from the lower one.
 
 use crate::db::{self, PgPool};
 use crate::error::class::{Classified, FailureClass};
 use crate::record::SinkId;
-use crate::sinks::lake::commit_log;
+use crate::sinks::lake::writer::ParquetWriter;
 use std::path::PathBuf;
 
 /// Where the sinks keep their progress.
@@ -33,8 +34,13 @@ impl ProgressStore {
         let mut conn = db::conn(&self.pool)?;
         let postgres =
             db::read_progress(&mut conn, SinkId::Postgres.as_str(), &self.topic, partition)?;
-        let lake =
-            commit_log::latest(&self.lake_root, &self.topic, partition)?.map(|e| e.next_offset);
+        // The latest entry's publish is finished here, on assignment, and not only when
+        // the lake writer next gets a batch for the partition: a process killed between
+        // committing an entry and renaming its files left them staged, and a partition
+        // with no new records kept them invisible to readers while its progress counted
+        // them. Renames are idempotent, and only staging at or below the committed
+        // version is removed, so a flush in flight elsewhere is not disturbed.
+        let (_, lake) = ParquetWriter::recover_partition(&self.lake_root, &self.topic, partition)?;
         Ok(SinkProgress { postgres, lake })
     }
 }
