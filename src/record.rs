@@ -77,6 +77,9 @@ pub enum ErrorClass {
     UnknownSchemaVersion,
     /// The payload breaks its contract.
     ContractViolation,
+    /// A string holds text no sink can store: a NUL character (U+0000), which
+    /// PostgreSQL's `text` and `jsonb` reject.
+    UnstorableText,
 }
 
 impl ErrorClass {
@@ -92,6 +95,7 @@ impl ErrorClass {
             ErrorClass::UnknownEventType => "unknown_event_type",
             ErrorClass::UnknownSchemaVersion => "unknown_schema_version",
             ErrorClass::ContractViolation => "contract_violation",
+            ErrorClass::UnstorableText => "unstorable_text",
         }
     }
 }

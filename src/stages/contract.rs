@@ -198,6 +198,13 @@ impl Contracts {
         if let Some(reason) = first_error(contract, &doc["payload"], "/payload") {
             return Err(reject(ErrorClass::ContractViolation, reason));
         }
+        // Checked here, so the common case never reaches a sink that would fail on it.
+        if let Some(pointer) = first_nul(&doc, &mut String::new()) {
+            let reason = format!(
+                "{pointer}: text contains a NUL character (U+0000), which PostgreSQL cannot store"
+            );
+            return Err(reject(ErrorClass::UnstorableText, reason));
+        }
         let event_id = doc["event_id"].as_str().and_then(|s| uuid::Uuid::parse_str(s).ok());
         let occurred_at =
             doc["timestamp"].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok());
@@ -222,6 +229,33 @@ impl Contracts {
             kafka_timestamp_ms,
         })
     }
+}
+
+/// The JSON pointer of the first string (value or key) holding a NUL character.
+pub fn first_nul(value: &Value, at: &mut String) -> Option<String> {
+    let found = match value {
+        Value::String(s) => s.contains('\0').then(|| at.clone()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nested(at, &i.to_string(), |at| first_nul(item, at))),
+        Value::Object(fields) => fields.iter().find_map(|(key, item)| match key.contains('\0') {
+            true => Some(format!("{at}/{}", key.replace('\0', "\\u0000"))),
+            false => nested(at, key, |at| first_nul(item, at)),
+        }),
+        _ => None,
+    };
+    found.map(|p| if p.is_empty() { "/".to_string() } else { p })
+}
+
+/// Runs `f` with `at` extended by `/segment`, then restores `at`.
+fn nested<T>(at: &mut String, segment: &str, f: impl FnOnce(&mut String) -> T) -> T {
+    let len = at.len();
+    at.push('/');
+    at.push_str(&segment.replace('~', "~0").replace('/', "~1"));
+    let result = f(at);
+    at.truncate(len);
+    result
 }
 
 fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>, ContractLoadError> {
@@ -331,6 +365,17 @@ fn write_json<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_nul_anywhere_in_a_string_is_found_with_its_pointer() {
+        let doc = serde_json::json!({"payload": {"name": "Acme\u{0}Corp", "tags": ["a"]}});
+        assert_eq!(first_nul(&doc, &mut String::new()).as_deref(), Some("/payload/name"));
+        let doc = serde_json::json!({"payload": {"tags": ["ok", "sales\u{0}force"]}});
+        assert_eq!(first_nul(&doc, &mut String::new()).as_deref(), Some("/payload/tags/1"));
+        let doc = serde_json::json!({"a/b": {"k\u{0}": 1}});
+        assert_eq!(first_nul(&doc, &mut String::new()).as_deref(), Some("/a~1b/k\\u0000"));
+        assert_eq!(first_nul(&serde_json::json!({"name": "Acme Corp"}), &mut String::new()), None);
+    }
     use super::*;
     use serde_json::json;
 

@@ -232,11 +232,17 @@ impl<'a> From<&'a Conflict> for NewConflict<'a> {
     }
 }
 
-/// Kafka headers as a JSON array of `{key, value}`; values as text when UTF-8.
+/// Kafka headers as a JSON array of `{key, value}`, as text: bytes that are not UTF-8,
+/// and NUL characters (which `jsonb` refuses, so a hostile header would fail the whole
+/// write), become U+FFFD. The DLQ topic keeps the original headers byte for byte.
 pub fn headers_json(headers: &[(String, Option<Vec<u8>>)]) -> serde_json::Value {
+    let text = |s: &str| s.replace('\0', "\u{FFFD}");
     headers
         .iter()
-        .map(|(k, v)| serde_json::json!({"key": k, "value": v.as_deref().map(|b| String::from_utf8_lossy(b).into_owned())}))
+        .map(|(k, v)| {
+            let value = v.as_deref().map(|b| text(&String::from_utf8_lossy(b)));
+            serde_json::json!({"key": text(k), "value": value})
+        })
         .collect()
 }
 
@@ -509,5 +515,19 @@ impl SinkWriter for PostgresWriter {
 
     fn flush(&mut self, _only_if_due: bool) -> Result<ProgressUpdate, SinkError> {
         Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::headers_json;
+
+    #[test]
+    fn header_text_never_carries_a_nul_into_jsonb() {
+        let headers =
+            vec![("trace\0id".to_string(), Some(b"a\0b\xff".to_vec())), ("x".into(), None)];
+        let json = headers_json(&headers).to_string();
+        assert!(!json.contains("\\u0000"), "{json}");
+        assert_eq!(headers_json(&headers)[0]["value"], "a\u{FFFD}b\u{FFFD}");
     }
 }
