@@ -53,6 +53,14 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The lake root is not a folder this process can write.
+    #[error("lake.root {path}: not a writable folder: {source}")]
+    LakeRoot {
+        /// Path from `lake.root`.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// The supervision log could not be opened.
     #[error("supervision log {path}: {source}")]
     SupervisionLog {
@@ -101,11 +109,7 @@ pub struct Running {
 /// Connects, migrates and loads contracts (blocking; before the actor system starts).
 pub fn prepare(settings: &Settings) -> Result<(Arc<Contracts>, PgPool), StartError> {
     let contracts = Arc::new(Contracts::load(&settings.pipeline.contracts_dir, settings.into())?);
-    let pool = db::pool(
-        &settings.postgres.url,
-        settings.postgres.pool_size,
-        Duration::from_millis(settings.postgres.connect_timeout_ms),
-    );
+    let pool = db::pool(&settings.postgres);
     let applied = db::migrate(&mut *db::conn(&pool)?)?;
     if applied > 0 {
         log::info!("Applied {applied} migration(s)");
@@ -274,6 +278,11 @@ impl Running {
 
 /// Runs the processor until stopped; returns how it ended.
 pub fn run(settings: Settings) -> Result<Exit, StartError> {
+    // Fail fast, naming the key, rather than restart a lake writer that can never write.
+    ParquetWriter::check_root(&settings.lake.root).map_err(|source| StartError::LakeRoot {
+        path: settings.lake.root.display().to_string(),
+        source,
+    })?;
     let (contracts, pool) = prepare(&settings)?;
     let timeout = Duration::from_secs(settings.pipeline.shutdown_timeout_s);
     let system = actix::System::new();

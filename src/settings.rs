@@ -80,6 +80,13 @@ pub struct PostgresSettings {
     pub pool_size: u32,
     /// How long to wait for a connection before the write counts as failed.
     pub connect_timeout_ms: u64,
+    /// A statement waiting on a lock longer than this fails (transient, retried).
+    pub lock_timeout_ms: u64,
+    /// A session idle inside a transaction longer than this is ended by the server,
+    /// which rolls the transaction back (a frozen process releases its locks).
+    pub idle_in_transaction_timeout_ms: u64,
+    /// A statement running longer than this fails (0: no limit).
+    pub statement_timeout_ms: u64,
 }
 
 /// The Parquet lake and its file rolling.
@@ -167,6 +174,8 @@ pub enum Fault {
     Error,
     /// The writer panics.
     Panic,
+    /// The write fails with an error classified fatal (as an unwritable lake would).
+    Fatal,
 }
 
 impl Settings {

@@ -4,6 +4,7 @@
 
 pub mod schema;
 
+use crate::settings::PostgresSettings;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -36,13 +37,59 @@ pub enum DbError {
 }
 
 /// Builds a pool without connecting yet, so the process starts while Postgres is down.
-pub fn pool(url: &str, size: u32, connect_timeout: Duration) -> PgPool {
+/// Every connection gets the session limits of [`SessionLimits`].
+pub fn pool(settings: &PostgresSettings) -> PgPool {
     Pool::builder()
-        .max_size(size)
+        .max_size(settings.pool_size)
         .min_idle(Some(0))
-        .connection_timeout(connect_timeout)
+        .connection_timeout(Duration::from_millis(settings.connect_timeout_ms))
         .test_on_check_out(true)
-        .build_unchecked(ConnectionManager::new(url))
+        .connection_customizer(Box::new(SessionLimits::from(settings)))
+        .build_unchecked(ConnectionManager::new(&settings.url))
+}
+
+/// Bounds on how long one session can hold up another, set on every new connection.
+/// Without them a process frozen (SIGSTOP, a VM pause) inside a writer transaction held
+/// its locks for ever, and the process that took over its partitions waited on them
+/// with its whole Postgres writer. With them the frozen session's transaction is rolled
+/// back after `idle_in_transaction`, and a write that waits on a lock longer than
+/// `lock` fails as transient and is retried with backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// `lock_timeout` in milliseconds (0: no limit).
+    pub lock_ms: u64,
+    /// `idle_in_transaction_session_timeout` in milliseconds (0: no limit).
+    pub idle_in_transaction_ms: u64,
+    /// `statement_timeout` in milliseconds (0: no limit).
+    pub statement_ms: u64,
+}
+
+impl From<&PostgresSettings> for SessionLimits {
+    fn from(s: &PostgresSettings) -> Self {
+        SessionLimits {
+            lock_ms: s.lock_timeout_ms,
+            idle_in_transaction_ms: s.idle_in_transaction_timeout_ms,
+            statement_ms: s.statement_timeout_ms,
+        }
+    }
+}
+
+impl SessionLimits {
+    /// The `SET` statements for a new session.
+    pub fn statements(&self) -> String {
+        format!(
+            "SET lock_timeout = {}; SET idle_in_transaction_session_timeout = {}; \
+             SET statement_timeout = {};",
+            self.lock_ms, self.idle_in_transaction_ms, self.statement_ms
+        )
+    }
+}
+
+impl diesel::r2d2::CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionLimits {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        use diesel::connection::SimpleConnection;
+        conn.batch_execute(&self.statements()).map_err(diesel::r2d2::Error::QueryError)
+    }
 }
 
 /// Gets a connection, mapping pool errors to [`DbError::Unavailable`].

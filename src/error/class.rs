@@ -20,14 +20,13 @@ pub trait Classified {
     fn class(&self) -> FailureClass;
 }
 
-/// The class of an I/O failure: a path we may not write or that is not there is a
-/// setting to fix; anything else may pass.
+/// The class of an I/O failure: a path we may not write, on a read-only file system, or
+/// that is a file where a folder must be (or the reverse) is a setting to fix; anything
+/// else (a full disk, a file removed under us) may pass.
 pub fn io_class(error: &std::io::Error) -> FailureClass {
     use std::io::ErrorKind::*;
     match error.kind() {
-        PermissionDenied | NotFound | ReadOnlyFilesystem | NotADirectory | IsADirectory => {
-            FailureClass::Fatal
-        }
+        PermissionDenied | ReadOnlyFilesystem | NotADirectory | IsADirectory => FailureClass::Fatal,
         _ => FailureClass::Transient,
     }
 }

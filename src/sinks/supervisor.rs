@@ -7,6 +7,7 @@
 //! absorbs new batches; only when the queue is full does `Enqueue` wait, which holds
 //! the flows and then the source: the other sink keeps writing until then.
 
+use crate::error::class::{Classified, FailureClass};
 use crate::offsets::tracker::SinkProgressed;
 use crate::ops::health::{Health, SinkStatus};
 use crate::ops::metrics::metrics;
@@ -273,7 +274,13 @@ impl<W: SinkWriter> SinkSupervisor<W> {
         metrics().sink_up.with_label_values(&[W::ID.as_str()]).set(0);
         self.retained.iter_mut().for_each(|r| r.sent = false);
         self.down_since.get_or_insert_with(Instant::now);
-        match self.policy.on_failure(Instant::now()) {
+        // A fatal error (a lake path that is not a writable folder) cannot pass by
+        // retrying: give up at once, so the process exits and says what to fix.
+        let decision = match error.class() {
+            FailureClass::Fatal => RestartDecision::GiveUp,
+            _ => self.policy.on_failure(Instant::now()),
+        };
+        match decision {
             RestartDecision::RestartAfter { backoff, attempt } => {
                 ctx.run_later(backoff, move |act, ctx| {
                     let mut entry = Entry::new(act.actor(), EntryKind::Restart);
@@ -291,10 +298,11 @@ impl<W: SinkWriter> SinkSupervisor<W> {
                 entry.cause = Some(error.to_string());
                 self.log.append(&entry);
                 self.gave_up = true;
-                let _ = self.fatal.send(format!(
-                    "{} gave up after too many restarts; last cause: {error}",
-                    self.actor()
-                ));
+                let why = match error.class() {
+                    FailureClass::Fatal => "gave up at once on a fatal error",
+                    _ => "gave up after too many restarts",
+                };
+                let _ = self.fatal.send(format!("{} {why}: {error}", self.actor()));
             }
         }
     }

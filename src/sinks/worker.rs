@@ -21,6 +21,10 @@ pub enum SinkError {
     /// Transient (I/O, connection, pool timeout): restart with backoff and retry.
     #[error("retryable: {0}")]
     Retryable(String),
+    /// Fatal (a lake path that is not a writable folder, ...): retrying cannot help;
+    /// the supervisor gives up at once and the process exits with what to fix.
+    #[error("fatal: {0}")]
+    Fatal(String),
     /// The writer panicked; it is re-created like after any failure.
     #[error("panicked: {0}")]
     Panicked(String),
@@ -116,6 +120,7 @@ impl<W: SinkWriter> SinkWorker<W> {
             match fault {
                 Some(Fault::Panic) => panic!("injected panic in {}", W::ID.actor_name()),
                 Some(Fault::Error) => return Err(SinkError::Injected),
+                Some(Fault::Fatal) => return Err(SinkError::Fatal("injected fatal fault".into())),
                 None => {}
             }
             if !self.opened {
@@ -155,12 +160,27 @@ impl<W: SinkWriter> Handler<Flush> for SinkWorker<W> {
     }
 }
 
+impl SinkError {
+    /// A writer failure from an error that knows its class: fatal ones stay fatal,
+    /// everything else is retried.
+    pub fn classified(error: &(impl crate::error::class::Classified + std::fmt::Display)) -> Self {
+        match error.class() {
+            crate::error::class::FailureClass::Fatal => SinkError::Fatal(error.to_string()),
+            _ => SinkError::Retryable(error.to_string()),
+        }
+    }
+}
+
 impl crate::error::class::Classified for SinkError {
-    /// Every writer failure is retried with backoff today: the writer is re-created and
-    /// re-sent what it has not made durable. (Poison records and fencing inside a write
-    /// are told apart by the failure-isolation work; see the README.)
+    /// Fatal errors are fatal; every other writer failure is retried with backoff: the
+    /// writer is re-created and re-sent what it has not made durable. (Poison records and
+    /// fencing inside a write are told apart by the failure-isolation work; see the
+    /// README.)
     fn class(&self) -> crate::error::class::FailureClass {
-        crate::error::class::FailureClass::Transient
+        match self {
+            SinkError::Fatal(_) => crate::error::class::FailureClass::Fatal,
+            _ => crate::error::class::FailureClass::Transient,
+        }
     }
 }
 

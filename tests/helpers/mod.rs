@@ -259,6 +259,19 @@ impl TestEnv {
         }
     }
 
+    /// The exit code of a processor that must stop by itself within `timeout`.
+    pub fn exit_code_within(&mut self, index: usize, timeout: Duration) -> i32 {
+        let child = &mut self.processors[index];
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "processor still running after {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// kill -9.
     pub fn kill_processor(&mut self, index: usize) {
         let child = &mut self.processors[index];

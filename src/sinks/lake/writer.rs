@@ -4,6 +4,7 @@
 //! (create-new: failing means another writer moved the partition on, i.e. fenced), then
 //! publishes the files by renaming them into their Hive folders.
 
+use crate::error::class::Classified;
 use crate::offsets::progress::write_start;
 use crate::record::SharedBatch;
 use crate::record::SinkId;
@@ -109,8 +110,14 @@ pub struct ParquetWriter {
     partitions: HashMap<(Arc<str>, i32), PartitionBuffer>,
 }
 
-fn lake_error(e: impl std::fmt::Display) -> SinkError {
-    SinkError::Retryable(e.to_string())
+fn lake_error(e: impl Classified + std::fmt::Display) -> SinkError {
+    SinkError::classified(&e)
+}
+
+/// A file system error on `path`, classified (a path that is not a writable folder is
+/// fatal, see [`crate::error::class::io_class`]).
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
+    move |source| lake_error(LakeLogError::Io { path: path.to_path_buf(), source })
 }
 
 impl ParquetWriter {
@@ -118,6 +125,15 @@ impl ParquetWriter {
     pub fn new(root: PathBuf, limits: RollLimits, format: FileFormat) -> Self {
         let writer_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         ParquetWriter { root, limits, format, writer_id, partitions: HashMap::new() }
+    }
+
+    /// Checks at start that `root` is a folder this process can write: makes it, then
+    /// creates and removes a probe file in it.
+    pub fn check_root(root: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(root)?;
+        let probe = root.join(format!(".eventline-probe-{}", std::process::id()));
+        std::fs::write(&probe, b"")?;
+        std::fs::remove_file(&probe)
     }
 
     /// The lake's durable progress on a partition, finishing an interrupted publish
@@ -179,7 +195,7 @@ impl ParquetWriter {
         let ingested_at = chrono::Utc::now().timestamp_micros();
         let mut files = Vec::new();
         if !groups.is_empty() {
-            std::fs::create_dir_all(root.join(&staging)).map_err(lake_error)?;
+            std::fs::create_dir_all(root.join(&staging)).map_err(io_error(&root.join(&staging)))?;
         }
         for (index, (dir, events)) in groups.iter().enumerate() {
             let staged = staging.join(format!("{index}.staged"));
@@ -230,7 +246,7 @@ impl SinkWriter for ParquetWriter {
     const ID: SinkId = SinkId::Lake;
 
     fn open(&mut self) -> Result<(), SinkError> {
-        std::fs::create_dir_all(&self.root).map_err(lake_error)
+        std::fs::create_dir_all(&self.root).map_err(io_error(&self.root))
     }
 
     fn write(&mut self, batches: &[SharedBatch]) -> Result<ProgressUpdate, SinkError> {
