@@ -9,6 +9,7 @@
 use crate::db::{self, PgPool};
 use crate::offsets::tracker::{CommitNow, OffsetTracker};
 use crate::ops::admin::{self, AdminState};
+use crate::ops::faults::Faults;
 use crate::ops::health::{Health, SinkStatus};
 use crate::ops::stats::Snapshot;
 use crate::ops::supervision_log::SupervisionLog;
@@ -19,7 +20,6 @@ use crate::sinks::postgres::writer::PostgresWriter;
 use crate::sinks::progress::ProgressStore;
 use crate::sinks::restart_policy::RestartPolicy;
 use crate::sinks::supervisor::{Drain, SinkSupervisor, SupervisorParts};
-use crate::sinks::worker::Faults;
 use crate::source::actor::{AssignmentListener, KafkaSource, StopFetching};
 use crate::source::consumer::create_consumer;
 use crate::source::flow::Stages;
@@ -168,8 +168,20 @@ pub fn start(
     let validator_contracts = contracts.clone();
     let dedup_pool = pool.clone();
     let stages = Stages {
-        validator: SyncArbiter::start(2, move || Validator::new(validator_contracts.clone())),
-        deduplicator: SyncArbiter::start(2, move || Deduplicator::new(dedup_pool.clone())),
+        validator: {
+            let (log, faults) =
+                (log.clone(), Faults::new(&s.faults.validator, s.faults.after_batches));
+            SyncArbiter::start(2, move || {
+                Validator::new(validator_contracts.clone(), log.clone(), faults.clone())
+            })
+        },
+        deduplicator: {
+            let (log, faults) =
+                (log.clone(), Faults::new(&s.faults.deduplicator, s.faults.after_batches));
+            SyncArbiter::start(2, move || {
+                Deduplicator::new(dedup_pool.clone(), log.clone(), faults.clone())
+            })
+        },
         dead_letters: DeadLetterPublisher::new(&s.kafka.brokers, &s.kafka.dlq_topic)?.start(),
         postgres: postgres.clone().recipient(),
         lake: lake.clone().recipient(),

@@ -80,6 +80,9 @@ pub enum ErrorClass {
     /// A string holds text no sink can store: a NUL character (U+0000), which
     /// PostgreSQL's `text` and `jsonb` reject.
     UnstorableText,
+    /// Checking the record made the validator panic: the record is set aside so the
+    /// partition goes on (a bug to report, with the record kept in the DLQ).
+    CheckerPanicked,
 }
 
 impl ErrorClass {
@@ -96,6 +99,7 @@ impl ErrorClass {
             ErrorClass::UnknownSchemaVersion => "unknown_schema_version",
             ErrorClass::ContractViolation => "contract_violation",
             ErrorClass::UnstorableText => "unstorable_text",
+            ErrorClass::CheckerPanicked => "checker_panicked",
         }
     }
 }

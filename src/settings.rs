@@ -162,6 +162,11 @@ pub struct FaultSettings {
     pub postgres: Vec<Fault>,
     /// Faults of the Parquet writer.
     pub parquet: Vec<Fault>,
+    /// Faults of the validator, one per batch checked (`panic`: the batch's first record
+    /// panics while being checked).
+    pub validator: Vec<Fault>,
+    /// Faults of the deduplicator, one per batch decided (`panic`).
+    pub deduplicator: Vec<Fault>,
     /// Successful batches before the first fault.
     pub after_batches: u64,
 }
@@ -192,6 +197,8 @@ impl Settings {
                     .list_separator(",")
                     .with_list_parse_key("faults.postgres")
                     .with_list_parse_key("faults.parquet")
+                    .with_list_parse_key("faults.validator")
+                    .with_list_parse_key("faults.deduplicator")
                     .try_parsing(true),
             )
             .build()?;

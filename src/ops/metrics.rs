@@ -15,6 +15,8 @@ pub struct Metrics {
     pub consumed: IntCounter,
     /// Outcomes by outcome, event type and error class.
     pub outcomes: IntCounterVec,
+    /// Panics caught in a stage, by stage (`validator`, `deduplicator`).
+    pub stage_failures: IntCounterVec,
     /// Records per batch written, by sink.
     pub batch_size: HistogramVec,
     /// Seconds per write call, by sink.
@@ -78,6 +80,7 @@ impl Metrics {
         Metrics {
             consumed: counter("eventline_records_consumed_total", "Records read from Kafka"),
             outcomes: counter_vec("eventline_outcomes_total", "Record outcomes", &["outcome", "event_type", "error_class"]),
+            stage_failures: counter_vec("eventline_stage_failures_total", "Panics caught in a stage (the stage goes on)", &["stage"]),
             batch_size: histogram("eventline_sink_batch_records", "Records per batch written", vec![1.0, 10.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0]),
             write_seconds: histogram("eventline_sink_write_seconds", "Time per sink write call", buckets()),
             end_to_end_seconds: histogram("eventline_end_to_end_latency_seconds", "Kafka timestamp to durably stored", buckets()),

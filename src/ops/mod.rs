@@ -4,6 +4,7 @@
 //! ([`log_format`]).
 
 pub mod admin;
+pub mod faults;
 pub mod health;
 pub mod log_format;
 pub mod metrics;

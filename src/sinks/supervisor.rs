@@ -9,14 +9,13 @@
 
 use crate::error::class::{Classified, FailureClass};
 use crate::offsets::tracker::SinkProgressed;
+use crate::ops::faults::Faults;
 use crate::ops::health::{Health, SinkStatus};
 use crate::ops::metrics::metrics;
 use crate::ops::supervision_log::{Entry, EntryKind, SupervisionLog};
 use crate::record::SharedBatch;
 use crate::sinks::restart_policy::{RestartDecision, RestartPolicy};
-use crate::sinks::worker::{
-    Faults, Flush, ProgressUpdate, SinkError, SinkWorker, SinkWriter, Write,
-};
+use crate::sinks::worker::{Flush, ProgressUpdate, SinkError, SinkWorker, SinkWriter, Write};
 use actix::prelude::*;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;

@@ -6,11 +6,16 @@
 //! authority, so replaying any range of the log gives the same outcomes.
 
 use crate::db::{self, DbError, PgPool};
+use crate::ops::faults::{panic_message, Fault, Faults};
+use crate::ops::metrics::metrics;
+use crate::ops::supervision_log::{Entry, EntryKind, SupervisionLog};
 use crate::record::{Checked, CheckedBatch, Conflict, Coords, DecidedBatch, Event};
 use crate::stages::dedup_decision::{decide, Decision, FirstSeen};
 use actix::prelude::*;
 use diesel::prelude::*;
 use std::collections::{HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 /// Decide a checked batch.
@@ -18,28 +23,40 @@ use uuid::Uuid;
 #[rtype(result = "Result<DecidedBatch, DedupFailed>")]
 pub struct Decide(pub CheckedBatch);
 
-/// The decision could not be made (Postgres unavailable); the batch comes back so the
-/// caller can retry it.
+/// The decision could not be made; the batch comes back so the caller can retry it.
 #[derive(Debug)]
 pub struct DedupFailed {
     /// The untouched batch.
     pub batch: CheckedBatch,
     /// Why.
-    pub error: DbError,
+    pub error: DedupError,
+}
+
+/// Why a batch could not be decided. Both are retried by the flow with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum DedupError {
+    /// Postgres unavailable or a statement failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The decision panicked; caught, so the actor's thread and the flows go on.
+    #[error("the dedup decision panicked: {0}")]
+    Panicked(String),
 }
 
 /// The deduplicator actor.
 pub struct Deduplicator {
     pool: PgPool,
+    log: Arc<SupervisionLog>,
+    faults: Arc<Mutex<Faults>>,
     /// Kept between batches (a pool checkout costs a validation round trip); dropped
     /// after any error, so the retry gets a checked one.
     conn: Option<db::PgConn>,
 }
 
 impl Deduplicator {
-    /// A deduplicator over `pool`.
-    pub fn new(pool: PgPool) -> Self {
-        Deduplicator { pool, conn: None }
+    /// A deduplicator over `pool`; caught panics go to `log`.
+    pub fn new(pool: PgPool, log: Arc<SupervisionLog>, faults: Arc<Mutex<Faults>>) -> Self {
+        Deduplicator { pool, log, faults, conn: None }
     }
 }
 
@@ -185,14 +202,30 @@ impl Handler<Decide> for Deduplicator {
         if events.is_empty() {
             return Ok(assemble(batch, &HashMap::new()));
         }
-        let first = db::kept_or_new(&mut self.conn, &self.pool).and_then(|mut conn| {
-            let first = first_sightings(&mut conn, &batch.topic, batch.partition, &events)?;
-            self.conn = Some(conn);
-            Ok(first)
-        });
+        let fault = self.faults.lock().unwrap_or_else(|p| p.into_inner()).take_next();
+        let first = catch_unwind(AssertUnwindSafe(|| {
+            if fault == Some(Fault::Panic) {
+                panic!("injected panic in the deduplicator");
+            }
+            db::kept_or_new(&mut self.conn, &self.pool).and_then(|mut conn| {
+                let first = first_sightings(&mut conn, &batch.topic, batch.partition, &events)?;
+                self.conn = Some(conn);
+                Ok(first)
+            })
+        }));
         match first {
-            Ok(first) => Ok(assemble(batch, &first)),
-            Err(error) => Err(DedupFailed { batch, error }),
+            Ok(Ok(first)) => Ok(assemble(batch, &first)),
+            Ok(Err(error)) => Err(DedupFailed { batch, error: error.into() }),
+            Err(panic) => {
+                // The kept connection may be mid-statement: the retry gets a fresh one.
+                self.conn = None;
+                let error = DedupError::Panicked(panic_message(&panic));
+                let mut entry = Entry::new("deduplicator", EntryKind::Failure);
+                entry.cause = Some(format!("{}/{}: {error}", batch.topic, batch.partition));
+                self.log.append(&entry);
+                metrics().stage_failures.with_label_values(&["deduplicator"]).inc();
+                Err(DedupFailed { batch, error })
+            }
         }
     }
 }

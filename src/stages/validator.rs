@@ -1,11 +1,22 @@
 //! The validator actor: bytes -> JSON -> envelope -> payload contract, for a whole
 //! batch, on a `SyncArbiter` thread (it is CPU work). Every record comes out either as
 //! a valid event or as a dead letter with its class and reason; none is dropped.
+//!
+//! A panic while checking one record is caught and that record alone is dead-lettered
+//! as `checker_panicked`: checking is deterministic, so retrying would panic again and
+//! block the partition, and an uncaught panic would end this `SyncArbiter` thread and the
+//! flows that send to it. The panic goes to the supervision log and
+//! `eventline_stage_failures_total{stage="validator"}`.
 
-use crate::record::{Checked, CheckedBatch, DeadLetter, SourceBatch};
-use crate::stages::contract::Contracts;
+use crate::ops::faults::{panic_message, Fault, Faults};
+use crate::ops::metrics::metrics;
+use crate::ops::supervision_log::{Entry, EntryKind, SupervisionLog};
+use crate::record::SourceRecord;
+use crate::record::{Checked, CheckedBatch, DeadLetter, ErrorClass, Event, SourceBatch};
+use crate::stages::contract::{Contracts, Rejection};
 use actix::prelude::*;
-use std::sync::Arc;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
 
 /// Check every record of a batch.
 #[derive(Message)]
@@ -15,36 +26,54 @@ pub struct Validate(pub SourceBatch);
 /// The validator actor.
 pub struct Validator {
     contracts: Arc<Contracts>,
+    log: Arc<SupervisionLog>,
+    faults: Arc<Mutex<Faults>>,
 }
 
 impl Validator {
-    /// A validator over loaded contracts.
-    pub fn new(contracts: Arc<Contracts>) -> Self {
-        Validator { contracts }
+    /// A validator over loaded contracts; caught panics go to `log`.
+    pub fn new(
+        contracts: Arc<Contracts>,
+        log: Arc<SupervisionLog>,
+        faults: Arc<Mutex<Faults>>,
+    ) -> Self {
+        Validator { contracts, log, faults }
     }
 }
 
 /// Checks a batch (pure; the actor only runs it off the event loop).
 pub fn check_batch(contracts: &Contracts, batch: SourceBatch) -> CheckedBatch {
+    check_batch_with(batch, |r| {
+        contracts.check(r.value.as_deref(), r.coords.clone(), r.timestamp_ms)
+    })
+}
+
+/// Checks a batch with `check`, one record at a time; a record whose check panics is
+/// dead-lettered as [`ErrorClass::CheckerPanicked`] and the others are checked on.
+pub fn check_batch_with(
+    batch: SourceBatch,
+    mut check: impl FnMut(&SourceRecord) -> Result<Event, Rejection>,
+) -> CheckedBatch {
     let (first_offset, next_offset) = (batch.first_offset(), batch.next_offset());
     let items = batch
         .records
         .into_iter()
-        .map(|record| {
-            match contracts.check(
-                record.value.as_deref(),
-                record.coords.clone(),
-                record.timestamp_ms,
-            ) {
-                Ok(event) => Checked::Valid(event),
-                Err(rejection) => Checked::Dead(DeadLetter {
-                    record,
-                    class: rejection.class,
-                    reason: rejection.reason,
-                    event_type: rejection.event_type,
-                    schema_version: rejection.schema_version,
-                }),
-            }
+        .map(|record| match catch_unwind(AssertUnwindSafe(|| check(&record))) {
+            Ok(Ok(event)) => Checked::Valid(event),
+            Ok(Err(rejection)) => Checked::Dead(DeadLetter {
+                record,
+                class: rejection.class,
+                reason: rejection.reason,
+                event_type: rejection.event_type,
+                schema_version: rejection.schema_version,
+            }),
+            Err(panic) => Checked::Dead(DeadLetter {
+                record,
+                class: ErrorClass::CheckerPanicked,
+                reason: format!("the contract check panicked: {}", panic_message(&panic)),
+                event_type: None,
+                schema_version: None,
+            }),
         })
         .collect();
     CheckedBatch {
@@ -63,6 +92,32 @@ impl Actor for Validator {
 impl Handler<Validate> for Validator {
     type Result = MessageResult<Validate>;
     fn handle(&mut self, msg: Validate, _: &mut SyncContext<Self>) -> Self::Result {
-        MessageResult(check_batch(&self.contracts, msg.0))
+        let fault = self.faults.lock().unwrap_or_else(|p| p.into_inner()).take_next();
+        let mut inject = fault == Some(Fault::Panic);
+        let contracts = &self.contracts;
+        let checked = check_batch_with(msg.0, |r| {
+            if std::mem::take(&mut inject) {
+                panic!("injected panic in the validator");
+            }
+            contracts.check(r.value.as_deref(), r.coords.clone(), r.timestamp_ms)
+        });
+        for item in &checked.items {
+            if let Checked::Dead(dead) = item {
+                if dead.class == ErrorClass::CheckerPanicked {
+                    self.record_panic(dead);
+                }
+            }
+        }
+        MessageResult(checked)
+    }
+}
+
+impl Validator {
+    fn record_panic(&self, dead: &DeadLetter) {
+        let c = &dead.record.coords;
+        let mut entry = Entry::new("validator", EntryKind::Failure);
+        entry.cause = Some(format!("{}/{}@{}: {}", c.topic, c.partition, c.offset, dead.reason));
+        self.log.append(&entry);
+        metrics().stage_failures.with_label_values(&["validator"]).inc();
     }
 }
