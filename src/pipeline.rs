@@ -132,7 +132,7 @@ pub fn start(
         lake_root: s.lake.root.clone(),
         topic: s.kafka.topic.clone(),
     };
-    let (consumer, rebalances) = create_consumer(&s.kafka, progress)?;
+    let (consumer, rebalances) = create_consumer(&s.kafka)?;
     let consumer = Arc::new(consumer);
     let health = Arc::new(Health::default());
     health.beat();
@@ -188,6 +188,7 @@ pub fn start(
     };
     let source = KafkaSource::new(
         consumer,
+        progress,
         rebalances,
         &s.kafka.topic,
         stages,

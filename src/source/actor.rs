@@ -15,10 +15,12 @@
 
 use super::batching::{batch_due, keep_paused};
 use super::consumer::{RebalanceEvent, SourceConsumer};
+use super::positioning::{position, Start};
 use crate::offsets::tracker::{Assigned, Revoked};
 use crate::ops::health::Health;
 use crate::record::{Coords, SourceBatch, SourceRecord};
 use crate::settings::PipelineSettings;
+use crate::sinks::progress::ProgressStore;
 use crate::source::flow::{run_partition_flow, FlowLoad, Stages};
 use actix::prelude::*;
 use rdkafka::consumer::Consumer;
@@ -47,6 +49,7 @@ pub struct StopFetching;
 /// The source actor.
 pub struct KafkaSource {
     consumer: Arc<SourceConsumer>,
+    progress: ProgressStore,
     topic: Arc<str>,
     rebalances: Option<mpsc::UnboundedReceiver<RebalanceEvent>>,
     stages: Stages,
@@ -62,6 +65,7 @@ impl KafkaSource {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         consumer: Arc<SourceConsumer>,
+        progress: ProgressStore,
         rebalances: mpsc::UnboundedReceiver<RebalanceEvent>,
         topic: &str,
         stages: Stages,
@@ -71,6 +75,7 @@ impl KafkaSource {
     ) -> Self {
         KafkaSource {
             consumer,
+            progress,
             topic: Arc::from(topic),
             rebalances: Some(rebalances),
             stages,
@@ -89,8 +94,13 @@ impl Actor for KafkaSource {
     fn started(&mut self, _: &mut Context<Self>) {
         let (done, finished) = oneshot::channel();
         self.finished = Some(finished);
+        let (positioned, positioned_rx) = mpsc::unbounded_channel();
         let source_loop = SourceLoop {
             consumer: self.consumer.clone(),
+            progress: self.progress.clone(),
+            generation: 0,
+            positioned,
+            positioned_rx: Some(positioned_rx),
             topic: self.topic.clone(),
             stages: self.stages.clone(),
             pipeline: self.pipeline.clone(),
@@ -154,6 +164,11 @@ impl PartitionState {
 
 struct SourceLoop {
     consumer: Arc<SourceConsumer>,
+    progress: ProgressStore,
+    /// Counts assignment changes; a positioning result of an older one is dropped.
+    generation: u64,
+    positioned: mpsc::UnboundedSender<(u64, Vec<Start>)>,
+    positioned_rx: Option<mpsc::UnboundedReceiver<(u64, Vec<Start>)>>,
     topic: Arc<str>,
     stages: Stages,
     pipeline: PipelineSettings,
@@ -190,11 +205,13 @@ impl SourceLoop {
         ));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let flow_finished = self.flow_finished.clone();
+        let mut positioned = self.positioned_rx.take().expect("run once");
         loop {
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
                 Some(event) = rebalances.recv() => self.on_rebalance(event),
+                Some((generation, starts)) = positioned.recv() => self.on_positioned(generation, starts),
                 message = self.consumer.recv(), if self.partitions.values().all(PartitionState::accepts_more) => match message {
                     Ok(m) => {
                         let record = to_record(&self.topic, &m);
@@ -249,32 +266,16 @@ impl SourceLoop {
         // Flows of revoked partitions finish on their own; only unfinished ones are kept
         // for the shutdown to wait on, so they do not pile up over many rebalances.
         self.retiring.retain(|task| !task.is_finished());
+        // Any positioning still under way belongs to an assignment that is now over.
+        self.generation += 1;
         match event {
-            RebalanceEvent::Assigned { partition, progress } => {
-                if let Some(progress) = progress {
-                    self.assignments.assigned.do_send(Assigned {
-                        partition,
-                        postgres: progress.postgres,
-                        lake: progress.lake,
-                    });
-                }
-                let (tx, rx) = mpsc::channel(self.pipeline.partition_queue_batches);
-                let load = Arc::new(FlowLoad::new(self.flow_finished.clone()));
-                let task = actix::spawn(run_partition_flow(self.stages.clone(), rx, load.clone()));
-                let state = PartitionState {
-                    pending: Vec::new(),
-                    pending_since: None,
-                    overflow: VecDeque::new(),
-                    full_since: None,
-                    paused: false,
-                    flow: tx,
-                    load,
-                    task,
-                };
-                if let Some(old) = self.partitions.insert(partition, state) {
-                    self.retiring.push(old.task);
-                }
-                self.publish_assignment();
+            RebalanceEvent::Assigned(partitions) => {
+                let (generation, store) = (self.generation, self.progress.clone());
+                let positioned = self.positioned.clone();
+                actix::spawn(async move {
+                    let starts = position(store, partitions).await;
+                    let _ = positioned.send((generation, starts));
+                });
             }
             RebalanceEvent::Revoked(partitions) => {
                 for partition in &partitions {
@@ -289,6 +290,61 @@ impl SourceLoop {
                 self.assignments.revoked.do_send(Revoked(partitions));
                 self.publish_assignment();
             }
+        }
+    }
+
+    /// Assigns the partitions of the current assignment at their starts, each with a
+    /// fresh flow. A result for an assignment that has since ended is dropped.
+    fn on_positioned(&mut self, generation: u64, starts: Vec<Start>) {
+        if generation != self.generation {
+            log::debug!("Positions of an ended assignment dropped");
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for start in &starts {
+            if let Err(e) = tpl.add_partition_offset(&self.topic, start.partition, start.offset) {
+                log::error!("Cannot position {}/{}: {e}", self.topic, start.partition);
+            }
+        }
+        if let Err(e) = self.consumer.assign(&tpl) {
+            log::error!("Assignment failed: {e}");
+            return;
+        }
+        for start in starts {
+            let (partition, progress) = (start.partition, start.progress);
+            log::info!(
+                "Partition {}/{partition} assigned: sinks at {progress:?}, starting at {:?}",
+                self.topic,
+                start.offset
+            );
+            if let Some(progress) = progress {
+                self.assignments.assigned.do_send(Assigned {
+                    partition,
+                    postgres: progress.postgres,
+                    lake: progress.lake,
+                });
+            }
+            self.open_flow(partition);
+        }
+        self.publish_assignment();
+    }
+
+    fn open_flow(&mut self, partition: i32) {
+        let (tx, rx) = mpsc::channel(self.pipeline.partition_queue_batches);
+        let load = Arc::new(FlowLoad::new(self.flow_finished.clone()));
+        let task = actix::spawn(run_partition_flow(self.stages.clone(), rx, load.clone()));
+        let state = PartitionState {
+            pending: Vec::new(),
+            pending_since: None,
+            overflow: VecDeque::new(),
+            full_since: None,
+            paused: false,
+            flow: tx,
+            load,
+            task,
+        };
+        if let Some(old) = self.partitions.insert(partition, state) {
+            self.retiring.push(old.task);
         }
     }
 

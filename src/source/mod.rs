@@ -1,4 +1,5 @@
 //! Where records come in: the Kafka consumer and its rebalance callback ([`consumer`]),
+//! where each assigned partition starts ([`positioning`], read off the event loop),
 //! the source actor that batches records per partition ([`actor`], with its rules in
 //! [`batching`]), and the per-partition flow ([`flow`]) that carries each batch through
 //! the stages to the sinks.
@@ -7,3 +8,4 @@ pub mod actor;
 pub mod batching;
 pub mod consumer;
 pub mod flow;
+pub mod positioning;
