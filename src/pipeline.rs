@@ -196,6 +196,8 @@ pub fn start(
         AssignmentListener {
             assigned: tracker.clone().recipient(),
             revoked: tracker.clone().recipient(),
+            drains: vec![postgres.clone().recipient(), lake.clone().recipient()],
+            commit: tracker.clone().recipient(),
         },
         health.clone(),
     )

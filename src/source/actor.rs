@@ -16,11 +16,12 @@
 use super::batching::{batch_due, keep_paused};
 use super::consumer::{RebalanceEvent, SourceConsumer};
 use super::positioning::{position, Start};
-use crate::offsets::tracker::{Assigned, Revoked};
+use crate::offsets::tracker::{Assigned, CommitNow, Revoked};
 use crate::ops::health::Health;
 use crate::record::{Coords, SourceBatch, SourceRecord};
 use crate::settings::PipelineSettings;
 use crate::sinks::progress::ProgressStore;
+use crate::sinks::supervisor::Drain;
 use crate::source::flow::{run_partition_flow, FlowLoad, Stages};
 use actix::prelude::*;
 use rdkafka::consumer::Consumer;
@@ -32,14 +33,24 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
-/// Who hears about partitions assigned and revoked (the offset tracker).
+/// Who hears about partitions assigned and revoked (the offset tracker), and who must
+/// make their data durable before revoked partitions are released (the sinks).
 #[derive(Clone)]
 pub struct AssignmentListener {
     /// Told each assigned partition with its sinks' progress.
     pub assigned: Recipient<Assigned>,
     /// Told the partitions taken away.
     pub revoked: Recipient<Revoked>,
+    /// Both sink supervisors: resolve once everything they hold is durable.
+    pub drains: Vec<Recipient<Drain>>,
+    /// Commits what both sinks stored, synchronously.
+    pub commit: Recipient<CommitNow>,
 }
+
+/// How long a revoke may wait for the sinks and the commit before the partitions are
+/// released anyway (the next owner then redoes from the sinks' progress what was not
+/// durable; fencing keeps late writes out).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Stop fetching, hand every pending batch to the flows and wait for them to finish.
 #[derive(Message)]
@@ -162,6 +173,37 @@ impl PartitionState {
     }
 }
 
+/// Releases revoked partitions: waits for their flows to hand over what they hold, for
+/// both sinks to make it durable and for the commit, then tells the tracker and
+/// unassigns, so the next owner starts where this process stopped instead of redoing
+/// buffered work. Bounded by [`RELEASE_TIMEOUT`].
+async fn release(
+    partitions: Vec<i32>,
+    flows: Vec<JoinHandle<()>>,
+    to: AssignmentListener,
+    consumer: Arc<SourceConsumer>,
+) {
+    let durable = async {
+        for flow in flows {
+            let _ = flow.await;
+        }
+        futures::future::join_all(to.drains.iter().map(|d| d.send(Drain))).await;
+        to.commit.send(CommitNow).await
+    };
+    match tokio::time::timeout(RELEASE_TIMEOUT, durable).await {
+        Ok(Ok(Ok(()))) => log::info!("Partitions {partitions:?} released: stored and committed"),
+        Ok(Ok(Err(e))) => log::warn!("Partitions {partitions:?} released; commit failed: {e}"),
+        Ok(Err(e)) => log::warn!("Partitions {partitions:?} released; tracker gone: {e}"),
+        Err(_) => log::warn!(
+            "Partitions {partitions:?} released after {RELEASE_TIMEOUT:?} with data not yet durable"
+        ),
+    }
+    to.revoked.do_send(Revoked(partitions));
+    if let Err(e) = consumer.unassign() {
+        log::error!("Unassignment failed: {e}");
+    }
+}
+
 struct SourceLoop {
     consumer: Arc<SourceConsumer>,
     progress: ProgressStore,
@@ -278,16 +320,19 @@ impl SourceLoop {
                 });
             }
             RebalanceEvent::Revoked(partitions) => {
+                let mut flows = Vec::new();
                 for partition in &partitions {
                     if let Some(state) = self.partitions.remove(partition) {
                         // Undispatched records are dropped: the next owner re-reads them
-                        // from the sinks' progress. Dispatched ones finish; the sinks'
-                        // fencing decides whether they land.
+                        // from the sinks' progress. Dispatched ones finish and are made
+                        // durable and committed before the partition is released.
                         log::info!("Partition {}/{partition} revoked", self.topic);
-                        self.retiring.push(state.task);
+                        flows.push(state.task);
                     }
                 }
-                self.assignments.revoked.do_send(Revoked(partitions));
+                let release =
+                    release(partitions, flows, self.assignments.clone(), self.consumer.clone());
+                self.retiring.push(actix::spawn(release));
                 self.publish_assignment();
             }
         }

@@ -17,7 +17,7 @@ pub enum RebalanceEvent {
     /// Partitions given to this process; the source decides where each starts (off the
     /// event loop) and then assigns them.
     Assigned(Vec<i32>),
-    /// Partitions taken away (already unassigned).
+    /// Partitions taken away; the source unassigns them once released.
     Revoked(Vec<i32>),
 }
 
@@ -44,10 +44,13 @@ impl ConsumerContext for SourceContext {
                 let _ = self.rebalances.send(RebalanceEvent::Assigned(partitions));
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // Not unassigned here: the source first makes what the sinks hold for
+                // these partitions durable and commits it, then unassigns.
                 let partitions = tpl.elements().iter().map(|e| e.partition()).collect();
-                let _ = self.rebalances.send(RebalanceEvent::Revoked(partitions));
-                if let Err(e) = consumer.unassign() {
-                    log::error!("Unassignment failed: {e}");
+                // With the source loop gone (the consumer closing at exit) nobody else
+                // would unassign, and closing waits for it.
+                if self.rebalances.send(RebalanceEvent::Revoked(partitions)).is_err() {
+                    let _ = consumer.unassign();
                 }
             }
             other => {
