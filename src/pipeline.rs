@@ -137,8 +137,9 @@ pub fn start(
     let health = Arc::new(Health::default());
     health.beat();
     health.progressed();
+    let stall = Duration::from_secs(s.admin.stall_timeout_s);
     let tracker =
-        OffsetTracker::new(consumer.clone(), s.kafka.topic.clone(), health.clone()).start();
+        OffsetTracker::new(consumer.clone(), s.kafka.topic.clone(), health.clone(), stall).start();
     let (fatal_tx, fatal) = mpsc::unbounded_channel();
     let policy = RestartPolicy::from(&s.supervision);
     let parts = |plan: &[crate::settings::Fault], status: &Arc<SinkStatus>| SupervisorParts {

@@ -4,7 +4,7 @@
 
 use crate::offsets::progress::committable;
 use crate::offsets::OffsetsError;
-use crate::ops::health::Health;
+use crate::ops::health::{partition_stalled, Health};
 use crate::ops::metrics::metrics;
 use crate::record::SinkId;
 use actix::prelude::*;
@@ -13,7 +13,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the tracker needs from Kafka: commit offsets and read high watermarks. The source's
 /// consumer implements it; the tracker does not need to know that consumer's type.
@@ -100,12 +100,21 @@ pub struct OffsetTracker {
     topic: String,
     partitions: HashMap<i32, PartitionProgress>,
     health: Arc<Health>,
+    /// When each partition's committable offset last moved (or it was assigned).
+    moved_at: HashMap<i32, Instant>,
+    stall: Duration,
 }
 
 impl OffsetTracker {
     /// A tracker committing through `consumer`.
-    pub fn new(consumer: Arc<dyn OffsetCommitter>, topic: String, health: Arc<Health>) -> Self {
-        OffsetTracker { consumer, topic, partitions: HashMap::new(), health }
+    pub fn new(
+        consumer: Arc<dyn OffsetCommitter>,
+        topic: String,
+        health: Arc<Health>,
+        stall: Duration,
+    ) -> Self {
+        let (partitions, moved_at) = (HashMap::new(), HashMap::new());
+        OffsetTracker { consumer, topic, partitions, health, moved_at, stall }
     }
 
     /// Lag per partition from fresh high watermarks (a blocking call, off the event loop).
@@ -133,6 +142,16 @@ impl OffsetTracker {
                 act.health
                     .lag
                     .store(lags.iter().map(|(_, l)| l).sum(), std::sync::atomic::Ordering::Relaxed);
+                let stalled = lags
+                    .iter()
+                    .filter(|(p, lag)| {
+                        let since = act.moved_at.get(p).map_or(Duration::ZERO, |t| t.elapsed());
+                        partition_stalled(*lag, since, act.stall)
+                    })
+                    .count();
+                act.health
+                    .stalled_partitions
+                    .store(stalled as i64, std::sync::atomic::Ordering::Relaxed);
             },
         ));
     }
@@ -192,6 +211,7 @@ impl Handler<Assigned> for OffsetTracker {
         let entry = self.partitions.entry(msg.partition).or_default();
         entry.postgres = entry.postgres.max(msg.postgres);
         entry.lake = entry.lake.max(msg.lake);
+        self.moved_at.insert(msg.partition, Instant::now());
     }
 }
 
@@ -200,6 +220,7 @@ impl Handler<Revoked> for OffsetTracker {
     fn handle(&mut self, msg: Revoked, _: &mut Context<Self>) {
         for partition in msg.0 {
             self.partitions.remove(&partition);
+            self.moved_at.remove(&partition);
             let _ = metrics().consumer_lag.remove_label_values(&[&partition.to_string()]);
         }
     }
@@ -209,11 +230,15 @@ impl Handler<SinkProgressed> for OffsetTracker {
     type Result = ();
     fn handle(&mut self, msg: SinkProgressed, _: &mut Context<Self>) {
         let entry = self.partitions.entry(msg.partition).or_default();
+        let before = committable(&[entry.postgres, entry.lake]);
         let slot = match msg.sink {
             SinkId::Postgres => &mut entry.postgres,
             SinkId::Lake => &mut entry.lake,
         };
         *slot = (*slot).max(Some(msg.next_offset));
+        if committable(&[entry.postgres, entry.lake]) > before {
+            self.moved_at.insert(msg.partition, Instant::now());
+        }
     }
 }
 

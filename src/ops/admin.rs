@@ -33,8 +33,10 @@ async fn health(state: web::Data<AdminState>) -> HttpResponse {
         h.last_progress_ms.load(Ordering::Relaxed),
         h.lag.load(Ordering::Relaxed),
     );
-    let body = serde_json::json!({"source_heartbeat_ms_ago": now_ms() - beat, "progress_ms_ago": now_ms() - progress, "lag": lag});
-    if is_live(now_ms(), beat, progress, lag, state.stall) {
+    let stalled = h.stalled_partitions.load(Ordering::Relaxed);
+    let body = serde_json::json!({"source_heartbeat_ms_ago": now_ms() - beat, "progress_ms_ago": now_ms() - progress, "lag": lag, "stalled_partitions": stalled});
+    // A process that is alive but has a partition stuck is not healthy either.
+    if is_live(now_ms(), beat, progress, lag, state.stall) && stalled == 0 {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

@@ -16,6 +16,9 @@ pub struct Health {
     pub assigned: AtomicI64,
     /// Records behind the high watermarks (sum over assigned partitions).
     pub lag: AtomicI64,
+    /// Assigned partitions with records waiting whose committable offset has not moved
+    /// for longer than the stall timeout (a stuck flow, a stage failing over and over).
+    pub stalled_partitions: AtomicI64,
 }
 
 /// Milliseconds since the epoch, now.
@@ -42,6 +45,12 @@ pub fn is_live(now: i64, heartbeat: i64, progress: i64, lag: i64, stall: Duratio
     !(lag > 0 && stale(heartbeat) && stale(progress))
 }
 
+/// Whether one partition is stuck: records wait and nothing became durable for longer
+/// than `stall`.
+pub fn partition_stalled(lag: i64, since_moved: Duration, stall: Duration) -> bool {
+    lag > 0 && since_moved > stall
+}
+
 /// Readiness as a pure decision: in the group with partitions, both sinks up.
 pub fn is_ready(assigned: i64, postgres_up: bool, lake_up: bool) -> bool {
     assigned > 0 && postgres_up && lake_up
@@ -56,4 +65,17 @@ pub struct SinkStatus {
     pub restarts: AtomicU64,
     /// Batches queued or not yet durable.
     pub queued: AtomicU64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_is_stalled_only_with_records_waiting_past_the_timeout() {
+        let (s, stall) = (Duration::from_secs, Duration::from_secs(60));
+        assert!(partition_stalled(5, s(61), stall));
+        assert!(!partition_stalled(5, s(59), stall), "still within the timeout");
+        assert!(!partition_stalled(0, s(600), stall), "nothing waits: idle, not stuck");
+    }
 }
