@@ -9,8 +9,8 @@ use eventline::ops::supervision_log::{read_entries, EntryKind};
 use helpers::*;
 use std::time::{Duration, Instant};
 
-/// A valid `account_created` event whose `field` (a JSON pointer's last step under the
-/// envelope or the payload) holds a NUL character.
+/// A valid `account_created` event with a NUL character in its payload's `name`, or
+/// (`in_payload` false) in its envelope's `source`.
 fn with_nul(event_id: &str, account: &str, in_payload: bool) -> String {
     let mut doc: serde_json::Value = serde_json::from_str(&account_created(event_id, account))
         .expect("the helper's event is JSON");

@@ -5,8 +5,6 @@
 
 mod helpers;
 
-use eventline::db::read_progress;
-use eventline::sinks::lake::commit_log;
 use helpers::*;
 use std::time::{Duration, Instant};
 
@@ -31,16 +29,12 @@ fn committed_offsets_never_pass_either_sinks_durable_progress() {
     let (mut samples, mut moving) = (0, 0);
     loop {
         let committed = env.committed(3);
-        let mut conn = env.pg();
         for partition in 0..3 {
             let c = committed[partition as usize];
             if c < 0 {
                 continue;
             }
-            let pg = read_progress(&mut conn, "postgres", &env.topic, partition).unwrap();
-            let lake = commit_log::latest(&env.lake, &env.topic, partition)
-                .unwrap()
-                .map(|e| e.next_offset);
+            let (pg, lake) = env.sink_progress(partition);
             assert!(
                 pg.is_some_and(|pg| c <= pg) && lake.is_some_and(|lake| c <= lake),
                 "partition {partition}: committed {c}, postgres {pg:?}, lake {lake:?}"

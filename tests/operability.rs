@@ -9,14 +9,6 @@ use helpers::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-fn get(url: &str) -> (u16, String) {
-    let agent: ureq::Agent =
-        ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut response = agent.get(url).call().expect("admin endpoint answers");
-    let status = response.status().as_u16();
-    (status, response.body_mut().read_to_string().unwrap())
-}
-
 fn sum(series: &Scrape, metric: &str, filter: &[(&str, &str)]) -> i64 {
     series.sum(metric, filter) as i64
 }
@@ -31,7 +23,7 @@ fn metrics_match_what_was_produced_and_lag_drains_to_zero() {
     env.wait_drained(3, Duration::from_secs(60));
     let mut series = Scrape::default();
     wait_until("lag per partition drops to 0", Duration::from_secs(30), || {
-        series = Scrape::parse(&get(&format!("{admin}/metrics")).1).unwrap();
+        series = Scrape::parse(&admin_get(&format!("{admin}/metrics")).1).unwrap();
         let lags: Vec<i64> = (0..3)
             .map(|p| {
                 sum(&series, "eventline_consumer_lag_records", &[("partition", &p.to_string())])
@@ -87,7 +79,7 @@ fn metrics_match_what_was_produced_and_lag_drains_to_zero() {
         sum(&series, "eventline_end_to_end_latency_seconds_count", &[("sink", "postgres")])
             == ids.len() as i64
     );
-    let (code, body) = get(&format!("{admin}/health"));
+    let (code, body) = admin_get(&format!("{admin}/health"));
     assert_eq!(code, 200, "{body}");
 
     let (code, _) = env.eventline(&["status", "--url", &admin]);
@@ -118,25 +110,25 @@ fn ready_goes_false_while_a_sink_restarts_and_dashboards_query_only_live_metrics
     let admin = env.admin_url(p);
     wait_until("/ready is true once partitions are assigned", Duration::from_secs(60), || {
         env.produce(&valid_records(1));
-        get(&format!("{admin}/ready")).0 == 200
+        admin_get(&format!("{admin}/ready")).0 == 200
     });
     env.produce(&valid_records(300));
     wait_until(
         "/ready is false while the parquet writer restarts",
         Duration::from_secs(30),
-        || get(&format!("{admin}/ready")).0 == 503,
+        || admin_get(&format!("{admin}/ready")).0 == 503,
     );
-    let (_, body) = get(&format!("{admin}/ready"));
+    let (_, body) = admin_get(&format!("{admin}/ready"));
     assert!(body.contains("\"lake_up\":false"), "{body}");
     wait_until("/ready is true again after recovery", Duration::from_secs(60), || {
-        get(&format!("{admin}/ready")).0 == 200
+        admin_get(&format!("{admin}/ready")).0 == 200
     });
     env.wait_drained(3, Duration::from_secs(60));
-    let (_, supervision) = get(&format!("{admin}/supervision"));
+    let (_, supervision) = admin_get(&format!("{admin}/supervision"));
     assert!(supervision.contains("\"recovered\""), "{supervision}");
 
     // Every metric the dashboard and the alert rules query exists in a live scrape.
-    let scrape = get(&format!("{admin}/metrics")).1;
+    let scrape = admin_get(&format!("{admin}/metrics")).1;
     let live: BTreeSet<String> = Scrape::parse(&scrape).unwrap().names();
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("ops/grafana/eventline-dashboard.json")).unwrap(),

@@ -10,13 +10,8 @@ use helpers::*;
 use std::time::{Duration, Instant};
 
 fn heartbeat_age_ms(admin: &str) -> i64 {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into();
-    let body = agent.get(&format!("{admin}/health")).call().unwrap().body_mut().read_to_string();
-    let health: serde_json::Value = serde_json::from_str(&body.unwrap()).unwrap();
+    let health: serde_json::Value =
+        serde_json::from_str(&admin_get(&format!("{admin}/health")).1).unwrap();
     health["source_heartbeat_ms_ago"].as_i64().unwrap()
 }
 

@@ -5,8 +5,6 @@
 
 mod helpers;
 
-use eventline::db::read_progress;
-use eventline::sinks::lake::commit_log;
 use helpers::*;
 use std::time::{Duration, Instant};
 
@@ -32,11 +30,8 @@ fn sigterm_mid_backlog_flushes_commits_exits_0_and_loses_nothing() {
     let stored = env.outcomes_total();
     assert!(stored < records.len() as i64, "SIGTERM came mid-backlog ({stored} stored)");
     let committed = env.committed(3);
-    let mut conn = env.pg();
     for partition in 0..3 {
-        let pg = read_progress(&mut conn, "postgres", &env.topic, partition).unwrap();
-        let lake =
-            commit_log::latest(&env.lake, &env.topic, partition).unwrap().map(|e| e.next_offset);
+        let (pg, lake) = env.sink_progress(partition);
         let c = committed[partition as usize];
         assert_eq!((pg, lake), (Some(c), Some(c)), "partition {partition}: committed {c}");
     }

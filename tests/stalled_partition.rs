@@ -9,14 +9,8 @@ use helpers::*;
 use std::time::Duration;
 
 fn health(admin: &str) -> (u16, serde_json::Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into();
-    let mut response = agent.get(&format!("{admin}/health")).call().unwrap();
-    let status = response.status().as_u16();
-    (status, serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap())
+    let (status, body) = admin_get(&format!("{admin}/health"));
+    (status, serde_json::from_str(&body).unwrap())
 }
 
 #[test]

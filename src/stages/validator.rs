@@ -41,15 +41,9 @@ impl Validator {
     }
 }
 
-/// Checks a batch (pure; the actor only runs it off the event loop).
-pub fn check_batch(contracts: &Contracts, batch: SourceBatch) -> CheckedBatch {
-    check_batch_with(batch, |r| {
-        contracts.check(r.value.as_deref(), r.coords.clone(), r.timestamp_ms)
-    })
-}
-
-/// Checks a batch with `check`, one record at a time; a record whose check panics is
-/// dead-lettered as [`ErrorClass::CheckerPanicked`] and the others are checked on.
+/// Checks a batch with `check` (pure; the actor only runs it off the event loop), one
+/// record at a time; a record whose check panics is dead-lettered as
+/// [`ErrorClass::CheckerPanicked`] and the others are checked on.
 pub fn check_batch_with(
     batch: SourceBatch,
     mut check: impl FnMut(&SourceRecord) -> Result<Event, Rejection>,
@@ -119,5 +113,53 @@ impl Validator {
         entry.cause = Some(format!("{}/{}@{}: {}", c.topic, c.partition, c.offset, dead.reason));
         self.log.append(&entry);
         metrics().stage_failures.with_label_values(&["validator"]).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Coords;
+
+    fn batch(n: i64) -> SourceBatch {
+        let topic: Arc<str> = Arc::from("t");
+        let records = (0..n)
+            .map(|offset| SourceRecord {
+                coords: Coords { topic: topic.clone(), partition: 0, offset },
+                key: None,
+                value: Some(b"{}".to_vec()),
+                headers: Vec::new(),
+                timestamp_ms: None,
+            })
+            .collect();
+        SourceBatch { topic, partition: 0, records }
+    }
+
+    #[test]
+    fn a_panicking_check_sets_aside_that_record_only() {
+        let contracts = Contracts::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts"),
+            Default::default(),
+        )
+        .unwrap();
+        let checked = check_batch_with(batch(3), |r| {
+            if r.coords.offset == 1 {
+                panic!("boom");
+            }
+            contracts.check(r.value.as_deref(), r.coords.clone(), r.timestamp_ms)
+        });
+        let classes: Vec<_> = checked
+            .items
+            .iter()
+            .map(|i| match i {
+                Checked::Dead(d) => d.class,
+                Checked::Valid(_) => unreachable!("`{{}}` breaks the envelope"),
+            })
+            .collect();
+        assert_eq!(
+            classes,
+            vec![ErrorClass::BadEnvelope, ErrorClass::CheckerPanicked, ErrorClass::BadEnvelope]
+        );
+        assert_eq!((checked.first_offset, checked.next_offset), (0, 3));
     }
 }

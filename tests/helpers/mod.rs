@@ -715,3 +715,28 @@ impl TestEnv {
         out
     }
 }
+
+/// GET `url` on a processor's admin endpoint: (status, body). Any status is an answer.
+pub fn admin_get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut response = agent.get(url).call().expect("admin endpoint answers");
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().expect("a text body"))
+}
+
+impl TestEnv {
+    /// Both sinks' durable progress on a partition: (Postgres `sink_progress`, the
+    /// lake's latest log entry), each the next offset not yet stored.
+    pub fn sink_progress(&self, partition: i32) -> (Option<i64>, Option<i64>) {
+        let pg = eventline::db::read_progress(&mut self.pg(), "postgres", &self.topic, partition)
+            .expect("sink_progress reads");
+        let lake = eventline::sinks::lake::commit_log::latest(&self.lake, &self.topic, partition)
+            .expect("the lake's log reads")
+            .map(|e| e.next_offset);
+        (pg, lake)
+    }
+}
