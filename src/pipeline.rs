@@ -20,6 +20,7 @@ use crate::sinks::postgres::writer::PostgresWriter;
 use crate::sinks::progress::ProgressStore;
 use crate::sinks::restart_policy::RestartPolicy;
 use crate::sinks::supervisor::{Drain, SinkSupervisor, SupervisorParts};
+use crate::sinks::verdicts::PostgresVerdicts;
 use crate::source::actor::{AssignmentListener, KafkaSource, StopFetching};
 use crate::source::consumer::create_consumer;
 use crate::source::flow::Stages;
@@ -142,6 +143,7 @@ pub fn start(
         OffsetTracker::new(consumer.clone(), s.kafka.topic.clone(), health.clone(), stall).start();
     let (fatal_tx, fatal) = mpsc::unbounded_channel();
     let policy = RestartPolicy::from(&s.supervision);
+    let dead_letters = DeadLetterPublisher::new(&s.kafka.brokers, &s.kafka.dlq_topic)?.start();
     let parts = |plan: &[crate::settings::Fault], status: &Arc<SinkStatus>| SupervisorParts {
         faults: Faults::new(plan, s.faults.after_batches),
         capacity_bytes: s.pipeline.sink_queue_bytes,
@@ -151,18 +153,25 @@ pub fn start(
         fatal: fatal_tx.clone(),
         status: status.clone(),
         health: health.clone(),
+        dead_letters: Some(dead_letters.clone().recipient()),
     };
     let (postgres_status, lake_status) =
         (Arc::new(SinkStatus::default()), Arc::new(SinkStatus::default()));
     let pg_pool = pool.clone();
+    let verdicts = Arc::new(PostgresVerdicts::default());
+    let pg_verdicts = verdicts.clone();
+    let pause = Duration::from_millis(s.faults.postgres_pause_in_transaction_ms);
     let postgres = SinkSupervisor::new(
-        Arc::new(move || PostgresWriter::new(pg_pool.clone())),
+        Arc::new(move || {
+            PostgresWriter::new(pg_pool.clone(), pg_verdicts.clone())
+                .with_pause_in_transaction(pause)
+        }),
         parts(&s.faults.postgres, &postgres_status),
     )
     .start();
     let (root, limits, format) = (s.lake.root.clone(), RollLimits::from(s), FileFormat::from(s));
     let lake = SinkSupervisor::new(
-        Arc::new(move || ParquetWriter::new(root.clone(), limits, format)),
+        Arc::new(move || ParquetWriter::new(root.clone(), limits, format, verdicts.clone())),
         parts(&s.faults.parquet, &lake_status),
     )
     .start();
@@ -183,7 +192,7 @@ pub fn start(
                 Deduplicator::new(dedup_pool.clone(), log.clone(), faults.clone())
             })
         },
-        dead_letters: DeadLetterPublisher::new(&s.kafka.brokers, &s.kafka.dlq_topic)?.start(),
+        dead_letters,
         postgres: postgres.clone().recipient(),
         lake: lake.clone().recipient(),
     };

@@ -83,6 +83,10 @@ pub enum ErrorClass {
     /// Checking the record made the validator panic: the record is set aside so the
     /// partition goes on (a bug to report, with the record kept in the DLQ).
     CheckerPanicked,
+    /// The event passed its contract but a sink refused it for good (a constraint a
+    /// database administrator added, say): dead-lettered alone, the rest of its batch
+    /// stored, and kept out of both sinks.
+    SinkRejected,
 }
 
 impl ErrorClass {
@@ -100,6 +104,7 @@ impl ErrorClass {
             ErrorClass::ContractViolation => "contract_violation",
             ErrorClass::UnstorableText => "unstorable_text",
             ErrorClass::CheckerPanicked => "checker_panicked",
+            ErrorClass::SinkRejected => "sink_rejected",
         }
     }
 }
@@ -117,6 +122,37 @@ pub struct DeadLetter {
     pub event_type: Option<String>,
     /// The contract version, when known.
     pub schema_version: Option<i32>,
+}
+
+impl DeadLetter {
+    /// An accepted event a sink refused for good. The original bytes are not kept past
+    /// the validator, so the value is the event as eventline read it: its envelope with
+    /// the payload, as JSON (sending it again re-drives it).
+    pub fn sink_rejected(event: &Event, reason: String) -> DeadLetter {
+        let payload: serde_json::Value =
+            serde_json::from_str(&event.payload).unwrap_or(serde_json::Value::Null);
+        let envelope = serde_json::json!({
+            "event_id": event.event_id,
+            "event_type": event.event_type,
+            "schema_version": event.schema_version,
+            "source": event.source,
+            "occurred_at": event.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            "payload": payload,
+        });
+        DeadLetter {
+            record: SourceRecord {
+                coords: event.coords.clone(),
+                key: None,
+                value: Some(envelope.to_string().into_bytes()),
+                headers: Vec::new(),
+                timestamp_ms: event.kafka_timestamp_ms,
+            },
+            class: ErrorClass::SinkRejected,
+            reason,
+            event_type: Some(event.event_type.clone()),
+            schema_version: Some(event.schema_version),
+        }
+    }
 }
 
 /// A same-`event_id`-different-content record, kept for inspection.

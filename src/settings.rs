@@ -169,6 +169,10 @@ pub struct FaultSettings {
     pub deduplicator: Vec<Fault>,
     /// Successful batches before the first fault.
     pub after_batches: u64,
+    /// The Postgres writer waits this long inside each transaction, after its rows and
+    /// before its progress move (0: never), so a test can freeze a process while one of
+    /// its sessions holds an open transaction.
+    pub postgres_pause_in_transaction_ms: u64,
 }
 
 /// One injected fault (tests and drills).

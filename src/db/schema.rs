@@ -9,6 +9,7 @@ diesel::table! {
         offset -> Int8,
         payload_hash -> Text,
         first_seen_at -> Timestamptz,
+        sink_rejected -> Nullable<Text>,
     }
 }
 

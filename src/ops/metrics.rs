@@ -35,6 +35,8 @@ pub struct Metrics {
     pub queue_bytes: IntGaugeVec,
     /// Restarts, by sink.
     pub sink_restarts: IntCounterVec,
+    /// Partitions found moved on by another writer, by sink.
+    pub sink_fenced: IntCounterVec,
     /// 1 when the sink's writer is up, 0 while restarting or given up.
     pub sink_up: IntGaugeVec,
     /// Published lake files.
@@ -90,6 +92,7 @@ impl Metrics {
             queue_depth: gauge_vec("eventline_sink_queue_batches", "Batches held by the sink supervisor", &["sink"]),
             queue_bytes: gauge_vec("eventline_sink_queue_bytes", "Approximate bytes of batches held by the sink supervisor (bounded by pipeline.sink_queue_bytes)", &["sink"]),
             sink_restarts: counter_vec("eventline_sink_restarts_total", "Writer restarts", &["sink"]),
+            sink_fenced: counter_vec("eventline_sink_fenced_total", "Partitions a writer found moved on by another process (dropped and re-sent, no restart)", &["sink"]),
             sink_up: gauge_vec("eventline_sink_up", "1 when the writer is up", &["sink"]),
             lake_files: counter("eventline_lake_files_written_total", "Published lake files"),
             lake_bytes: counter("eventline_lake_bytes_written_total", "Bytes of published lake files"),

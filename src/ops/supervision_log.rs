@@ -25,6 +25,12 @@ pub enum EntryKind {
     GiveUp,
     /// The writer stopped at shutdown.
     Stop,
+    /// Another process moved a partition on: this writer dropped what it held for it
+    /// (no restart; the partition's batches not covered yet are sent again).
+    Fenced,
+    /// The sink refused a record for good (poison): it was dead-lettered as
+    /// `sink_rejected` and the rest of its batch stored.
+    Rejected,
 }
 
 /// One line of the supervision log.

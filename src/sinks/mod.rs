@@ -3,11 +3,13 @@
 //! [`worker::SinkWorker`] and supervised by a [`supervisor::SinkSupervisor`] that
 //! restarts it with backoff ([`restart_policy`]); [`progress`] reads both sinks' durable
 //! progress, where the source resumes. [`postgres`] and [`lake`] are laid out
-//! alike: `writer.rs` for the write path, then the files it needs.
+//! alike: `writer.rs` for the write path, then the files it needs. [`verdicts`] tells
+//! the lake which records Postgres refused, so both sinks hold the same events.
 
 pub mod lake;
 pub mod postgres;
 pub mod progress;
 pub mod restart_policy;
 pub mod supervisor;
+pub mod verdicts;
 pub mod worker;

@@ -13,11 +13,12 @@ use crate::ops::faults::Faults;
 use crate::ops::health::{Health, SinkStatus};
 use crate::ops::metrics::metrics;
 use crate::ops::supervision_log::{Entry, EntryKind, SupervisionLog};
-use crate::record::SharedBatch;
+use crate::record::{DeadLetter, DecidedBatch, SharedBatch};
 use crate::sinks::restart_policy::{RestartDecision, RestartPolicy};
-use crate::sinks::worker::{Flush, ProgressUpdate, SinkError, SinkWorker, SinkWriter, Write};
+use crate::sinks::worker::{Fencing, Flush, SinkError, SinkWorker, SinkWriter, Write, WriteReport};
+use crate::stages::dead_letter::PublishDeadLetters;
 use actix::prelude::*;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,7 +40,7 @@ const MAX_GROUP_BATCHES: usize = 64;
 const MAX_GROUP_RECORDS: usize = 50_000;
 
 type WorkerReply = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Result<ProgressUpdate, SinkError>, MailboxError>>>,
+    Box<dyn std::future::Future<Output = Result<Result<WriteReport, SinkError>, MailboxError>>>,
 >;
 
 struct Retained {
@@ -67,6 +68,7 @@ pub struct SinkSupervisor<W: SinkWriter> {
     fatal: tokio::sync::mpsc::UnboundedSender<String>,
     status: Arc<SinkStatus>,
     health: Arc<Health>,
+    dead_letters: Option<Recipient<PublishDeadLetters>>,
 }
 
 /// Everything a supervisor needs besides the writer factory.
@@ -87,6 +89,8 @@ pub struct SupervisorParts {
     pub status: Arc<SinkStatus>,
     /// Liveness inputs (durable progress is reported there).
     pub health: Arc<Health>,
+    /// Where records the sink refuses for good are published (the DLQ topic).
+    pub dead_letters: Option<Recipient<PublishDeadLetters>>,
 }
 
 impl<W: SinkWriter> SinkSupervisor<W> {
@@ -110,6 +114,7 @@ impl<W: SinkWriter> SinkSupervisor<W> {
             fatal: parts.fatal,
             status: parts.status,
             health: parts.health,
+            dead_letters: parts.dead_letters,
         }
     }
 
@@ -148,7 +153,8 @@ impl<W: SinkWriter> SinkSupervisor<W> {
             group.push(r.batch.clone());
         }
         let request: WorkerReply = if !group.is_empty() {
-            Box::pin(worker.send(Write(group.clone())))
+            let failures = self.policy.consecutive_failures();
+            Box::pin(worker.send(Write { batches: group.clone(), failures }))
         } else if !self.retained.is_empty()
             && flush_now(
                 self.retained_bytes,
@@ -168,7 +174,7 @@ impl<W: SinkWriter> SinkSupervisor<W> {
         ctx.spawn(request.into_actor(self).map(move |result, act, ctx| {
             act.busy = false;
             match result {
-                Ok(Ok(update)) => {
+                Ok(Ok(report)) => {
                     if !sent.is_empty() {
                         let m = metrics();
                         m.write_seconds
@@ -181,8 +187,8 @@ impl<W: SinkWriter> SinkSupervisor<W> {
                         }
                     }
                     // A flush that made nothing durable is retried by the tick, not in a loop.
-                    let moved = !sent.is_empty() || !update.is_empty();
-                    act.on_success(sent, update);
+                    let moved = !sent.is_empty() || !report.progress.is_empty();
+                    act.on_success(sent, report);
                     if !moved {
                         return;
                     }
@@ -207,31 +213,35 @@ impl<W: SinkWriter> SinkSupervisor<W> {
         }
         let Some(worker) = self.worker.clone() else { return };
         self.busy = true;
-        ctx.spawn(worker.send(Flush { only_if_due: true }).into_actor(self).map(
-            |result, act, ctx| {
-                act.busy = false;
-                match result {
-                    Ok(Ok(update)) => act.on_success(Vec::new(), update),
-                    Ok(Err(error)) => act.on_failure(error, ctx),
-                    Err(mailbox) => act.on_failure(
-                        SinkError::Panicked(format!("writer mailbox closed: {mailbox}")),
-                        ctx,
-                    ),
-                }
-                act.drive(ctx);
-            },
-        ));
+        // Someone waiting (a drain, a full queue) gets everything flushed, not only what
+        // is due: a flush the writer had to hold back (the lake waits for Postgres to
+        // store a range first) is tried again here.
+        let someone_waits = !self.waiting.is_empty() || !self.drains.is_empty();
+        let only_if_due = !flush_now(self.retained_bytes, self.capacity_bytes, someone_waits);
+        ctx.spawn(worker.send(Flush { only_if_due }).into_actor(self).map(|result, act, ctx| {
+            act.busy = false;
+            match result {
+                Ok(Ok(report)) => act.on_success(Vec::new(), report),
+                Ok(Err(error)) => act.on_failure(error, ctx),
+                Err(mailbox) => act.on_failure(
+                    SinkError::Panicked(format!("writer mailbox closed: {mailbox}")),
+                    ctx,
+                ),
+            }
+            act.drive(ctx);
+        }));
     }
 
-    fn on_success(&mut self, sent: Vec<SharedBatch>, update: ProgressUpdate) {
+    fn on_success(&mut self, sent: Vec<SharedBatch>, report: WriteReport) {
         for batch in sent {
             if let Some(r) = self.retained.iter_mut().find(|r| Arc::ptr_eq(&r.batch, &batch)) {
                 r.sent = true;
             }
         }
+        self.on_rejected(report.rejected);
         let m = metrics();
         let now_ms = crate::ops::health::now_ms();
-        for (partition, next) in update {
+        for (partition, next) in report.progress {
             let (durable, held): (VecDeque<Retained>, VecDeque<Retained>) =
                 self.retained.drain(..).partition(|r| {
                     r.sent && r.batch.partition == partition && r.batch.next_offset <= next
@@ -251,6 +261,8 @@ impl<W: SinkWriter> SinkSupervisor<W> {
             self.tracker.do_send(SinkProgressed { sink: W::ID, partition, next_offset: next });
             self.health.progressed();
         }
+        // After the progress: what the other writer stored is already let go of.
+        self.on_fenced(&report.fenced);
         if let Some(since) = self.down_since.take() {
             let mut entry = Entry::new(self.actor(), EntryKind::Recovered);
             entry.downtime_ms = Some(since.elapsed().as_millis() as u64);
@@ -302,6 +314,76 @@ impl<W: SinkWriter> SinkSupervisor<W> {
                     _ => "gave up after too many restarts",
                 };
                 let _ = self.fatal.send(format!("{} {why}: {error}", self.actor()));
+            }
+        }
+    }
+
+    /// Another writer moved these partitions on: the writer dropped what it held for
+    /// them, so their batches go again (it skips what the other writer stored). The
+    /// writer stays up: no restart, no backoff, the other partitions untouched.
+    fn on_fenced(&mut self, fenced: &[Fencing]) {
+        for fencing in fenced {
+            let mut entry = Entry::new(self.actor(), EntryKind::Fenced);
+            entry.cause = Some(format!("partition {}: {}", fencing.partition, fencing.reason));
+            self.log.append(&entry);
+            metrics().sink_fenced.with_label_values(&[W::ID.as_str()]).inc();
+            for r in self.retained.iter_mut().filter(|r| r.batch.partition == fencing.partition) {
+                r.sent = false;
+            }
+        }
+    }
+
+    /// Records the sink refused for good: logged, counted, and published to the DLQ
+    /// topic (their `dead_letters` rows are already stored with the rest of the batch).
+    fn on_rejected(&mut self, rejected: Vec<DeadLetter>) {
+        if rejected.is_empty() {
+            return;
+        }
+        let m = metrics();
+        for dead in &rejected {
+            let mut entry = Entry::new(self.actor(), EntryKind::Rejected);
+            let c = &dead.record.coords;
+            entry.cause =
+                Some(format!("{}/{}@{}: {}", c.topic, c.partition, c.offset, dead.reason));
+            self.log.append(&entry);
+            m.outcomes
+                .with_label_values(&[
+                    "dead_letter",
+                    dead.event_type.as_deref().unwrap_or(""),
+                    dead.class.as_str(),
+                ])
+                .inc();
+        }
+        if let Some(dlq) = &self.dead_letters {
+            let mut by_partition: BTreeMap<(Arc<str>, i32), Vec<DeadLetter>> = BTreeMap::new();
+            for dead in rejected {
+                let c = &dead.record.coords;
+                by_partition.entry((c.topic.clone(), c.partition)).or_default().push(dead);
+            }
+            for ((topic, partition), dead) in by_partition {
+                let first = dead.iter().map(|d| d.record.coords.offset).min().unwrap_or(0);
+                let batch = Arc::new(DecidedBatch {
+                    topic,
+                    partition,
+                    first_offset: first,
+                    next_offset: first,
+                    dead,
+                    ..DecidedBatch::default()
+                });
+                // Best effort, like every DLQ publish: the `dead_letters` row is the
+                // exactly-once record; a failure here is logged, not retried.
+                let send = dlq.send(PublishDeadLetters(batch));
+                actix::spawn(async move {
+                    match send.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            log::warn!("sink-rejected records not published to the DLQ topic: {e}")
+                        }
+                        Err(e) => {
+                            log::warn!("sink-rejected records not published to the DLQ topic: {e}")
+                        }
+                    }
+                });
             }
         }
     }

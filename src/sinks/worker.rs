@@ -9,7 +9,7 @@
 //! The supervisor ([`super::supervisor`]) re-creates the worker after a failure.
 
 use crate::ops::faults::{panic_message, Fault, Faults};
-use crate::record::{SharedBatch, SinkId};
+use crate::record::{DeadLetter, SharedBatch, SinkId};
 use actix::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,36 @@ pub enum SinkError {
 /// Durable progress reported by a writer: partition -> next offset not yet stored.
 pub type ProgressUpdate = Vec<(i32, i64)>;
 
+/// What one write or flush did: the progress it made durable, the records the sink
+/// refused for good, and the partitions another writer had moved on.
+#[derive(Debug, Default)]
+pub struct WriteReport {
+    /// Durable progress, per partition.
+    pub progress: ProgressUpdate,
+    /// Records the sink can never store (poison), already stored as dead letters of
+    /// class `sink_rejected` in the same transaction as the rest of their batch.
+    pub rejected: Vec<DeadLetter>,
+    /// Partitions whose progress another writer moved: what this writer held for them
+    /// was dropped; the supervisor sends their batches again, and the writer skips
+    /// what the other writer stored.
+    pub fenced: Vec<Fencing>,
+}
+
+impl From<ProgressUpdate> for WriteReport {
+    fn from(progress: ProgressUpdate) -> Self {
+        WriteReport { progress, ..WriteReport::default() }
+    }
+}
+
+/// One partition fenced during a write.
+#[derive(Debug, Clone)]
+pub struct Fencing {
+    /// The partition.
+    pub partition: i32,
+    /// What showed it (which log entry or progress row moved).
+    pub reason: String,
+}
+
 /// The blocking logic of one sink.
 pub trait SinkWriter: Sized + Unpin + 'static {
     /// Which sink this is.
@@ -43,19 +73,26 @@ pub trait SinkWriter: Sized + Unpin + 'static {
     fn open(&mut self) -> Result<(), SinkError>;
     /// Stores (or buffers) decided batches, in order, skipping what is already stored.
     /// A sink may store several batches at once (one Postgres transaction for all).
-    fn write(&mut self, batches: &[SharedBatch]) -> Result<ProgressUpdate, SinkError>;
+    /// `failures` counts how often this same write failed just before (0 normally), so
+    /// a writer can look harder at an error that keeps coming back.
+    fn write(&mut self, batches: &[SharedBatch], failures: u32) -> Result<WriteReport, SinkError>;
     /// Makes everything buffered durable (age limit reached, queue full, shutdown).
-    fn flush(&mut self, only_if_due: bool) -> Result<ProgressUpdate, SinkError>;
+    fn flush(&mut self, only_if_due: bool) -> Result<WriteReport, SinkError>;
 }
 
 /// Ask the worker to store batches (in order).
 #[derive(Message)]
-#[rtype(result = "Result<ProgressUpdate, SinkError>")]
-pub struct Write(pub Vec<SharedBatch>);
+#[rtype(result = "Result<WriteReport, SinkError>")]
+pub struct Write {
+    /// The batches.
+    pub batches: Vec<SharedBatch>,
+    /// Consecutive failures just before this write.
+    pub failures: u32,
+}
 
 /// Ask the worker to flush its buffers (all, or only those due by age).
 #[derive(Message)]
-#[rtype(result = "Result<ProgressUpdate, SinkError>")]
+#[rtype(result = "Result<WriteReport, SinkError>")]
 pub struct Flush {
     /// Only buffers whose age or size limit is reached.
     pub only_if_due: bool,
@@ -109,14 +146,14 @@ impl<W: SinkWriter> Actor for SinkWorker<W> {
 }
 
 impl<W: SinkWriter> Handler<Write> for SinkWorker<W> {
-    type Result = Result<ProgressUpdate, SinkError>;
+    type Result = Result<WriteReport, SinkError>;
     fn handle(&mut self, msg: Write, _: &mut SyncContext<Self>) -> Self::Result {
-        self.guarded(true, |w| w.write(&msg.0))
+        self.guarded(true, |w| w.write(&msg.batches, msg.failures))
     }
 }
 
 impl<W: SinkWriter> Handler<Flush> for SinkWorker<W> {
-    type Result = Result<ProgressUpdate, SinkError>;
+    type Result = Result<WriteReport, SinkError>;
     fn handle(&mut self, msg: Flush, _: &mut SyncContext<Self>) -> Self::Result {
         self.guarded(false, |w| w.flush(msg.only_if_due))
     }
@@ -135,9 +172,9 @@ impl SinkError {
 
 impl crate::error::class::Classified for SinkError {
     /// Fatal errors are fatal; every other writer failure is retried with backoff: the
-    /// writer is re-created and re-sent what it has not made durable. (Poison records and
-    /// fencing inside a write are told apart by the failure-isolation work; see the
-    /// README.)
+    /// writer is re-created and re-sent what it has not made durable. Poison records and
+    /// fenced partitions never reach the supervisor as errors: the writer isolates them
+    /// and says so in its [`WriteReport`].
     fn class(&self) -> crate::error::class::FailureClass {
         match self {
             SinkError::Fatal(_) => crate::error::class::FailureClass::Fatal,

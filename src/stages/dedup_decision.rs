@@ -4,6 +4,7 @@
 //! a record at coordinates (t, p, o) is accepted when it *is* that first sighting (so a
 //! replay of the same record stays accepted and a sink that must redo work can), a
 //! duplicate when it is another copy with the same content, and a conflict otherwise.
+//! A first sighting a sink refused for good stays refused on replay.
 
 use crate::record::Coords;
 
@@ -14,6 +15,8 @@ pub struct FirstSeen {
     pub coords: Coords,
     /// Content hash of the first sighting.
     pub payload_hash: String,
+    /// Why a sink refused the first sighting for good, if it did.
+    pub sink_rejected: Option<String>,
 }
 
 /// The outcome of one valid record.
@@ -25,12 +28,17 @@ pub enum Decision {
     Duplicate,
     /// Keep it aside: same `event_id` seen before with other content.
     Conflict,
+    /// Dead-letter it again: it is the first sighting, and a sink refused it for good.
+    SinkRejected,
 }
 
 /// Decides one record against the authoritative first sighting of its `event_id`.
 pub fn decide(coords: &Coords, payload_hash: &str, first: &FirstSeen) -> Decision {
     if first.coords == *coords {
-        Decision::Accepted
+        match first.sink_rejected {
+            Some(_) => Decision::SinkRejected,
+            None => Decision::Accepted,
+        }
     } else if first.payload_hash == payload_hash {
         Decision::Duplicate
     } else {
@@ -47,12 +55,19 @@ mod tests {
     }
 
     fn first(partition: i32, offset: i64, hash: &str) -> FirstSeen {
-        FirstSeen { coords: at(partition, offset), payload_hash: hash.into() }
+        FirstSeen { coords: at(partition, offset), payload_hash: hash.into(), sink_rejected: None }
     }
 
     #[test]
     fn the_first_sighting_is_accepted_and_stays_accepted_on_replay() {
         assert_eq!(decide(&at(0, 5), "h", &first(0, 5, "h")), Decision::Accepted);
+    }
+
+    #[test]
+    fn a_first_sighting_a_sink_refused_stays_refused_on_replay() {
+        let refused = FirstSeen { sink_rejected: Some("check".into()), ..first(0, 5, "h") };
+        assert_eq!(decide(&at(0, 5), "h", &refused), Decision::SinkRejected);
+        assert_eq!(decide(&at(0, 9), "h", &refused), Decision::Duplicate);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::db::{self, DbError, PgPool};
 use crate::ops::faults::{panic_message, Fault, Faults};
 use crate::ops::metrics::metrics;
 use crate::ops::supervision_log::{Entry, EntryKind, SupervisionLog};
-use crate::record::{Checked, CheckedBatch, Conflict, Coords, DecidedBatch, Event};
+use crate::record::{Checked, CheckedBatch, Conflict, Coords, DeadLetter, DecidedBatch, Event};
 use crate::stages::dedup_decision::{decide, Decision, FirstSeen};
 use actix::prelude::*;
 use diesel::prelude::*;
@@ -78,6 +78,8 @@ struct Sighting {
     offset: i64,
     #[diesel(sql_type = diesel::sql_types::Text)]
     payload_hash: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    sink_rejected: Option<String>,
 }
 
 /// Records the ids not seen before and returns them (only the ids: the rest of a new
@@ -92,7 +94,7 @@ const RECORD_NEW: &str = "\
 /// Reads the first sightings of ids recorded before (duplicates, conflicts, replays).
 /// The insert above waited for any concurrent writer of these ids, so a new snapshot
 /// sees them all.
-const READ: &str = "SELECT event_id, topic, \"partition\", \"offset\", payload_hash FROM processed_events WHERE event_id = ANY($1)";
+const READ: &str = "SELECT event_id, topic, \"partition\", \"offset\", payload_hash, sink_rejected FROM processed_events WHERE event_id = ANY($1)";
 
 /// Records first sightings and reads back the authoritative one for every id.
 fn first_sightings(
@@ -127,7 +129,11 @@ fn first_sightings(
         .map(|e| {
             (
                 e.event_id,
-                FirstSeen { coords: e.coords.clone(), payload_hash: e.payload_hash.clone() },
+                FirstSeen {
+                    coords: e.coords.clone(),
+                    payload_hash: e.payload_hash.clone(),
+                    sink_rejected: None,
+                },
             )
         })
         .collect();
@@ -145,6 +151,7 @@ fn first_sightings(
                         offset: s.offset,
                     },
                     payload_hash: s.payload_hash,
+                    sink_rejected: s.sink_rejected,
                 },
             )
         }));
@@ -178,6 +185,10 @@ pub fn assemble(batch: CheckedBatch, first: &HashMap<Uuid, FirstSeen>) -> Decide
                     Decision::Conflict => out
                         .conflicts
                         .push(Conflict { first_seen: first_seen.coords.clone(), event }),
+                    Decision::SinkRejected => {
+                        let reason = first_seen.sink_rejected.clone().unwrap_or_default();
+                        out.dead.push(DeadLetter::sink_rejected(&event, reason));
+                    }
                 }
             }
         }

@@ -272,6 +272,18 @@ impl TestEnv {
         }
     }
 
+    /// The operating system's process id of a processor.
+    pub fn processor_pid(&self, index: usize) -> u32 {
+        self.processors[index].id()
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, ...) to a processor.
+    pub fn signal_processor(&self, index: usize, signal: &str) {
+        let pid = self.processors[index].id().to_string();
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} failed");
+    }
+
     /// kill -9.
     pub fn kill_processor(&mut self, index: usize) {
         let child = &mut self.processors[index];

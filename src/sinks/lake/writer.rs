@@ -3,6 +3,10 @@
 //! (invisible to `**/*.parquet` readers), commits by creating the next log entry
 //! (create-new: failing means another writer moved the partition on, i.e. fenced), then
 //! publishes the files by renaming them into their Hive folders.
+//!
+//! A range is flushed only once Postgres has stored it, leaving out the records
+//! Postgres refused ([`PostgresVerdicts`]), so both sinks hold the same events. A
+//! fenced flush drops that partition's buffer only and reports it; the writer stays up.
 
 use crate::error::class::Classified;
 use crate::offsets::progress::write_start;
@@ -11,7 +15,8 @@ use crate::record::SinkId;
 use crate::sinks::lake::commit_log::{self, LakeLogError, LogEntry, LoggedFile};
 use crate::sinks::lake::files::{group_by_folder, to_record_batch, write_parquet, FileFormat};
 use crate::sinks::lake::layout::{data_file_name, staging_dir};
-use crate::sinks::worker::{ProgressUpdate, SinkError, SinkWriter};
+use crate::sinks::verdicts::PostgresVerdicts;
+use crate::sinks::worker::{Fencing, SinkError, SinkWriter, WriteReport};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,6 +79,18 @@ struct PartitionBuffer {
 }
 
 impl PartitionBuffer {
+    /// Empty, at this log version and durable progress.
+    fn reset(&mut self, version: u64, durable: Option<i64>) {
+        self.version = version;
+        self.durable = durable;
+        self.range = None;
+        self.batches.clear();
+        self.rows = 0;
+        self.bytes = 0;
+        self.since = None;
+        self.last_batch = None;
+    }
+
     fn expected(&self) -> Option<i64> {
         self.range.map(|(_, next)| next).or(self.durable)
     }
@@ -108,6 +125,19 @@ pub struct ParquetWriter {
     format: FileFormat,
     writer_id: String,
     partitions: HashMap<(Arc<str>, i32), PartitionBuffer>,
+    verdicts: Arc<PostgresVerdicts>,
+}
+
+/// What flushing one partition's buffer did.
+#[derive(Debug)]
+enum Flushed {
+    /// Nothing to flush, or Postgres has not stored the whole range yet.
+    Nothing,
+    /// Committed and published: the partition's new durable progress.
+    Durable(i64),
+    /// Another writer committed first: the buffer was dropped and the partition's
+    /// progress re-read from the log.
+    Fenced(Fencing, Option<i64>),
 }
 
 fn lake_error(e: impl Classified + std::fmt::Display) -> SinkError {
@@ -121,10 +151,15 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
 }
 
 impl ParquetWriter {
-    /// A writer for the lake at `root`.
-    pub fn new(root: PathBuf, limits: RollLimits, format: FileFormat) -> Self {
+    /// A writer for the lake at `root`, following what Postgres decided (`verdicts`).
+    pub fn new(
+        root: PathBuf,
+        limits: RollLimits,
+        format: FileFormat,
+        verdicts: Arc<PostgresVerdicts>,
+    ) -> Self {
         let writer_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-        ParquetWriter { root, limits, format, writer_id, partitions: HashMap::new() }
+        ParquetWriter { root, limits, format, writer_id, partitions: HashMap::new(), verdicts }
     }
 
     /// Checks at start that `root` is a folder this process can write: makes it, then
@@ -183,13 +218,21 @@ impl ParquetWriter {
         root: &Path,
         writer_id: &str,
         format: FileFormat,
+        verdicts: &PostgresVerdicts,
         buf: &mut PartitionBuffer,
-    ) -> Result<Option<i64>, SinkError> {
-        let Some((first, next)) = buf.range else { return Ok(None) };
+    ) -> Result<Flushed, SinkError> {
+        let Some((first, next)) = buf.range else { return Ok(Flushed::Nothing) };
+        let Some(refused) = verdicts.refused_in(buf.partition, first, next) else {
+            return Ok(Flushed::Nothing);
+        };
         let version = buf.version + 1;
         let staging = staging_dir(&buf.topic, buf.partition, version, writer_id);
         let groups = group_by_folder(buf.batches.iter().flat_map(|(batch, from)| {
-            batch.accepted.iter().filter(move |e| e.coords.offset >= *from)
+            let refused = &refused;
+            batch
+                .accepted
+                .iter()
+                .filter(move |e| e.coords.offset >= *from && !refused.contains(&e.coords.offset))
         }));
         let name = data_file_name(&buf.topic, buf.partition, first, next - 1);
         let ingested_at = chrono::Utc::now().timestamp_micros();
@@ -215,11 +258,26 @@ impl ParquetWriter {
             files,
             committed_at: chrono::Utc::now(),
         };
-        if let Err(e) = commit_log::create(root, &entry) {
-            let _ = std::fs::remove_dir_all(root.join(&staging));
-            // Fenced or not, this buffer cannot be trusted now: the supervisor restarts
-            // the writer, which re-reads the log and redoes only what is missing.
-            return Err(lake_error(e));
+        match commit_log::create(root, &entry) {
+            Ok(()) => {}
+            Err(LakeLogError::Fenced(taken)) => {
+                let _ = std::fs::remove_dir_all(root.join(&staging));
+                // Another writer committed this version: drop this partition's buffer
+                // and take the log's progress; the supervisor sends the batches again
+                // and what the other writer stored is skipped.
+                let (version, durable) =
+                    Self::recover_partition(root, &buf.topic, buf.partition).map_err(lake_error)?;
+                let reason = format!(
+                    "log entry {taken} was committed by another writer; the lake now stands at {}",
+                    durable.map_or("nothing".to_string(), |d| format!("offset {d}"))
+                );
+                buf.reset(version, durable);
+                return Ok(Flushed::Fenced(Fencing { partition: buf.partition, reason }, durable));
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(root.join(&staging));
+                return Err(lake_error(e));
+            }
         }
         commit_log::publish(root, &entry).map_err(lake_error)?;
         let m = crate::ops::metrics::metrics();
@@ -230,15 +288,9 @@ impl ParquetWriter {
         }
         commit_log::remove_stale_staging(root, &buf.topic, buf.partition, version)
             .map_err(lake_error)?;
-        buf.version = version;
-        buf.durable = Some(next);
-        buf.range = None;
-        buf.batches.clear();
-        buf.rows = 0;
-        buf.bytes = 0;
-        buf.since = None;
-        buf.last_batch = None;
-        Ok(Some(next))
+        verdicts.passed(buf.partition, next);
+        buf.reset(version, Some(next));
+        Ok(Flushed::Durable(next))
     }
 }
 
@@ -249,28 +301,36 @@ impl SinkWriter for ParquetWriter {
         std::fs::create_dir_all(&self.root).map_err(io_error(&self.root))
     }
 
-    fn write(&mut self, batches: &[SharedBatch]) -> Result<ProgressUpdate, SinkError> {
-        let mut updates = Vec::new();
+    fn write(&mut self, batches: &[SharedBatch], _failures: u32) -> Result<WriteReport, SinkError> {
+        let mut report = WriteReport::default();
         for batch in batches {
-            updates.extend(self.write_one(batch)?);
+            self.write_one(batch, &mut report)?;
         }
-        Ok(updates)
+        Ok(report)
     }
 
-    fn flush(&mut self, only_if_due: bool) -> Result<ProgressUpdate, SinkError> {
-        self.flush_due(only_if_due)
+    fn flush(&mut self, only_if_due: bool) -> Result<WriteReport, SinkError> {
+        let mut report = WriteReport::default();
+        self.flush_due(only_if_due, &mut report)?;
+        Ok(report)
     }
 }
 
 impl ParquetWriter {
-    fn write_one(&mut self, batch: &SharedBatch) -> Result<ProgressUpdate, SinkError> {
+    fn write_one(
+        &mut self,
+        batch: &SharedBatch,
+        report: &mut WriteReport,
+    ) -> Result<(), SinkError> {
         let (root, writer_id, format, limits) =
             (self.root.clone(), self.writer_id.clone(), self.format, self.limits);
+        let verdicts = self.verdicts.clone();
         let buf = self.buffer(&batch.topic, batch.partition)?;
         let span = (batch.first_offset, batch.next_offset);
         let at = (&*batch.topic, batch.partition);
         let Some(from) = write_start("Parquet", at, buf.expected(), span) else {
-            return Ok(buf.durable.map(|d| vec![(batch.partition, d)]).unwrap_or_default());
+            report.progress.extend(buf.durable.map(|d| (batch.partition, d)));
+            return Ok(());
         };
         for event in batch.accepted.iter().filter(|e| e.coords.offset >= from) {
             buf.bytes += 160 + event.payload.len();
@@ -281,25 +341,34 @@ impl ParquetWriter {
         buf.since.get_or_insert_with(Instant::now);
         buf.last_batch = Some(Instant::now());
         if buf.due(&limits) {
-            if let Some(next) = Self::flush_buffer(&root, &writer_id, format, buf)? {
-                return Ok(vec![(batch.partition, next)]);
-            }
+            let flushed = Self::flush_buffer(&root, &writer_id, format, &verdicts, buf)?;
+            flushed.report(buf.partition, report);
         }
-        Ok(Vec::new())
+        Ok(())
     }
 
-    fn flush_due(&mut self, only_if_due: bool) -> Result<ProgressUpdate, SinkError> {
-        let mut updates = Vec::new();
+    fn flush_due(&mut self, only_if_due: bool, report: &mut WriteReport) -> Result<(), SinkError> {
         for buf in self.partitions.values_mut() {
             if buf.range.is_some() && (!only_if_due || buf.due(&self.limits)) {
-                if let Some(next) =
-                    Self::flush_buffer(&self.root, &self.writer_id, self.format, buf)?
-                {
-                    updates.push((buf.partition, next));
-                }
+                let (root, id, format) = (&self.root, &self.writer_id, self.format);
+                let flushed = Self::flush_buffer(root, id, format, &self.verdicts, buf)?;
+                flushed.report(buf.partition, report);
             }
         }
-        Ok(updates)
+        Ok(())
+    }
+}
+
+impl Flushed {
+    fn report(self, partition: i32, report: &mut WriteReport) {
+        match self {
+            Flushed::Nothing => {}
+            Flushed::Durable(next) => report.progress.push((partition, next)),
+            Flushed::Fenced(fencing, durable) => {
+                report.progress.extend(durable.map(|d| (partition, d)));
+                report.fenced.push(fencing);
+            }
+        }
     }
 }
 

@@ -2,13 +2,19 @@
 //! letters, the conflicts and the outcome counts, and moves `sink_progress` by
 //! compare-and-set. Zero rows moved means another process owns the partition now
 //! (or moved it first): the transaction rolls back and the writer re-reads progress.
+//!
+//! A write Postgres refuses because of a record (a constraint violation) is stored
+//! again batch by batch, each split in halves until the refused record is alone: that
+//! record becomes a dead letter of class `sink_rejected`, the rest is stored, and the
+//! refusal is remembered in `processed_events` so a replay decides the same way.
 
 use crate::db::schema::{conflicts, dead_letters, events};
 use crate::db::{self, PgPool};
 use crate::offsets::progress::write_start;
 use crate::record::SinkId;
 use crate::record::{Conflict, DeadLetter, Event, SharedBatch};
-use crate::sinks::worker::{ProgressUpdate, SinkError, SinkWriter};
+use crate::sinks::verdicts::PostgresVerdicts;
+use crate::sinks::worker::{Fencing, SinkError, SinkWriter, WriteReport};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -28,12 +34,65 @@ pub struct PostgresWriter {
     /// never reused.
     conn: Option<db::PgConn>,
     progress: HashMap<(Arc<str>, i32), Option<i64>>,
+    /// Where the lake learns what this writer stored and refused.
+    verdicts: Arc<PostgresVerdicts>,
+    /// Test staging: a wait inside each transaction (`faults.postgres_pause_in_transaction_ms`).
+    pause_in_transaction: Option<std::time::Duration>,
 }
 
 #[derive(Debug)]
 enum TxError {
     Db(diesel::result::Error),
-    Fenced,
+    /// These partitions' progress had moved under another writer.
+    Fenced(Vec<i32>),
+}
+
+/// The part `[from, to)` of a batch that one transaction stores.
+#[derive(Clone, Copy)]
+struct Slice<'a> {
+    batch: &'a SharedBatch,
+    from: i64,
+    to: i64,
+}
+
+impl Slice<'_> {
+    fn holds(&self, offset: i64) -> bool {
+        offset >= self.from && offset < self.to
+    }
+}
+
+/// An accepted event Postgres refused, stored as a dead letter instead.
+struct Refusal<'a> {
+    event: &'a Event,
+    dead: DeadLetter,
+}
+
+/// Consecutive failures of one write after which an error Postgres does not tag as a
+/// constraint violation (a trigger's exception, a value too long for a column narrowed
+/// by hand) is blamed on a record too. Before that it is retried as transient: a lock
+/// or statement timeout looks the same from here, and passes.
+const BLAME_UNTAGGED_AFTER_FAILURES: u32 = 3;
+
+/// Whether an error may be a record's fault, so that the write is split to find it.
+/// A split that ends without a single record to blame still fails as transient.
+fn may_be_a_refusal(e: &diesel::result::Error, failures: u32) -> bool {
+    use diesel::result::{DatabaseErrorKind as Kind, Error};
+    match e {
+        // In the fallback write, ids already stored are skipped: a unique violation
+        // left is on a constraint of the user's own.
+        Error::DatabaseError(
+            Kind::CheckViolation
+            | Kind::NotNullViolation
+            | Kind::ForeignKeyViolation
+            | Kind::RestrictViolation
+            | Kind::ExclusionViolation
+            | Kind::UniqueViolation,
+            _,
+        ) => true,
+        Error::SerializationError(_) => true,
+        Error::DatabaseError(Kind::Unknown, _) => failures >= BLAME_UNTAGGED_AFTER_FAILURES,
+        _ => false,
+    }
 }
 
 impl From<diesel::result::Error> for TxError {
@@ -247,25 +306,230 @@ pub fn headers_json(headers: &[(String, Option<Vec<u8>>)]) -> serde_json::Value 
 }
 
 impl PostgresWriter {
-    /// A writer over `pool`; it connects on first use.
-    pub fn new(pool: PgPool) -> Self {
-        PostgresWriter { pool, conn: None, progress: HashMap::new() }
+    /// A writer over `pool`; it connects on first use. What it stores and refuses goes
+    /// to `verdicts`, which the lake follows.
+    pub fn new(pool: PgPool, verdicts: Arc<PostgresVerdicts>) -> Self {
+        PostgresWriter {
+            pool,
+            conn: None,
+            progress: HashMap::new(),
+            verdicts,
+            pause_in_transaction: None,
+        }
     }
 
-    /// One transaction for every slice (a batch and the offset it is stored from):
-    /// the rows, the outcome counts, and a compare-and-set of each partition's progress
-    /// from `expected` to `next`.
+    /// Waits `pause` inside every transaction (fault injection for tests).
+    pub fn with_pause_in_transaction(mut self, pause: std::time::Duration) -> Self {
+        self.pause_in_transaction = (!pause.is_zero()).then_some(pause);
+        self
+    }
+
+    /// A partition's durable progress: as this writer last left it, or read.
+    fn progress_of(
+        &mut self,
+        conn: &mut PgConnection,
+        key: &(Arc<str>, i32),
+    ) -> Result<Option<i64>, SinkError> {
+        if let Some(p) = self.progress.get(key) {
+            return Ok(*p);
+        }
+        let read =
+            db::read_progress(conn, SinkId::Postgres.as_str(), &key.0, key.1).map_err(retryable)?;
+        self.progress.insert(key.clone(), read);
+        Ok(read)
+    }
+
+    /// What each batch still needs stored, against the durable progress.
+    fn plan<'a>(
+        &mut self,
+        conn: &mut PgConnection,
+        batches: &'a [SharedBatch],
+    ) -> Result<(Plan, Vec<Slice<'a>>), SinkError> {
+        let mut plan: Plan = BTreeMap::new();
+        let mut slices = Vec::new();
+        for batch in batches {
+            let key = (batch.topic.clone(), batch.partition);
+            if !plan.contains_key(&key) {
+                let expected = self.progress_of(conn, &key)?;
+                plan.insert(key.clone(), (expected, expected));
+            }
+            let entry = plan.get_mut(&key).expect("inserted above");
+            let span = (batch.first_offset, batch.next_offset);
+            let at = (&*batch.topic, batch.partition);
+            let Some(from) = write_start("Postgres", at, entry.1, span) else { continue };
+            slices.push(Slice { batch, from, to: batch.next_offset });
+            entry.1 = Some(batch.next_offset);
+        }
+        Ok((plan, slices))
+    }
+
+    /// A stored plan becomes this writer's progress and the report's.
+    fn settle(&mut self, plan: Plan, report: &mut WriteReport) {
+        for ((topic, partition), (_, now)) in plan {
+            self.progress.insert((topic, partition), now);
+            if let Some(now) = now {
+                report.progress.push((partition, now));
+            }
+        }
+    }
+
+    /// Every batch in one transaction; when Postgres refuses it because of a record,
+    /// batch by batch, splitting until the record is found.
+    fn write_all(
+        &mut self,
+        conn: &mut PgConnection,
+        batches: &[SharedBatch],
+        failures: u32,
+        report: &mut WriteReport,
+    ) -> Result<(), SinkError> {
+        // Twice at most: a fenced attempt re-reads the progress another writer left.
+        for _ in 0..2 {
+            let (plan, slices) = self.plan(conn, batches)?;
+            match self.store_either(conn, &slices, &plan, &[]) {
+                Ok(()) => {
+                    self.settle(plan, report);
+                    return Ok(());
+                }
+                Err(TxError::Fenced(partitions)) => {
+                    log::warn!("Postgres writer fenced on partitions {partitions:?}: their progress moved under another writer; re-reading");
+                    for key in plan.keys() {
+                        self.progress.remove(key);
+                    }
+                    report.fenced.extend(partitions.into_iter().map(|partition| Fencing {
+                        partition,
+                        reason: "sink_progress moved under another writer".into(),
+                    }));
+                }
+                Err(TxError::Db(e)) if may_be_a_refusal(&e, failures) => {
+                    log::warn!("Postgres refused a write ({e}); storing batch by batch to find the record(s) to blame");
+                    return self.isolate(conn, batches, failures, report);
+                }
+                Err(TxError::Db(e)) => return Err(retryable(e)),
+            }
+        }
+        Err(SinkError::Retryable(
+            "fenced twice: another writer keeps moving these partitions".into(),
+        ))
+    }
+
+    /// Stores the batches one by one, each split until a refused record is alone.
+    fn isolate(
+        &mut self,
+        conn: &mut PgConnection,
+        batches: &[SharedBatch],
+        failures: u32,
+        report: &mut WriteReport,
+    ) -> Result<(), SinkError> {
+        for batch in batches {
+            let key = (batch.topic.clone(), batch.partition);
+            let expected = self.progress_of(conn, &key)?;
+            let span = (batch.first_offset, batch.next_offset);
+            let at = (&*batch.topic, batch.partition);
+            match write_start("Postgres", at, expected, span) {
+                Some(from) => {
+                    let slice = Slice { batch, from, to: batch.next_offset };
+                    self.store_range(conn, slice, failures, report)?;
+                }
+                None => report.progress.extend(expected.map(|p| (batch.partition, p))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores one slice in its own transaction. Refused because of a record: split it
+    /// in halves by its accepted events; a refused slice with one accepted event is
+    /// stored with that event as a `sink_rejected` dead letter.
+    fn store_range(
+        &mut self,
+        conn: &mut PgConnection,
+        slice: Slice,
+        failures: u32,
+        report: &mut WriteReport,
+    ) -> Result<(), SinkError> {
+        let key = (slice.batch.topic.clone(), slice.batch.partition);
+        let expected = self.progress.get(&key).copied().flatten();
+        let plan: Plan = BTreeMap::from([(key, (expected, Some(slice.to)))]);
+        let fenced = || SinkError::Retryable("fenced while isolating a refused record".into());
+        let error = match self.store_either(conn, &[slice], &plan, &[]) {
+            Ok(()) => {
+                self.settle(plan, report);
+                return Ok(());
+            }
+            Err(TxError::Db(e)) if may_be_a_refusal(&e, failures) => e,
+            Err(TxError::Db(e)) => return Err(retryable(e)),
+            Err(TxError::Fenced(_)) => return Err(fenced()),
+        };
+        let accepted: Vec<&Event> =
+            slice.batch.accepted.iter().filter(|e| slice.holds(e.coords.offset)).collect();
+        match accepted.as_slice() {
+            // No event to blame: the rows of other kinds are ours, so it is not a record.
+            [] => Err(retryable(error)),
+            [event] => {
+                let reason = format!("Postgres refused it: {error}");
+                let refusal = Refusal { event, dead: DeadLetter::sink_rejected(event, reason) };
+                match self.store_either(conn, &[slice], &plan, std::slice::from_ref(&refusal)) {
+                    Ok(()) => {
+                        let c = &event.coords;
+                        log::warn!(
+                            "Postgres refused {}/{}@{} (event {}): dead-lettered as sink_rejected: {error}",
+                            c.topic, c.partition, c.offset, event.event_id
+                        );
+                        report.rejected.push(refusal.dead);
+                        self.settle(plan, report);
+                        Ok(())
+                    }
+                    // Refused without it too: not this record's fault after all.
+                    Err(TxError::Db(e)) => Err(retryable(e)),
+                    Err(TxError::Fenced(_)) => Err(fenced()),
+                }
+            }
+            many => {
+                let middle = many[many.len() / 2].coords.offset;
+                self.store_range(conn, Slice { to: middle, ..slice }, failures, report)?;
+                self.store_range(conn, Slice { from: middle, ..slice }, failures, report)
+            }
+        }
+    }
+
+    /// [`Self::store`], falling back to skipping stored ids when some already were.
+    fn store_either(
+        &self,
+        conn: &mut PgConnection,
+        slices: &[Slice],
+        plan: &Plan,
+        refused: &[Refusal],
+    ) -> Result<(), TxError> {
+        if slices.is_empty() {
+            return Ok(());
+        }
+        match self.store(conn, slices, plan, InsertMode::New, refused) {
+            Err(TxError::Db(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                info,
+            ))) => {
+                log::warn!("Postgres writer: some accepted events were already in `events` ({}); storing the rest", info.message());
+                self.store(conn, slices, plan, InsertMode::SkipExisting, refused)
+            }
+            other => other,
+        }
+    }
+
+    /// One transaction for every slice: the rows, the outcome counts, and a
+    /// compare-and-set of each partition's progress from `expected` to `next`. Refused
+    /// events are stored as dead letters instead, and marked in `processed_events`.
     fn store(
         &self,
         conn: &mut PgConnection,
-        slices: &[(&SharedBatch, i64)],
+        slices: &[Slice],
         plan: &Plan,
         mode: InsertMode,
+        refused: &[Refusal],
     ) -> Result<(), TxError> {
+        let is_refused = |e: &Event| refused.iter().any(|r| r.event.coords == e.coords);
         conn.transaction(|c| {
-            let accepted = slices
-                .iter()
-                .flat_map(|(b, from)| b.accepted.iter().filter(move |e| e.coords.offset >= *from));
+            let accepted = slices.iter().flat_map(|s| {
+                s.batch.accepted.iter().filter(move |e| s.holds(e.coords.offset) && !is_refused(e))
+            });
             match mode {
                 InsertMode::New => {
                     let rows: Vec<EventRow> = accepted.map(EventRow::from).collect();
@@ -283,9 +547,8 @@ impl PostgresWriter {
             }
             let dead: Vec<NewDeadLetter> = slices
                 .iter()
-                .flat_map(|(b, from)| {
-                    b.dead.iter().filter(move |d| d.record.coords.offset >= *from)
-                })
+                .flat_map(|s| s.batch.dead.iter().filter(move |d| s.holds(d.record.coords.offset)))
+                .chain(refused.iter().map(|r| &r.dead))
                 .map(NewDeadLetter::from)
                 .collect();
             for chunk in dead.chunks(ROWS_PER_STATEMENT) {
@@ -296,8 +559,8 @@ impl PostgresWriter {
             }
             let conflicting: Vec<NewConflict> = slices
                 .iter()
-                .flat_map(|(b, from)| {
-                    b.conflicts.iter().filter(move |x| x.event.coords.offset >= *from)
+                .flat_map(|s| {
+                    s.batch.conflicts.iter().filter(move |x| s.holds(x.event.coords.offset))
                 })
                 .map(NewConflict::from)
                 .collect();
@@ -307,14 +570,31 @@ impl PostgresWriter {
                     .on_conflict_do_nothing()
                     .execute(c)?;
             }
+            if !refused.is_empty() {
+                mark_refused(c, refused)?;
+            }
+            if let Some(pause) = self.pause_in_transaction {
+                std::thread::sleep(pause);
+            }
             let mut counts: BTreeMap<(&str, i32, &str), i64> = BTreeMap::new();
-            for (b, from) in slices {
-                let n = |it: &mut dyn Iterator<Item = i64>| it.filter(|o| o >= from).count() as i64;
+            for s in slices {
+                let b = s.batch;
+                let n =
+                    |it: &mut dyn Iterator<Item = i64>| it.filter(|o| s.holds(*o)).count() as i64;
+                let refused_here = refused
+                    .iter()
+                    .filter(|r| {
+                        r.event.coords.partition == b.partition && s.holds(r.event.coords.offset)
+                    })
+                    .count() as i64;
                 for (outcome, k) in [
-                    ("accepted", n(&mut b.accepted.iter().map(|e| e.coords.offset))),
+                    ("accepted", n(&mut b.accepted.iter().map(|e| e.coords.offset)) - refused_here),
                     ("duplicate", n(&mut b.duplicates.iter().map(|d| d.offset))),
                     ("conflict", n(&mut b.conflicts.iter().map(|x| x.event.coords.offset))),
-                    ("dead_letter", n(&mut b.dead.iter().map(|d| d.record.coords.offset))),
+                    (
+                        "dead_letter",
+                        n(&mut b.dead.iter().map(|d| d.record.coords.offset)) + refused_here,
+                    ),
                 ] {
                     if k > 0 {
                         *counts.entry((&b.topic, b.partition, outcome)).or_default() += k;
@@ -330,12 +610,28 @@ impl PostgresWriter {
                     bookkeeping.advance(topic, *partition, *expected, next);
                 }
             }
-            if !bookkeeping.store(c)? {
-                return Err(TxError::Fenced);
+            let fenced = bookkeeping.store(c)?;
+            if !fenced.is_empty() {
+                return Err(TxError::Fenced(fenced));
             }
             Ok(())
         })
     }
+}
+
+/// Remembers a refusal where the dedup decision reads, so that replaying the record
+/// dead-letters it again rather than handing it to the lake as accepted.
+fn mark_refused(conn: &mut PgConnection, refused: &[Refusal]) -> QueryResult<usize> {
+    use diesel::sql_types::{Array, Text, Uuid as SqlUuid};
+    let ids: Vec<Uuid> = refused.iter().map(|r| r.event.event_id).collect();
+    let reasons: Vec<&str> = refused.iter().map(|r| r.dead.reason.as_str()).collect();
+    diesel::sql_query(
+        "UPDATE processed_events p SET sink_rejected = t.reason \
+         FROM unnest($1::uuid[], $2::text[]) AS t(event_id, reason) WHERE p.event_id = t.event_id",
+    )
+    .bind::<Array<SqlUuid>, _>(&ids)
+    .bind::<Array<Text>, _>(&reasons)
+    .execute(conn)
 }
 
 /// Outcome counts and progress moves of one transaction, stored by one statement
@@ -357,7 +653,7 @@ struct Bookkeeping<'a> {
 }
 
 /// Adds the outcome counts, moves progress by compare-and-set (from the expected offset,
-/// or from no row at all) and returns how many partitions moved.
+/// or from no row at all) and returns the partitions that moved.
 const BOOKKEEPING: &str = "\
     WITH counted AS ( \
         INSERT INTO outcome_counts (topic, \"partition\", outcome, count) \
@@ -367,19 +663,19 @@ const BOOKKEEPING: &str = "\
         UPDATE sink_progress p SET next_offset = m.next, updated_at = now() \
         FROM unnest($5::text[], $6::int[], $7::bigint[], $8::bigint[]) AS m(topic, \"partition\", expected, next) \
         WHERE p.sink = $12 AND p.topic = m.topic AND p.\"partition\" = m.\"partition\" AND p.next_offset = m.expected \
-        RETURNING 1 \
+        RETURNING p.\"partition\" \
     ), started AS ( \
         INSERT INTO sink_progress (sink, topic, \"partition\", next_offset) \
         SELECT $12, topic, \"partition\", next FROM unnest($9::text[], $10::int[], $11::bigint[]) AS s(topic, \"partition\", next) \
         ON CONFLICT DO NOTHING \
-        RETURNING 1 \
+        RETURNING \"partition\" \
     ) \
-    SELECT (SELECT count(*) FROM moved) + (SELECT count(*) FROM started) AS moved";
+    SELECT array(SELECT \"partition\" FROM moved UNION ALL SELECT \"partition\" FROM started) AS moved";
 
 #[derive(QueryableByName)]
 struct Moved {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    moved: i64,
+    #[diesel(sql_type = diesel::sql_types::Array<diesel::sql_types::Integer>)]
+    moved: Vec<i32>,
 }
 
 impl<'a> Bookkeeping<'a> {
@@ -406,12 +702,12 @@ impl<'a> Bookkeeping<'a> {
         }
     }
 
-    /// False when a partition did not move: another writer moved it first (fenced).
-    fn store(&self, conn: &mut PgConnection) -> QueryResult<bool> {
+    /// The partitions that did not move: another writer moved them first (fenced).
+    fn store(&self, conn: &mut PgConnection) -> QueryResult<Vec<i32>> {
         use diesel::sql_types::{Array, BigInt, Integer, Text};
         let moves = self.move_topic.len() + self.start_topic.len();
         if moves == 0 && self.count_topic.is_empty() {
-            return Ok(true);
+            return Ok(Vec::new());
         }
         let moved: Moved = diesel::sql_query(BOOKKEEPING)
             .bind::<Array<Text>, _>(&self.count_topic)
@@ -427,7 +723,13 @@ impl<'a> Bookkeeping<'a> {
             .bind::<Array<BigInt>, _>(&self.start_next)
             .bind::<Text, _>(SinkId::Postgres.as_str())
             .get_result(conn)?;
-        Ok(moved.moved == moves as i64)
+        Ok(self
+            .move_partition
+            .iter()
+            .chain(&self.start_partition)
+            .filter(|p| !moved.moved.contains(p))
+            .copied()
+            .collect())
     }
 }
 
@@ -446,81 +748,49 @@ impl SinkWriter for PostgresWriter {
         Ok(())
     }
 
-    fn write(&mut self, batches: &[SharedBatch]) -> Result<ProgressUpdate, SinkError> {
+    fn write(&mut self, batches: &[SharedBatch], failures: u32) -> Result<WriteReport, SinkError> {
         let mut conn = db::kept_or_new(&mut self.conn, &self.pool).map_err(retryable)?;
-        // Twice at most: a fenced attempt re-reads the progress another writer left.
-        for _ in 0..2 {
-            let mut plan: Plan = BTreeMap::new();
-            let mut slices = Vec::new();
-            for batch in batches {
-                let key = (batch.topic.clone(), batch.partition);
-                if !plan.contains_key(&key) {
-                    let expected = match self.progress.get(&key) {
-                        Some(p) => *p,
-                        None => db::read_progress(
-                            &mut conn,
-                            SinkId::Postgres.as_str(),
-                            &batch.topic,
-                            batch.partition,
-                        )
-                        .map_err(retryable)?,
-                    };
-                    plan.insert(key.clone(), (expected, expected));
-                }
-                let entry = plan.get_mut(&key).expect("inserted above");
-                let span = (batch.first_offset, batch.next_offset);
-                let at = (&*batch.topic, batch.partition);
-                let Some(from) = write_start("Postgres", at, entry.1, span) else { continue };
-                slices.push((batch, from));
-                entry.1 = Some(batch.next_offset);
-            }
-            let stored = match slices.is_empty() {
-                true => Ok(()),
-                false => match self.store(&mut conn, &slices, &plan, InsertMode::New) {
-                    Err(TxError::Db(diesel::result::Error::DatabaseError(
-                        diesel::result::DatabaseErrorKind::UniqueViolation,
-                        info,
-                    ))) => {
-                        log::warn!("Postgres writer: some accepted events were already in `events` ({}); storing the rest", info.message());
-                        self.store(&mut conn, &slices, &plan, InsertMode::SkipExisting)
-                    }
-                    other => other,
-                },
-            };
-            match stored {
-                Ok(()) => {
-                    let mut update = Vec::new();
-                    for ((topic, partition), (_, now)) in plan {
-                        self.progress.insert((topic, partition), now);
-                        if let Some(now) = now {
-                            update.push((partition, now));
-                        }
-                    }
-                    self.conn = Some(conn);
-                    return Ok(update);
-                }
-                Err(TxError::Fenced) => {
-                    log::warn!("Postgres writer fenced: a partition's progress moved under another writer; re-reading");
-                    for key in plan.keys() {
-                        self.progress.remove(key);
-                    }
-                }
-                Err(TxError::Db(e)) => return Err(retryable(e)),
-            }
+        let mut report = WriteReport::default();
+        self.write_all(&mut conn, batches, failures, &mut report)?;
+        self.conn = Some(conn);
+        for (partition, next) in &report.progress {
+            let refused = report.rejected.iter().map(|d| &d.record.coords);
+            let refused = refused.filter(|c| c.partition == *partition).map(|c| c.offset);
+            self.verdicts.record(*partition, *next, refused);
         }
-        Err(SinkError::Retryable(
-            "fenced twice: another writer keeps moving these partitions".into(),
-        ))
+        Ok(report)
     }
 
-    fn flush(&mut self, _only_if_due: bool) -> Result<ProgressUpdate, SinkError> {
-        Ok(Vec::new())
+    fn flush(&mut self, _only_if_due: bool) -> Result<WriteReport, SinkError> {
+        Ok(WriteReport::default())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::headers_json;
+    use super::{headers_json, may_be_a_refusal, BLAME_UNTAGGED_AFTER_FAILURES};
+    use diesel::result::{DatabaseErrorKind as Kind, Error};
+
+    fn db(kind: Kind) -> Error {
+        Error::DatabaseError(kind, Box::new("message".to_string()))
+    }
+
+    #[test]
+    fn constraint_violations_are_blamed_on_a_record_at_once() {
+        for kind in [Kind::CheckViolation, Kind::NotNullViolation, Kind::ForeignKeyViolation] {
+            assert!(may_be_a_refusal(&db(kind), 0));
+        }
+    }
+
+    #[test]
+    fn untagged_errors_are_retried_before_a_record_is_blamed_and_connections_never_are() {
+        assert!(!may_be_a_refusal(&db(Kind::Unknown), 0));
+        assert!(!may_be_a_refusal(&db(Kind::Unknown), BLAME_UNTAGGED_AFTER_FAILURES - 1));
+        assert!(may_be_a_refusal(&db(Kind::Unknown), BLAME_UNTAGGED_AFTER_FAILURES));
+        assert!(!may_be_a_refusal(&db(Kind::ClosedConnection), 100));
+        assert!(!may_be_a_refusal(&db(Kind::SerializationFailure), 100));
+        assert!(!may_be_a_refusal(&Error::BrokenTransactionManager, 100));
+    }
 
     #[test]
     fn header_text_never_carries_a_nul_into_jsonb() {
