@@ -1,0 +1,81 @@
+//! P2 and liveness under a zombie. Process A is frozen (SIGSTOP) while one of its
+//! Postgres sessions sits inside a writer transaction that has already written rows.
+//! Process B, in the same group, takes A's partitions once A's session times out and
+//! stores everything produced before the takeover within a bounded time, while A is
+//! still frozen: the server rolls A's transaction back (`idle_in_transaction_timeout`)
+//! and B's writes that waited on its locks fail fast (`lock_timeout`) and retry. Then A
+//! is woken (SIGCONT): its late writes are fenced in both sinks (the lake's is a
+//! `fenced` entry, not a restart) and every event is stored exactly once.
+
+mod helpers;
+
+use eventline::ops::supervision_log::{read_entries, EntryKind};
+use helpers::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_frozen_process_holds_no_one_hostage_and_its_late_writes_are_fenced() {
+    let mut env = TestEnv::new(3);
+    let before_takeover = valid_records(3000);
+    env.produce(&before_takeover);
+    // A: every transaction waits 3 s after its rows; the lake holds its buffers (60 s
+    // files, no idle flush), so A has late writes in both sinks when it wakes.
+    let a = env.start_processor(&[
+        ("EVENTLINE__FAULTS__POSTGRES_PAUSE_IN_TRANSACTION_MS", "3000"),
+        ("EVENTLINE__LAKE__MAX_FILE_AGE_MS", "60000"),
+        ("EVENTLINE__LAKE__IDLE_FLUSH_MS", "0"),
+    ]);
+    let in_transaction = format!(
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+         AND state = 'idle in transaction' AND pid <> pg_backend_pid()"
+    );
+    wait_until("A is inside a writer transaction", Duration::from_secs(60), || {
+        env.count(&in_transaction) >= 1
+    });
+    env.signal_processor(a, "STOP");
+    let frozen = Instant::now();
+
+    let b = env.start_processor(&[]);
+    wait_until("B stored everything produced before the takeover", Duration::from_secs(90), || {
+        env.count("SELECT count(*) AS n FROM events") == 3000 && env.lake_rows() == 3000
+    });
+    let takeover = frozen.elapsed();
+    assert_eq!(env.count(&in_transaction), 0, "the server rolled A's frozen transaction back");
+    // More traffic while A is still frozen: B alone stores it.
+    env.produce(&valid_records(1000));
+    wait_until("B stored the traffic sent while A is frozen", Duration::from_secs(60), || {
+        env.count("SELECT count(*) AS n FROM events") == 4000
+    });
+
+    env.signal_processor(a, "CONT");
+    env.produce(&valid_records(1000));
+    env.wait_drained(3, Duration::from_secs(120));
+    wait_until("the lake holds every event", Duration::from_secs(60), || env.lake_rows() == 5000);
+    let a_pid = env.processor_pid(a);
+    assert_eq!(env.stop_processor(b), 0, "{}", env.processor_log(b));
+    assert_eq!(env.stop_processor(a), 0, "{}", env.processor_log(a));
+
+    assert_eq!(env.count("SELECT count(*) AS n FROM events"), 5000);
+    assert_eq!(env.lake_counts_duckdb(), (5000, 5000), "each event once in the lake");
+    let outcomes = env.outcomes();
+    assert_eq!(outcomes.get("accepted"), Some(&5000), "{outcomes:?}");
+    assert_eq!(env.outcomes_total(), 5000, "one outcome per record");
+    let entries = read_entries(&env.supervision_log).unwrap();
+    let a_lake: Vec<_> =
+        entries.iter().filter(|e| e.pid == a_pid && e.actor == "parquet_writer").collect();
+    assert!(
+        a_lake.iter().any(|e| e.kind == EntryKind::Fenced),
+        "A's late lake flush was fenced: {a_lake:#?}"
+    );
+    assert!(
+        !a_lake.iter().any(|e| matches!(e.kind, EntryKind::Failure | EntryKind::Restart)),
+        "a fenced lake flush is not a failure: {a_lake:#?}"
+    );
+    for e in a_lake.iter().filter(|e| e.kind == EntryKind::Fenced) {
+        eprintln!("A's lake writer: fenced: {}", e.cause.as_deref().unwrap_or(""));
+    }
+    eprintln!(
+        "B stored the 3,000 events produced before the takeover {takeover:?} after A froze \
+         (session timeout 6 s, idle-in-transaction limit 10 s, lock timeout 5 s)"
+    );
+}
