@@ -21,9 +21,11 @@ use crate::sinks::progress::ProgressStore;
 use crate::sinks::restart_policy::RestartPolicy;
 use crate::sinks::supervisor::{Drain, SinkSupervisor, SupervisorParts};
 use crate::sinks::verdicts::PostgresVerdicts;
+use crate::source::actor::GroupGuard;
 use crate::source::actor::{AssignmentListener, KafkaSource, StopFetching};
 use crate::source::consumer::create_consumer;
 use crate::source::flow::Stages;
+use crate::source::group_watch::GroupWatch;
 use crate::stages::contract::Contracts;
 use crate::stages::dead_letter::DeadLetterPublisher;
 use crate::stages::deduplicator::Deduplicator;
@@ -133,7 +135,8 @@ pub fn start(
         lake_root: s.lake.root.clone(),
         topic: s.kafka.topic.clone(),
     };
-    let (consumer, rebalances) = create_consumer(&s.kafka)?;
+    let group = Arc::new(GroupWatch::default());
+    let (consumer, rebalances) = create_consumer(&s.kafka, group.clone())?;
     let consumer = Arc::new(consumer);
     let health = Arc::new(Health::default());
     health.beat();
@@ -210,6 +213,12 @@ pub fn start(
             commit: tracker.clone().recipient(),
         },
         health.clone(),
+        GroupGuard {
+            watch: group,
+            rejoin_after: Duration::from_secs(s.kafka.rejoin_after_s),
+            log: log.clone(),
+            fatal: fatal_tx.clone(),
+        },
     )
     .start();
     let admin_state = AdminState {

@@ -68,6 +68,9 @@ pub struct KafkaSettings {
     pub group_id: String,
     /// Group session timeout; a process silent for longer loses its partitions.
     pub session_timeout_ms: u32,
+    /// A consumer out of its group this long while records wait is made to rejoin; out
+    /// as long again, `/health` fails and the process exits (code 3).
+    pub rejoin_after_s: u64,
 }
 
 /// PostgreSQL connection.

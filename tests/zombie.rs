@@ -25,12 +25,11 @@ fn a_frozen_process_holds_no_one_hostage_and_its_late_writes_are_fenced() {
         ("EVENTLINE__LAKE__MAX_FILE_AGE_MS", "60000"),
         ("EVENTLINE__LAKE__IDLE_FLUSH_MS", "0"),
     ]);
-    let in_transaction = format!(
-        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
-         AND state = 'idle in transaction' AND pid <> pg_backend_pid()"
-    );
+    let in_transaction = "SELECT count(*) AS n FROM pg_stat_activity \
+        WHERE datname = current_database() AND state = 'idle in transaction' \
+        AND pid <> pg_backend_pid()";
     wait_until("A is inside a writer transaction", Duration::from_secs(60), || {
-        env.count(&in_transaction) >= 1
+        env.count(in_transaction) >= 1
     });
     env.signal_processor(a, "STOP");
     let frozen = Instant::now();
@@ -40,7 +39,7 @@ fn a_frozen_process_holds_no_one_hostage_and_its_late_writes_are_fenced() {
         env.count("SELECT count(*) AS n FROM events") == 3000 && env.lake_rows() == 3000
     });
     let takeover = frozen.elapsed();
-    assert_eq!(env.count(&in_transaction), 0, "the server rolled A's frozen transaction back");
+    assert_eq!(env.count(in_transaction), 0, "the server rolled A's frozen transaction back");
     // More traffic while A is still frozen: B alone stores it.
     env.produce(&valid_records(1000));
     wait_until("B stored the traffic sent while A is frozen", Duration::from_secs(60), || {

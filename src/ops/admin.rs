@@ -34,9 +34,11 @@ async fn health(state: web::Data<AdminState>) -> HttpResponse {
         h.lag.load(Ordering::Relaxed),
     );
     let stalled = h.stalled_partitions.load(Ordering::Relaxed);
-    let body = serde_json::json!({"source_heartbeat_ms_ago": now_ms() - beat, "progress_ms_ago": now_ms() - progress, "lag": lag, "stalled_partitions": stalled});
-    // A process that is alive but has a partition stuck is not healthy either.
-    if is_live(now_ms(), beat, progress, lag, state.stall) && stalled == 0 {
+    let out_of_group = h.out_of_group.load(Ordering::Relaxed);
+    let body = serde_json::json!({"source_heartbeat_ms_ago": now_ms() - beat, "progress_ms_ago": now_ms() - progress, "lag": lag, "stalled_partitions": stalled, "out_of_group": out_of_group});
+    // A process that is alive but has a partition stuck, or a consumer stuck outside its
+    // group, is not healthy either.
+    if is_live(now_ms(), beat, progress, lag, state.stall) && stalled == 0 && !out_of_group {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

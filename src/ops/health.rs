@@ -19,6 +19,8 @@ pub struct Health {
     /// Assigned partitions with records waiting whose committable offset has not moved
     /// for longer than the stall timeout (a stuck flow, a stage failing over and over).
     pub stalled_partitions: AtomicI64,
+    /// The consumer stayed out of its group while records waited, even after rejoining.
+    pub out_of_group: AtomicBool,
 }
 
 /// Milliseconds since the epoch, now.

@@ -45,6 +45,19 @@ impl ProgressStore {
     }
 }
 
+impl ProgressStore {
+    /// Reads both without finishing any publish (blocking): for partitions this process
+    /// may not own, looked at by the group watchdog.
+    pub fn peek(&self, partition: i32) -> Result<SinkProgress, ProgressError> {
+        let mut conn = db::conn(&self.pool)?;
+        let postgres =
+            db::read_progress(&mut conn, SinkId::Postgres.as_str(), &self.topic, partition)?;
+        let lake = crate::sinks::lake::commit_log::latest(&self.lake_root, &self.topic, partition)?
+            .map(|entry| entry.next_offset);
+        Ok(SinkProgress { postgres, lake })
+    }
+}
+
 /// Why a sink's progress could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ProgressError {

@@ -186,10 +186,11 @@ impl<W: SinkWriter> SinkSupervisor<W> {
                                 .observe(batch.len() as f64);
                         }
                     }
-                    // A flush that made nothing durable is retried by the tick, not in a loop.
+                    // A flush that made nothing durable is retried by the tick, not in a
+                    // loop; batches that arrived meanwhile are sent at once.
                     let moved = !sent.is_empty() || !report.progress.is_empty();
                     act.on_success(sent, report);
-                    if !moved {
+                    if !moved && act.retained.iter().all(|r| r.sent) {
                         return;
                     }
                 }
@@ -204,12 +205,13 @@ impl<W: SinkWriter> SinkSupervisor<W> {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.busy
-            || self.gave_up
-            || !self.retained.iter().all(|r| r.sent)
-            || self.retained.is_empty()
-        {
+        if self.busy || self.gave_up || self.retained.is_empty() {
             return;
+        }
+        // Batches not sent yet (they arrived while the writer was busy, or a fenced
+        // partition's came back) go now: nothing else may come along to send them.
+        if !self.retained.iter().all(|r| r.sent) {
+            return self.drive(ctx);
         }
         let Some(worker) = self.worker.clone() else { return };
         self.busy = true;

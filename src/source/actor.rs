@@ -15,9 +15,11 @@
 
 use super::batching::{batch_due, keep_paused};
 use super::consumer::{RebalanceEvent, SourceConsumer};
+use super::group_watch::{records_waiting, GroupWatch, Verdict, Watchdog};
 use super::positioning::{position, Start};
 use crate::offsets::tracker::{Assigned, CommitNow, Revoked};
 use crate::ops::health::Health;
+use crate::ops::supervision_log::{Entry, EntryKind, SupervisionLog};
 use crate::record::{Coords, SourceBatch, SourceRecord};
 use crate::settings::PipelineSettings;
 use crate::sinks::progress::ProgressStore;
@@ -52,6 +54,22 @@ pub struct AssignmentListener {
 /// durable; fencing keeps late writes out).
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What the guard against a consumer stuck outside its group needs.
+#[derive(Clone)]
+pub struct GroupGuard {
+    /// Group membership as librdkafka reports it.
+    pub watch: Arc<GroupWatch>,
+    /// Out of the group this long while records wait: rejoin (then give up).
+    pub rejoin_after: Duration,
+    /// Where the rejoin and the give-up are written.
+    pub log: Arc<SupervisionLog>,
+    /// Told when the consumer stays out even after rejoining: the process exits.
+    pub fatal: mpsc::UnboundedSender<String>,
+}
+
+/// How often the group membership is looked at.
+const GROUP_CHECK_EVERY: Duration = Duration::from_secs(5);
+
 /// Stop fetching, hand every pending batch to the flows and wait for them to finish.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -67,6 +85,7 @@ pub struct KafkaSource {
     pipeline: PipelineSettings,
     assignments: AssignmentListener,
     health: Arc<Health>,
+    guard: GroupGuard,
     stop: watch::Sender<bool>,
     finished: Option<oneshot::Receiver<()>>,
 }
@@ -83,6 +102,7 @@ impl KafkaSource {
         pipeline: PipelineSettings,
         assignments: AssignmentListener,
         health: Arc<Health>,
+        guard: GroupGuard,
     ) -> Self {
         KafkaSource {
             consumer,
@@ -93,6 +113,7 @@ impl KafkaSource {
             pipeline,
             assignments,
             health,
+            guard,
             stop: watch::channel(false).0,
             finished: None,
         }
@@ -120,6 +141,9 @@ impl Actor for KafkaSource {
             partitions: HashMap::new(),
             retiring: Vec::new(),
             flow_finished: Arc::new(Notify::new()),
+            watchdog: Watchdog::new(self.guard.rejoin_after),
+            guard: self.guard.clone(),
+            probing: false,
         };
         let rebalances = self.rebalances.take().expect("started once");
         let stop = self.stop.subscribe();
@@ -219,6 +243,10 @@ struct SourceLoop {
     partitions: HashMap<i32, PartitionState>,
     retiring: Vec<JoinHandle<()>>,
     flow_finished: Arc<Notify>,
+    guard: GroupGuard,
+    watchdog: Watchdog,
+    /// A look at whether records wait is under way.
+    probing: bool,
 }
 
 /// Copies a borrowed Kafka message into an owned record.
@@ -248,6 +276,8 @@ impl SourceLoop {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let flow_finished = self.flow_finished.clone();
         let mut positioned = self.positioned_rx.take().expect("run once");
+        let mut group_check = tokio::time::interval(GROUP_CHECK_EVERY);
+        let (probed, mut probes) = mpsc::unbounded_channel();
         loop {
             tokio::select! {
                 biased;
@@ -270,9 +300,69 @@ impl SourceLoop {
                     self.health.beat();
                     self.on_tick();
                 }
+                _ = group_check.tick() => self.check_group(&probed),
+                Some(waiting) = probes.recv() => self.on_probe(waiting),
             }
         }
         self.drain().await;
+    }
+
+    fn in_group(&self) -> bool {
+        !self.partitions.is_empty()
+            || self.guard.watch.latest().is_some_and(|state| state.is_member())
+    }
+
+    /// Out of the group: find out (off the event loop) whether records wait.
+    fn check_group(&mut self, probed: &mpsc::UnboundedSender<Option<bool>>) {
+        if self.in_group() {
+            self.watchdog.judge(Instant::now(), true, None);
+            return;
+        }
+        if self.probing {
+            return;
+        }
+        self.probing = true;
+        let (consumer, store, topic) =
+            (self.consumer.clone(), self.progress.clone(), self.topic.clone());
+        let probed = probed.clone();
+        actix::spawn(async move {
+            let waiting =
+                tokio::task::spawn_blocking(move || records_waiting(&consumer, &store, &topic))
+                    .await
+                    .unwrap_or(None);
+            let _ = probed.send(waiting);
+        });
+    }
+
+    fn on_probe(&mut self, records_wait: Option<bool>) {
+        self.probing = false;
+        let state = self.guard.watch.latest().unwrap_or_default();
+        let why = format!(
+            "the consumer has had no partitions and no group for {:?} while records wait \
+             (librdkafka group state {:?}, join state {:?})",
+            self.guard.rejoin_after, state.state, state.join_state
+        );
+        match self.watchdog.judge(Instant::now(), self.in_group(), records_wait) {
+            Verdict::Fine => {}
+            Verdict::Rejoin => {
+                log::warn!("{why}: leaving the group and joining again");
+                let mut entry = Entry::new("kafka_consumer", EntryKind::Restart);
+                entry.cause = Some(format!("{why}: rejoining"));
+                self.guard.log.append(&entry);
+                self.consumer.unsubscribe();
+                if let Err(e) = self.consumer.subscribe(&[&self.topic]) {
+                    log::error!("Subscribing again failed: {e}");
+                }
+            }
+            Verdict::GiveUp => {
+                let cause = format!("{why}, even after rejoining");
+                let mut entry = Entry::new("kafka_consumer", EntryKind::GiveUp);
+                entry.cause = Some(cause.clone());
+                self.guard.log.append(&entry);
+                self.health.out_of_group.store(true, std::sync::atomic::Ordering::Relaxed);
+                let _ = self.guard.fatal.send(format!("kafka consumer gave up: {cause}"));
+            }
+        }
     }
 
     fn on_record(

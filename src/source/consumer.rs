@@ -4,11 +4,13 @@
 //! [`super::positioning`], and only then is the partition assigned, so a rebalance or
 //! restart neither skips nor re-stores anything (each sink skips what it already has).
 
+use super::group_watch::GroupWatch;
 use crate::settings::KafkaSettings;
 use rdkafka::bindings::rd_kafka_resp_err_t as RDKafkaRespErr;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Partition assignment changes, forwarded from librdkafka's rebalance callback.
@@ -25,9 +27,15 @@ pub enum RebalanceEvent {
 /// blocking runs here: this callback runs inside `recv()` on the actix system thread.
 pub struct SourceContext {
     rebalances: mpsc::UnboundedSender<RebalanceEvent>,
+    group: Arc<GroupWatch>,
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    /// Only the group membership is kept, for [`super::group_watch`].
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.group.record_stats(statistics);
+    }
+}
 
 impl ConsumerContext for SourceContext {
     fn rebalance(
@@ -66,8 +74,10 @@ pub type SourceConsumer = StreamConsumer<SourceContext>;
 
 /// Creates the consumer and subscribes it to the topic. The eager assignment protocol
 /// is used on purpose: every assignment passes through [`SourceContext::rebalance`].
+/// The group membership librdkafka reports goes to `group`.
 pub fn create_consumer(
     kafka: &KafkaSettings,
+    group: Arc<GroupWatch>,
 ) -> Result<(SourceConsumer, mpsc::UnboundedReceiver<RebalanceEvent>), KafkaError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let consumer: SourceConsumer = ClientConfig::new()
@@ -85,7 +95,9 @@ pub fn create_consumer(
         .set("queued.max.messages.kbytes", "16384")
         .set("queued.min.messages", "20000")
         .set("fetch.queue.backoff.ms", "10")
-        .create_with_context(SourceContext { rebalances: tx })?;
+        // Read by the group watchdog: statistics are cheap at this interval.
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(SourceContext { rebalances: tx, group })?;
     consumer.subscribe(&[&kafka.topic])?;
     Ok((consumer, rx))
 }

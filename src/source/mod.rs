@@ -2,10 +2,12 @@
 //! where each assigned partition starts ([`positioning`], read off the event loop),
 //! the source actor that batches records per partition ([`actor`], with its rules in
 //! [`batching`]), and the per-partition flow ([`flow`]) that carries each batch through
-//! the stages to the sinks.
+//! the stages to the sinks. [`group_watch`] guards against a consumer stuck outside its
+//! group.
 
 pub mod actor;
 pub mod batching;
 pub mod consumer;
 pub mod flow;
+pub mod group_watch;
 pub mod positioning;

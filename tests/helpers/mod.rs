@@ -189,6 +189,7 @@ impl TestEnv {
         [
             ("EVENTLINE_ENV", "local".to_string()),
             ("EVENTLINE_SETTINGS_DIR", repo().join("settings").display().to_string()),
+            ("EVENTLINE__KAFKA__BROKERS", self.brokers.clone()),
             ("EVENTLINE__KAFKA__TOPIC", self.topic.clone()),
             ("EVENTLINE__KAFKA__DLQ_TOPIC", self.dlq_topic.clone()),
             ("EVENTLINE__KAFKA__GROUP_ID", self.group.clone()),
@@ -200,7 +201,7 @@ impl TestEnv {
             ("EVENTLINE__PIPELINE__SUMMARY_INTERVAL_S", "2".to_string()),
             ("EVENTLINE__SUPERVISION__LOG_PATH", self.supervision_log.display().to_string()),
             ("EVENTLINE__ADMIN__LISTEN", "127.0.0.1:0".to_string()),
-            ("RUST_LOG", "info".to_string()),
+            ("RUST_LOG", std::env::var("EVENTLINE_TEST_RUST_LOG").unwrap_or("info".into())),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -684,6 +685,121 @@ impl TestEnv {
     /// Points the processor and the assertions at another database.
     pub fn use_database(&mut self, url: &str) {
         self.db_url = url.to_string();
+    }
+
+    /// Points the processor and the assertions at another broker, with the topics made
+    /// there.
+    pub fn use_brokers(&mut self, brokers: &str, partitions: i32) {
+        self.brokers = brokers.to_string();
+        self.create_topics(partitions);
+    }
+}
+
+/// A Kafka broker of the test's own (single-node KRaft, the jars `make up` fetched), so a
+/// test can stop and start it without disturbing the tests that share the stack's.
+pub struct PrivateKafka {
+    /// Its bootstrap address.
+    pub brokers: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl PrivateKafka {
+    fn java(&self) -> Command {
+        let libs = std::fs::read_dir(repo().join(".cache"))
+            .expect(".cache/ exists: run `make up`")
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("libs"))
+            .find(|libs| libs.is_dir())
+            .expect("the Kafka jars under .cache/kafka-*/libs: run `make up`");
+        let mut java = Command::new("java");
+        java.args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-cp"])
+            .arg(format!("{}/*", libs.display()))
+            .arg(format!(
+                "-Dlog4j.configuration=file:{}",
+                repo().join("scripts/kafka/log4j.properties").display()
+            ))
+            .arg(format!("-Dkafka.logs.dir={}", self.dir.path().join("logs").display()));
+        java
+    }
+
+    /// Formats its storage and starts it on free ports.
+    pub fn start() -> PrivateKafka {
+        let (port, controller) = (free_port(), free_port());
+        let dir = tempfile::Builder::new().prefix("eventline-kafka-").tempdir().unwrap();
+        let props = format!(
+            "process.roles=broker,controller\nnode.id=1\n\
+             controller.quorum.voters=1@127.0.0.1:{controller}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             controller.listener.names=CONTROLLER\n\
+             listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
+             inter.broker.listener.name=PLAINTEXT\nlog.dirs={}\n\
+             auto.create.topics.enable=false\noffsets.topic.replication.factor=1\n\
+             offsets.topic.num.partitions=1\ntransaction.state.log.replication.factor=1\n\
+             transaction.state.log.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n",
+            dir.path().join("data").display()
+        );
+        std::fs::write(dir.path().join("server.properties"), props).unwrap();
+        let mut kafka = PrivateKafka { brokers: format!("127.0.0.1:{port}"), dir, child: None };
+        let id = kafka.java().args(["kafka.tools.StorageTool", "random-uuid"]).output().unwrap();
+        let id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+        let props = kafka.dir.path().join("server.properties").display().to_string();
+        let out = kafka
+            .java()
+            .args(["kafka.tools.StorageTool", "format", "-t", &id, "-c", &props])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "format: {}", String::from_utf8_lossy(&out.stderr));
+        kafka.start_again();
+        kafka
+    }
+
+    /// Starts the stopped broker and waits until it answers.
+    pub fn start_again(&mut self) {
+        let props = self.dir.path().join("server.properties").display().to_string();
+        let log = std::fs::File::create(self.dir.path().join("stdout.log")).unwrap();
+        let child = self
+            .java()
+            .args(["kafka.Kafka", &props])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("java runs");
+        self.child = Some(child);
+        let consumer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", &self.brokers).create().unwrap();
+        wait_until("the private broker answers", Duration::from_secs(90), || {
+            consumer
+                .fetch_metadata(None, Duration::from_secs(1))
+                .is_ok_and(|m| !m.brokers().is_empty())
+        });
+    }
+
+    /// Stops the broker (SIGTERM, then SIGKILL after 30 s) and waits until it is gone.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for PrivateKafka {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -223,6 +223,11 @@ impl ParquetWriter {
     ) -> Result<Flushed, SinkError> {
         let Some((first, next)) = buf.range else { return Ok(Flushed::Nothing) };
         let Some(refused) = verdicts.refused_in(buf.partition, first, next) else {
+            log::debug!(
+                "lake flush of {}/{} [{first}, {next}) waits for Postgres to store it",
+                buf.topic,
+                buf.partition
+            );
             return Ok(Flushed::Nothing);
         };
         let version = buf.version + 1;
