@@ -63,8 +63,8 @@ echo "-- the first 30 of them again (a retrying upstream): duplicates"
 head -30 fixtures/crm-sample.jsonl | produce --file -
 echo "-- 6 broken events sent raw on purpose (the producer would reject them): dead letters"
 produce --file fixtures/crm-invalid.jsonl --raw
-echo "-- 50,000 generated events with duplicates, conflicts, invalid records and tombstones"
-produce --generate 50000 --seed 7 --duplicate-ratio 0.05 --conflict-ratio 0.02 --invalid-ratio 0.03 --tombstone-ratio 0.01
+echo "-- 50,000 generated events with duplicates, conflicts, invalid records, tombstones and late events"
+produce --generate 50000 --seed 7 --duplicate-ratio 0.05 --conflict-ratio 0.02 --invalid-ratio 0.03 --tombstone-ratio 0.01 --late-ratio 0.02 --max-lateness 2h --start-time "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 total=$((300 + 30 + 6 + 50000))
 
 say "Waiting until all $total records are accounted for"
@@ -85,6 +85,8 @@ trap - EXIT
 
 say "Outcomes (accepted + duplicate + conflict + dead_letter = $total records)"
 sql -c "SELECT outcome, sum(count) AS records FROM outcome_counts GROUP BY outcome ORDER BY outcome"
+say "Late events: stored and marked (later than pipeline.late_after_s after their own time)"
+sql -c "SELECT count(*) FILTER (WHERE late) AS late, count(*) AS accepted, max(lateness_ms) / 1000 AS latest_s FROM events"
 say "Rows per table in PostgreSQL ($DB)"
 sql -c "SELECT 'events' AS table, count(*) FROM events UNION ALL SELECT 'processed_events', count(*) FROM processed_events
         UNION ALL SELECT 'dead_letters', count(*) FROM dead_letters UNION ALL SELECT 'conflicts', count(*) FROM conflicts"

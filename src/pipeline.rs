@@ -184,8 +184,9 @@ pub fn start(
         validator: {
             let (log, faults) =
                 (log.clone(), Faults::new(&s.faults.validator, s.faults.after_batches));
+            let late_after = Duration::from_secs(s.pipeline.late_after_s);
             SyncArbiter::start(2, move || {
-                Validator::new(validator_contracts.clone(), log.clone(), faults.clone())
+                Validator::new(validator_contracts.clone(), log.clone(), faults.clone(), late_after)
             })
         },
         deduplicator: {
@@ -250,10 +251,11 @@ fn spawn_summary(every: Duration, pg: Arc<SinkStatus>, lake: Arc<SinkStatus>) {
             let state =
                 |s: &SinkStatus| if s.up.load(Ordering::Relaxed) { "up" } else { "restarting" };
             log::info!(
-                "Summary: consumed={} ({:.0}/s) accepted={} duplicate={} conflict={} dead_letter={} postgres={} (queued {}, restarts {}) lake={} (queued {}, restarts {})",
+                "Summary: consumed={} ({:.0}/s) accepted={} late={} duplicate={} conflict={} dead_letter={} postgres={} (queued {}, restarts {}) lake={} (queued {}, restarts {})",
                 now.consumed,
                 (now.consumed - last.consumed) as f64 / every.as_secs_f64(),
                 now.accepted,
+                now.late,
                 now.duplicates,
                 now.conflicts,
                 now.dead,

@@ -54,6 +54,27 @@ pub struct Event {
     pub coords: Coords,
     /// Kafka timestamp, for end-to-end latency.
     pub kafka_timestamp_ms: Option<i64>,
+    /// When eventline received it, milliseconds since the epoch.
+    pub received_at_ms: i64,
+    /// Arrival (Kafka timestamp, else receive time) minus its own time.
+    pub lateness_ms: i64,
+    /// Later than `pipeline.late_after_s`.
+    pub late: bool,
+}
+
+impl Event {
+    /// Stamps its arrival: received now, and how late that is against `late_after`.
+    pub fn arrived(mut self, received_at_ms: i64, late_after: std::time::Duration) -> Event {
+        use crate::stages::lateness::{is_late, lateness_ms};
+        self.received_at_ms = received_at_ms;
+        self.lateness_ms = lateness_ms(
+            self.occurred_at.timestamp_millis(),
+            self.kafka_timestamp_ms,
+            received_at_ms,
+        );
+        self.late = is_late(self.lateness_ms, late_after);
+        self
+    }
 }
 
 /// Why a record was rejected; each class has its own stable name.
@@ -320,6 +341,9 @@ mod approx_bytes_tests {
             payload_hash: "h".repeat(64),
             coords: Coords { topic: Arc::from("t"), partition: 0, offset: 0 },
             kafka_timestamp_ms: None,
+            received_at_ms: 0,
+            lateness_ms: 0,
+            late: false,
         }
     }
 

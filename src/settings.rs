@@ -133,6 +133,9 @@ pub struct PipelineSettings {
     pub max_record_bytes: usize,
     /// JSON nested deeper than this is dead-lettered as `too_deep`.
     pub max_json_depth: usize,
+    /// An event that arrives more than this many seconds after its own timestamp is
+    /// marked late (stored all the same, in its own date's lake partition).
+    pub late_after_s: u64,
     /// Seconds between summary log lines.
     pub summary_interval_s: u64,
     /// SIGTERM/SIGINT: how long flushing may take before the process exits anyway.

@@ -61,8 +61,8 @@ fn every_kind_of_bad_input_is_dead_lettered_and_the_partition_keeps_flowing() {
     let valid_id = uuid::Uuid::new_v4().to_string();
     let unknown_type = account_created(&uuid::Uuid::new_v4().to_string(), "acc_0003")
         .replace("account_created", "invoice_paid");
-    let bad_payload =
-        account_created(&uuid::Uuid::new_v4().to_string(), "acc_0004").replace("EMEA", "MARS");
+    let bad_payload = account_created(&uuid::Uuid::new_v4().to_string(), "acc_0004")
+        .replace("\"region\"", "\"employee_count\":-5,\"region\"");
     let bad_version = account_created(&uuid::Uuid::new_v4().to_string(), "acc_0005")
         .replace("\"source\"", "\"schema_version\":7,\"source\"");
     let bad_envelope = r#"{"event_type":"account_created","payload":{}}"#.to_string();
@@ -116,7 +116,7 @@ fn every_kind_of_bad_input_is_dead_lettered_and_the_partition_keeps_flowing() {
     assert!(rows.iter().enumerate().all(|(i, r)| r.offset == i as i64));
     let violation = &rows[8].error_message;
     assert!(
-        violation.starts_with("/payload/region: rule 'enum'"),
+        violation.starts_with("/payload/employee_count: rule 'minimum'"),
         "names the path and rule: {violation}"
     );
     assert_eq!(env.count("SELECT count(*) AS n FROM dead_letters WHERE error_class = 'not_utf8' AND record_value = '\\x7bc3287d'::bytea"), 1, "bytes kept untouched");

@@ -23,7 +23,8 @@ fn invalid_lines_are_rejected_before_kafka_and_valid_ones_are_sent() {
     let (code, stderr) = env.eventline(&["produce", "--file", mixed.to_str().unwrap()]);
     assert_eq!(code, 1, "rejected lines make the exit code non-zero: {stderr}");
     assert!(
-        stderr.contains("line 21: event_id") && stderr.contains("/payload/region: rule 'enum'"),
+        stderr.contains("line 21: event_id")
+            && stderr.contains("/payload/employee_count: rule 'minimum'"),
         "{stderr}"
     );
     assert!(stderr.contains("rejected before Kafka: bad_envelope=2 contract_violation=2 not_json=1 unknown_event_type=1"), "{stderr}");

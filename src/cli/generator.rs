@@ -21,20 +21,21 @@ pub const EVENT_TYPES: [&str; 5] = [
     "opportunity_stage_changed",
 ];
 
+// As CRMs send them (seed 000's example: "Healthcare", "US"): free text, not codes.
 const INDUSTRIES: [&str; 10] = [
-    "software",
-    "finance",
-    "healthcare",
-    "retail",
-    "manufacturing",
-    "education",
-    "energy",
-    "media",
-    "logistics",
-    "public_sector",
+    "Software",
+    "Financial Services",
+    "Healthcare",
+    "Retail",
+    "Manufacturing",
+    "Education",
+    "Energy",
+    "Media",
+    "Logistics",
+    "Public Sector",
 ];
 const REGIONS: [(&str, &[&str], &str); 4] = [
-    ("AMER", &["US", "CA"], "USD"),
+    ("US", &["US"], "USD"),
     ("EMEA", &["DE", "FR", "GB", "NL", "ES", "SE"], "EUR"),
     ("APAC", &["JP", "AU", "SG", "IN"], "USD"),
     ("LATAM", &["BR", "MX", "AR", "CL"], "USD"),
@@ -174,9 +175,12 @@ impl Generator {
         items.choose(&mut self.rng).expect("non-empty")
     }
 
-    fn short_id(&mut self, prefix: &str) -> String {
-        let n: u64 = self.rng.gen_range(0..36u64.pow(10));
-        format!("{prefix}_{}", radix36(n))
+    /// A Salesforce-style 18-character id: the object's key prefix (`001` accounts,
+    /// `003` contacts, `006` opportunities) and 15 characters, like `001xx000003DGb2AAG`.
+    fn salesforce_id(&mut self, key_prefix: &str) -> String {
+        const CHARS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let rest: String = (0..15).map(|_| *self.pick(CHARS) as char).collect();
+        format!("{key_prefix}{rest}")
     }
 
     fn envelope(&mut self, event_type: &str, payload: Value) -> Value {
@@ -199,7 +203,7 @@ impl Generator {
 
     fn new_account(&mut self) -> (String, Value) {
         let region = self.rng.gen_range(0..REGIONS.len());
-        let id = self.short_id("acc");
+        let id = self.salesforce_id("001");
         let name = format!("{} {}", self.pick(&NAME_PARTS), self.pick(&NAME_SUFFIXES));
         let country = *self.pick(REGIONS[region].1);
         let payload = json!({
@@ -240,7 +244,7 @@ impl Generator {
                     self.contacts += 1;
                     let (first, last) = (*self.pick(&FIRST_NAMES), *self.pick(&LAST_NAMES));
                     json!({
-                        "contact_id": self.short_id("con"),
+                        "contact_id": self.salesforce_id("003"),
                         "account_id": key,
                         "email": format!("{}.{}{}@customer.example.org", first.to_lowercase(), last.to_lowercase(), self.contacts),
                         "first_name": first,
@@ -250,7 +254,7 @@ impl Generator {
                     })
                 }
                 "opportunity_created" => {
-                    let id = self.short_id("opp");
+                    let id = self.salesforce_id("006");
                     self.open.push(self.opportunities.len());
                     self.opportunities.push(Opportunity {
                         id: id.clone(),
@@ -320,7 +324,7 @@ impl Generator {
             0 => b"{\"event_id\": \"truncated".to_vec(),
             1 => json!({"event_id": "not-a-uuid", "event_type": "account_created", "source": "crm", "timestamp": "2026-11-22T08:00:00Z", "payload": {}}).to_string().into_bytes(),
             2 => json!({"event_id": self.uuid(), "event_type": "invoice_paid", "source": "billing", "timestamp": "2026-11-22T08:00:00Z", "payload": {"invoice_id": "inv_1"}}).to_string().into_bytes(),
-            3 => json!({"event_id": self.uuid(), "event_type": "account_created", "source": "crm", "timestamp": "2026-11-22T08:00:00Z", "payload": {"account_id": key, "industry": "software", "region": "MARS"}}).to_string().into_bytes(),
+            3 => json!({"event_id": self.uuid(), "event_type": "account_created", "source": "crm", "timestamp": "2026-11-22T08:00:00Z", "payload": {"account_id": key, "industry": "Software", "region": "US", "employee_count": -5}}).to_string().into_bytes(),
             _ => json!({"event_id": self.uuid(), "event_type": "contact_created", "source": "crm", "timestamp": "yesterday", "payload": {"contact_id": "con_x1y2", "account_id": key, "email": "nobody"}}).to_string().into_bytes(),
         };
         GeneratedRecord { key, value: Some(broken), kind: Kind::Invalid }
@@ -390,16 +394,6 @@ fn weighted(rng: &mut StdRng, weights: &[u32]) -> usize {
         roll -= w;
     }
     weights.len() - 1
-}
-
-fn radix36(mut n: u64) -> String {
-    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut out = vec![b'0'; 10];
-    for slot in out.iter_mut().rev() {
-        *slot = DIGITS[(n % 36) as usize];
-        n /= 36;
-    }
-    String::from_utf8(out).expect("ascii")
 }
 
 #[cfg(test)]

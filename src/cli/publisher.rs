@@ -192,10 +192,11 @@ mod tests {
         assert!(
             matches!(check_line(&contracts, 1, good), CheckedLine::Valid { key } if key == "acc_1234")
         );
-        match check_line(&contracts, 2, &good.replace("EMEA", "MARS")) {
+        match check_line(&contracts, 2, &good.replace("\"EMEA\"", "\"EMEA\",\"employee_count\":-5"))
+        {
             CheckedLine::Rejected { class, message } => {
                 assert_eq!(class, "contract_violation");
-                assert!(message.starts_with("line 2: event_id 4f5c3c1e-8a53-4c1e-9f2e-2d9b8c7a6b5d: /payload/region: rule 'enum'"), "{message}");
+                assert!(message.starts_with("line 2: event_id 4f5c3c1e-8a53-4c1e-9f2e-2d9b8c7a6b5d: /payload/employee_count: rule 'minimum'"), "{message}");
             }
             other => panic!("{other:?}"),
         }

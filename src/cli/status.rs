@@ -129,6 +129,11 @@ pub fn render(base: &str, oldest: &Sample, newest: &Sample) -> String {
         rate("eventline_outcomes_total", &[("outcome", "conflict")]),
         rate("eventline_outcomes_total", &[("outcome", "dead_letter")]),
     ));
+    out.push_str(&format!(
+        "since start: accepted {}, late {} (later than pipeline.late_after_s)\n",
+        newest.sum("eventline_outcomes_total", &[("outcome", "accepted")]) as u64,
+        newest.sum("eventline_late_events_total", &[]) as u64,
+    ));
     let restarts: Vec<&Entry> = newest
         .supervision
         .iter()

@@ -27,6 +27,8 @@ diesel::table! {
         offset -> Int8,
         kafka_timestamp -> Nullable<Timestamptz>,
         received_at -> Timestamptz,
+        lateness_ms -> Int8,
+        late -> Bool,
     }
 }
 

@@ -23,6 +23,10 @@ pub struct Metrics {
     pub write_seconds: HistogramVec,
     /// Produce time (Kafka timestamp) to durably stored, by sink.
     pub end_to_end_seconds: HistogramVec,
+    /// Accepted events later than `pipeline.late_after_s`, by event type.
+    pub late_events: IntCounterVec,
+    /// How late accepted events arrived (Kafka timestamp minus their own time).
+    pub lateness_seconds: prometheus::Histogram,
     /// High watermark minus committed offset, by partition.
     pub consumer_lag: IntGaugeVec,
     /// Committed offset, by partition.
@@ -75,6 +79,15 @@ impl Metrics {
             registry.register(Box::new(h.clone())).expect("unique metric");
             h
         };
+        let lateness_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "eventline_event_lateness_seconds",
+                "Arrival (Kafka timestamp, else receive time) minus the event's own time, accepted events",
+            )
+            .buckets(vec![0.1, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(lateness_seconds.clone())).expect("unique metric");
         let assigned =
             IntGauge::new("eventline_assigned_partitions", "Partitions assigned to this process")
                 .expect("valid metric");
@@ -82,6 +95,8 @@ impl Metrics {
         Metrics {
             consumed: counter("eventline_records_consumed_total", "Records read from Kafka"),
             outcomes: counter_vec("eventline_outcomes_total", "Record outcomes", &["outcome", "event_type", "error_class"]),
+            late_events: counter_vec("eventline_late_events_total", "Accepted events later than pipeline.late_after_s", &["event_type"]),
+            lateness_seconds,
             stage_failures: counter_vec("eventline_stage_failures_total", "Panics caught in a stage (the stage goes on)", &["stage"]),
             batch_size: histogram("eventline_sink_batch_records", "Records per batch written", vec![1.0, 10.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0]),
             write_seconds: histogram("eventline_sink_write_seconds", "Time per sink write call", buckets()),

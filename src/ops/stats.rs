@@ -17,6 +17,8 @@ pub struct Snapshot {
     pub conflicts: u64,
     /// Dead letters.
     pub dead: u64,
+    /// Accepted events later than `pipeline.late_after_s`.
+    pub late: u64,
 }
 
 impl Snapshot {
@@ -24,6 +26,11 @@ impl Snapshot {
     pub fn now() -> Snapshot {
         let m = metrics();
         let mut snapshot = Snapshot { consumed: m.consumed.get(), ..Snapshot::default() };
+        for family in m.late_events.collect() {
+            for metric in family.get_metric() {
+                snapshot.late += metric.get_counter().get_value() as u64;
+            }
+        }
         for family in m.outcomes.collect() {
             for metric in family.get_metric() {
                 let outcome = metric.get_label().iter().find(|l| l.name() == "outcome");

@@ -120,6 +120,10 @@ fn record_outcomes(batch: &crate::record::DecidedBatch, consumed: usize) {
         std::collections::HashMap::new();
     for e in &batch.accepted {
         *counts.entry(("accepted", e.event_type.as_str(), "")).or_default() += 1;
+        m.lateness_seconds.observe(e.lateness_ms.max(0) as f64 / 1000.0);
+        if e.late {
+            m.late_events.with_label_values(&[&e.event_type]).inc();
+        }
     }
     for c in &batch.conflicts {
         *counts.entry(("conflict", c.event.event_type.as_str(), "")).or_default() += 1;

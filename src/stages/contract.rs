@@ -227,6 +227,10 @@ impl Contracts {
             payload_hash,
             coords,
             kafka_timestamp_ms,
+            // Stamped by the validator when it has the receive time (Event::arrived).
+            received_at_ms: 0,
+            lateness_ms: 0,
+            late: false,
         })
     }
 }
@@ -429,10 +433,10 @@ mod tests {
     #[test]
     fn names_the_payload_path_and_rule() {
         let mut doc = account_created();
-        doc["payload"]["region"] = json!("MARS");
+        doc["payload"]["employee_count"] = json!(-5);
         let r = check(&doc).unwrap_err();
         assert_eq!(r.class, ErrorClass::ContractViolation);
-        assert!(r.reason.starts_with("/payload/region: rule 'enum'"), "{}", r.reason);
+        assert!(r.reason.starts_with("/payload/employee_count: rule 'minimum'"), "{}", r.reason);
         assert_eq!(r.event_type.as_deref(), Some("account_created"));
     }
 

@@ -7,4 +7,5 @@ pub mod contract;
 pub mod dead_letter;
 pub mod dedup_decision;
 pub mod deduplicator;
+pub mod lateness;
 pub mod validator;

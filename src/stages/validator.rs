@@ -28,6 +28,7 @@ pub struct Validator {
     contracts: Arc<Contracts>,
     log: Arc<SupervisionLog>,
     faults: Arc<Mutex<Faults>>,
+    late_after: std::time::Duration,
 }
 
 impl Validator {
@@ -36,8 +37,9 @@ impl Validator {
         contracts: Arc<Contracts>,
         log: Arc<SupervisionLog>,
         faults: Arc<Mutex<Faults>>,
+        late_after: std::time::Duration,
     ) -> Self {
-        Validator { contracts, log, faults }
+        Validator { contracts, log, faults, late_after }
     }
 }
 
@@ -88,12 +90,15 @@ impl Handler<Validate> for Validator {
     fn handle(&mut self, msg: Validate, _: &mut SyncContext<Self>) -> Self::Result {
         let fault = self.faults.lock().unwrap_or_else(|p| p.into_inner()).take_next();
         let mut inject = fault == Some(Fault::Panic);
-        let contracts = &self.contracts;
+        let (contracts, late_after) = (&self.contracts, self.late_after);
+        let received_at_ms = crate::ops::health::now_ms();
         let checked = check_batch_with(msg.0, |r| {
             if std::mem::take(&mut inject) {
                 panic!("injected panic in the validator");
             }
-            contracts.check(r.value.as_deref(), r.coords.clone(), r.timestamp_ms)
+            contracts
+                .check(r.value.as_deref(), r.coords.clone(), r.timestamp_ms)
+                .map(|event| event.arrived(received_at_ms, late_after))
         });
         for item in &checked.items {
             if let Checked::Dead(dead) = item {

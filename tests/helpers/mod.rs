@@ -708,23 +708,29 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Java with Apache Kafka's own jars (those `make up` fetched) on the class path; its
+/// log4j output goes under `logs`.
+pub fn kafka_java(logs: &Path) -> Command {
+    let libs = std::fs::read_dir(repo().join(".cache"))
+        .expect(".cache/ exists: run `make up`")
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("libs"))
+        .find(|libs| libs.is_dir())
+        .expect("the Kafka jars under .cache/kafka-*/libs: run `make up`");
+    let mut java = Command::new("java");
+    java.args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-cp"])
+        .arg(format!("{}/*", libs.display()))
+        .arg(format!(
+            "-Dlog4j.configuration=file:{}",
+            repo().join("scripts/kafka/log4j.properties").display()
+        ))
+        .arg(format!("-Dkafka.logs.dir={}", logs.display()));
+    java
+}
+
 impl PrivateKafka {
     fn java(&self) -> Command {
-        let libs = std::fs::read_dir(repo().join(".cache"))
-            .expect(".cache/ exists: run `make up`")
-            .filter_map(Result::ok)
-            .map(|e| e.path().join("libs"))
-            .find(|libs| libs.is_dir())
-            .expect("the Kafka jars under .cache/kafka-*/libs: run `make up`");
-        let mut java = Command::new("java");
-        java.args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-cp"])
-            .arg(format!("{}/*", libs.display()))
-            .arg(format!(
-                "-Dlog4j.configuration=file:{}",
-                repo().join("scripts/kafka/log4j.properties").display()
-            ))
-            .arg(format!("-Dkafka.logs.dir={}", self.dir.path().join("logs").display()));
-        java
+        kafka_java(&self.dir.path().join("logs"))
     }
 
     /// Formats its storage and starts it on free ports.

@@ -6,7 +6,8 @@
 use crate::record::Event;
 use crate::sinks::lake::layout::partition_dir;
 use arrow::array::{
-    ArrayRef, Int32Array, Int64Array, StringArray, StringBuilder, TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Int32Array, Int64Array, StringArray, StringBuilder,
+    TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -74,6 +75,9 @@ pub fn lake_schema() -> SchemaRef {
                 Field::new("offset", DataType::Int64, false),
                 Field::new("kafka_timestamp", utc_micros(), true),
                 Field::new("ingested_at", utc_micros(), false),
+                Field::new("received_at", utc_micros(), false),
+                Field::new("lateness_ms", DataType::Int64, false),
+                Field::new("late", DataType::Boolean, false),
             ]))
         })
         .clone()
@@ -124,6 +128,9 @@ pub fn to_record_batch(
         Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.coords.offset))),
         micros(events.iter().map(|e| e.kafka_timestamp_ms.map(|ms| ms * 1000)).collect()),
         micros(vec![Some(ingested_at_us); events.len()]),
+        micros(events.iter().map(|e| Some(e.received_at_ms * 1000)).collect()),
+        Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.lateness_ms))),
+        Arc::new(BooleanArray::from_iter(events.iter().map(|e| Some(e.late)))),
     ];
     Ok(RecordBatch::try_new(lake_schema(), columns)?)
 }
@@ -175,6 +182,9 @@ mod tests {
             payload_hash: "h".into(),
             coords: Coords { topic: "t".into(), partition: 2, offset },
             kafka_timestamp_ms: None,
+            received_at_ms: 0,
+            lateness_ms: 0,
+            late: false,
         }
     }
 

@@ -1,0 +1,3 @@
+DROP INDEX events_late;
+ALTER TABLE events DROP COLUMN late;
+ALTER TABLE events DROP COLUMN lateness_ms;
