@@ -54,7 +54,8 @@ pub struct Event {
     pub coords: Coords,
     /// Kafka timestamp, for end-to-end latency.
     pub kafka_timestamp_ms: Option<i64>,
-    /// When eventline received it, milliseconds since the epoch.
+    /// When eventline read it from Kafka, milliseconds since the epoch (the lake's
+    /// `read_at`; Postgres's `received_at` is when the row was written).
     pub received_at_ms: i64,
     /// Arrival (Kafka timestamp, else receive time) minus its own time.
     pub lateness_ms: i64,

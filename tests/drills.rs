@@ -69,6 +69,68 @@ fn verify_passes_on_agreeing_sinks_and_lists_what_differs_when_they_do_not() {
 }
 
 #[test]
+fn verify_against_the_sent_file_passes_then_names_an_event_removed_behind_its_back() {
+    let mut env = TestEnv::new(3);
+    let sent = env.dir().join("sent.jsonl");
+    let sent_text = sent.display().to_string();
+    let (code, out) = env.eventline(&[
+        "produce",
+        "--generate",
+        "2000",
+        "--seed",
+        "5",
+        "--duplicate-ratio",
+        "0.05",
+        "--conflict-ratio",
+        "0.02",
+        "--invalid-ratio",
+        "0.02",
+        "--write-jsonl",
+        &sent_text,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let p = env.start_processor(&[]);
+    env.wait_drained(3, Duration::from_secs(60));
+    let stored = env.count("SELECT count(*) AS n FROM events");
+    wait_until("the lake is flushed", Duration::from_secs(30), || env.lake_rows() == stored);
+    assert_eq!(env.stop_processor(p), 0);
+
+    let (code, out) = drill(&env, &["verify", "--against", &sent_text]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("PASS  every event sent is in Postgres: {stored} of {stored}")),
+        "{out}"
+    );
+    assert!(out.contains("PASS  every event sent is in the lake"), "{out}");
+    assert!(
+        out.contains("ingestion success rate, Postgres (%)") && out.contains("100.00"),
+        "{out}"
+    );
+
+    #[derive(diesel::QueryableByName)]
+    struct Removed {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        id: String,
+    }
+    use diesel::RunQueryDsl;
+    let removed: Removed = diesel::sql_query(
+        "DELETE FROM events WHERE event_id = (SELECT min(event_id::text)::uuid FROM events) \
+         RETURNING event_id::text AS id",
+    )
+    .get_result(&mut env.pg())
+    .unwrap();
+    let (code, out) = drill(&env, &["verify", "--against", &sent_text]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "FAIL  every event sent is in Postgres: missing from Postgres: {}",
+            removed.id
+        )),
+        "names the removed event: {out}"
+    );
+}
+
+#[test]
 fn kill_drill_passes_and_shows_the_numbers() {
     let env = TestEnv::new(3);
     let (code, out) = drill(&env, &["kill", "--events", "20000", "--kills", "2"]);

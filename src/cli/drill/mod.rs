@@ -8,6 +8,7 @@
 //! - `db-outage`: stop and restart Postgres during traffic
 //! - `verify`: reconcile Postgres and the lake, no traffic
 
+pub mod against;
 pub mod inspect;
 pub mod kafka_ops;
 pub mod processor;
@@ -58,6 +59,10 @@ pub struct DrillArgs {
     /// resend: how many processed events to re-publish.
     #[arg(long, default_value_t = 200)]
     pub resend: usize,
+    /// verify: also compare the sinks with what was sent, a JSON lines file such as
+    /// `eventline produce --write-jsonl` saves (names the ids that are missing).
+    #[arg(long)]
+    pub against: Option<PathBuf>,
     /// db-outage: shell command that stops Postgres.
     #[arg(long, default_value = "scripts/stack.sh pg-stop")]
     pub pg_stop_cmd: String,
@@ -153,7 +158,7 @@ pub enum DrillError {
 
 /// Runs the drill `args` names and prints its report; exit code 0 on PASS, 1 on FAIL.
 pub fn run_command(settings: Settings, args: DrillArgs) -> Result<i32, DrillError> {
-    let (_, pool) = crate::pipeline::prepare(&settings)?;
+    let (contracts, pool) = crate::pipeline::prepare(&settings)?;
     let rewind = match (args.to_timestamp, args.to_offset) {
         (Some(t), _) => kafka_ops::RewindTo::Timestamp(t.timestamp_millis()),
         (None, Some(o)) => kafka_ops::RewindTo::Offset(o),
@@ -170,6 +175,8 @@ pub fn run_command(settings: Settings, args: DrillArgs) -> Result<i32, DrillErro
         rewind,
         rebuild_lake: args.rebuild_lake,
         resend: args.resend,
+        against: args.against,
+        contracts,
         pg_stop: args.pg_stop_cmd,
         pg_start: args.pg_start_cmd,
         outage: *args.outage,
@@ -261,6 +268,10 @@ pub struct DrillContext {
     pub rebuild_lake: bool,
     /// `resend`: how many processed events to re-publish.
     pub resend: usize,
+    /// `verify`: the file of sent records to compare with.
+    pub against: Option<PathBuf>,
+    /// The processor's contracts (to read `against` as the processor would).
+    pub contracts: std::sync::Arc<crate::stages::contract::Contracts>,
     /// `db-outage`: shell commands that stop and start Postgres.
     pub pg_stop: String,
     /// See `pg_stop`.

@@ -374,6 +374,10 @@ fn verify(ctx: &DrillContext, report: &mut Report) -> DrillResult {
             format!("{} outcomes, {} rows", get(&outcomes, outcome), get(&tables, table)),
         );
     }
+    if let Some(path) = &ctx.against {
+        let lake_ids: BTreeSet<&str> = lake_count.keys().copied().collect();
+        check_against(ctx, report, &mut conn, path, &pg_ids, &lake_ids)?;
+    }
     report.figure("events in postgres", "", snap.pg_events);
     report.figure("events in the lake", "", snap.lake_rows);
     report.figure("dead letters", "", get(&tables, "dead_letters"));
@@ -612,6 +616,86 @@ fn sink_crash(ctx: &DrillContext, report: &mut Report) -> DrillResult {
         }
     }
     report.check("processor exited cleanly", code == 0, format!("exit code {code}"));
+    Ok(())
+}
+
+/// `verify --against FILE`: every event sent is in both sinks (but those a sink refused
+/// for good), with the ingestion figures of the seed's validation script.
+fn check_against(
+    ctx: &DrillContext,
+    report: &mut Report,
+    conn: &mut diesel::PgConnection,
+    path: &std::path::Path,
+    pg_ids: &BTreeSet<String>,
+    lake_ids: &BTreeSet<&str>,
+) -> DrillResult {
+    use super::against::{missing, read_sent};
+    use diesel::prelude::*;
+    let text = std::fs::read_to_string(path)
+        .map_err(StepError::io(format!("reading {}", path.display())))?;
+    let sent = read_sent(&text, &ctx.contracts);
+    report.step(format!(
+        "compared with {}: {} lines, {} distinct valid events",
+        path.display(),
+        sent.lines,
+        sent.expected.len()
+    ));
+    let ids: Vec<uuid::Uuid> = sent.expected.keys().copied().collect();
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        event_id: uuid::Uuid,
+    }
+    let ids_where =
+        |sql: &str, conn: &mut diesel::PgConnection| -> Result<BTreeSet<uuid::Uuid>, StepError> {
+            Ok(diesel::sql_query(sql)
+                .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(&ids)
+                .load::<Id>(conn)
+                .map_err(crate::db::DbError::from)?
+                .into_iter()
+                .map(|row| row.event_id)
+                .collect())
+        };
+    let refused = ids_where(
+        "SELECT event_id FROM processed_events WHERE sink_rejected IS NOT NULL AND event_id = ANY($1)",
+        conn,
+    )?;
+    let late = ids_where("SELECT event_id FROM events WHERE late AND event_id = ANY($1)", conn)?;
+    let text_of = |id: &uuid::Uuid| id.hyphenated().to_string();
+    let in_pg = |id: &uuid::Uuid| pg_ids.contains(&text_of(id));
+    let in_lake = |id: &uuid::Uuid| lake_ids.contains(text_of(id).as_str());
+    let is_refused = |id: &uuid::Uuid| refused.contains(id);
+    let list = |ids: &[uuid::Uuid]| {
+        let shown: Vec<String> = ids.iter().take(20).map(text_of).collect();
+        match ids.len() > 20 {
+            true => format!("{} … ({} in all)", shown.join(", "), ids.len()),
+            false => shown.join(", "),
+        }
+    };
+    let expected = sent.expected.len() as i64 - refused.len() as i64;
+    for (sink, stored) in
+        [("Postgres", &in_pg as &dyn Fn(&uuid::Uuid) -> bool), ("the lake", &in_lake)]
+    {
+        let absent = missing(&sent, stored, &is_refused);
+        report.check(
+            &format!("every event sent is in {sink}"),
+            absent.is_empty(),
+            match absent.is_empty() {
+                true => format!("{expected} of {expected}"),
+                false => format!("missing from {sink}: {}", list(&absent)),
+            },
+        );
+        let rate = 100.0 * (expected - absent.len() as i64) as f64 / expected.max(1) as f64;
+        report.figure(&format!("ingestion success rate, {sink} (%)"), "", format!("{rate:.2}"));
+    }
+    report.figure("sent: lines", "", sent.lines);
+    report.figure("sent: distinct valid events", "", sent.expected.len());
+    report.figure("sent: duplicates", "", sent.duplicates);
+    report.figure("sent: conflicts", "", sent.conflicts);
+    report.figure("sent: invalid (dead letters)", "", sent.invalid);
+    report.figure("sent: tombstones", "", sent.tombstones);
+    report.figure("sent events refused by a sink", "", refused.len());
+    report.figure("sent events stored late", "", late.len());
     Ok(())
 }
 

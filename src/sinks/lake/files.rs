@@ -75,7 +75,7 @@ pub fn lake_schema() -> SchemaRef {
                 Field::new("offset", DataType::Int64, false),
                 Field::new("kafka_timestamp", utc_micros(), true),
                 Field::new("ingested_at", utc_micros(), false),
-                Field::new("received_at", utc_micros(), false),
+                Field::new("read_at", utc_micros(), false),
                 Field::new("lateness_ms", DataType::Int64, false),
                 Field::new("late", DataType::Boolean, false),
             ]))

@@ -117,7 +117,6 @@ struct EventColumns<'a> {
     partition: Vec<i32>,
     offset: Vec<i64>,
     kafka_timestamp: Vec<Option<DateTime<Utc>>>,
-    received_at: Vec<DateTime<Utc>>,
     lateness_ms: Vec<i64>,
     late: Vec<bool>,
 }
@@ -135,7 +134,6 @@ impl<'a> EventColumns<'a> {
         self.partition.push(e.coords.partition);
         self.offset.push(e.coords.offset);
         self.kafka_timestamp.push(e.kafka_timestamp_ms.and_then(DateTime::from_timestamp_millis));
-        self.received_at.push(received_at(e));
         self.lateness_ms.push(e.lateness_ms);
         self.late.push(e.late);
     }
@@ -156,7 +154,6 @@ impl<'a> EventColumns<'a> {
             .bind::<Array<Integer>, _>(&self.partition)
             .bind::<Array<BigInt>, _>(&self.offset)
             .bind::<Array<Nullable<Timestamptz>>, _>(&self.kafka_timestamp)
-            .bind::<Array<Timestamptz>, _>(&self.received_at)
             .bind::<Array<BigInt>, _>(&self.lateness_ms)
             .bind::<Array<Bool>, _>(&self.late)
             .execute(conn)
@@ -197,17 +194,8 @@ struct EventRow<'a> {
     partition: i32,
     offset: i64,
     kafka_timestamp: Option<DateTime<Utc>>,
-    received_at: DateTime<Utc>,
     lateness_ms: i64,
     late: bool,
-}
-
-/// When eventline received the event (the validator stamps it; an event built
-/// elsewhere without a stamp counts as received now).
-fn received_at(e: &Event) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(e.received_at_ms)
-        .filter(|_| e.received_at_ms > 0)
-        .unwrap_or_else(Utc::now)
 }
 
 impl<'a> From<&'a Event> for EventRow<'a> {
@@ -224,7 +212,6 @@ impl<'a> From<&'a Event> for EventRow<'a> {
             partition: e.coords.partition,
             offset: e.coords.offset,
             kafka_timestamp: e.kafka_timestamp_ms.and_then(DateTime::from_timestamp_millis),
-            received_at: received_at(e),
             lateness_ms: e.lateness_ms,
             late: e.late,
         }
@@ -245,10 +232,10 @@ enum InsertMode {
 
 /// The INSERT of accepted events that skips ids already stored.
 const INSERT_EVENTS_SKIP_EXISTING: &str = "\
-    INSERT INTO events (event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp, received_at, lateness_ms, late) \
-    SELECT event_id, event_type, schema_version, source, occurred_at, payload::jsonb, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp, received_at, lateness_ms, late \
-    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::timestamptz[], $12::timestamptz[], $13::bigint[], $14::boolean[]) \
-        AS t(event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp, received_at, lateness_ms, late) \
+    INSERT INTO events (event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp, lateness_ms, late) \
+    SELECT event_id, event_type, schema_version, source, occurred_at, payload::jsonb, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp, lateness_ms, late \
+    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::timestamptz[], $12::bigint[], $13::boolean[]) \
+        AS t(event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp, lateness_ms, late) \
     ON CONFLICT (event_id) DO NOTHING";
 
 #[derive(Insertable)]
