@@ -400,15 +400,7 @@ fn weighted(rng: &mut StdRng, weights: &[u32]) -> usize {
 mod tests {
     use super::*;
     use crate::record::Coords;
-    use crate::stages::contract::{Contracts, Limits};
-
-    fn contracts() -> Contracts {
-        Contracts::load(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts"),
-            Limits::default(),
-        )
-        .unwrap()
-    }
+    use crate::stages::contract::Contracts;
 
     fn check(
         c: &Contracts,
@@ -449,7 +441,7 @@ mod tests {
 
     #[test]
     fn valid_records_pass_their_contracts_and_invalid_ones_do_not() {
-        let c = contracts();
+        let c = Contracts::shipped();
         let config = GeneratorConfig {
             seed: 7,
             invalid_ratio: 0.1,
@@ -475,7 +467,7 @@ mod tests {
 
     #[test]
     fn life_cycles_are_plausible() {
-        let c = contracts();
+        let c = Contracts::shipped();
         let mut created = std::collections::HashSet::new();
         let mut stage_of: std::collections::HashMap<String, usize> =
             std::collections::HashMap::new();

@@ -179,15 +179,10 @@ pub fn check_line(contracts: &Contracts, number: usize, line: &str) -> CheckedLi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::contract::Limits;
 
     #[test]
     fn lines_are_checked_with_line_number_id_path_and_rule() {
-        let contracts = Contracts::load(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts"),
-            Limits::default(),
-        )
-        .unwrap();
+        let contracts = Contracts::shipped();
         let good = r#"{"event_id":"4f5c3c1e-8a53-4c1e-9f2e-2d9b8c7a6b5d","event_type":"account_created","source":"crm","timestamp":"2026-11-22T10:15:00Z","payload":{"account_id":"acc_1234","industry":"software","region":"EMEA"}}"#;
         assert!(
             matches!(check_line(&contracts, 1, good), CheckedLine::Valid { key } if key == "acc_1234")

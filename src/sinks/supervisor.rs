@@ -376,15 +376,12 @@ impl<W: SinkWriter> SinkSupervisor<W> {
                 // exactly-once record; a failure here is logged, not retried.
                 let send = dlq.send(PublishDeadLetters(batch));
                 actix::spawn(async move {
-                    match send.await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => {
-                            log::warn!("sink-rejected records not published to the DLQ topic: {e}")
-                        }
-                        Err(e) => {
-                            log::warn!("sink-rejected records not published to the DLQ topic: {e}")
-                        }
-                    }
+                    let failed = match send.await {
+                        Ok(Ok(_)) => return,
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    log::warn!("sink-rejected records not published to the DLQ topic: {failed}");
                 });
             }
         }

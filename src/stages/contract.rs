@@ -118,6 +118,14 @@ impl Contracts {
         keys
     }
 
+    /// The contracts shipped in the repository's `contracts/`, with default limits: the
+    /// one loader the unit tests share.
+    #[cfg(test)]
+    pub fn shipped() -> Contracts {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts");
+        Contracts::load(&dir, Limits::default()).expect("the shipped contracts load")
+    }
+
     /// Checks raw record bytes; `coords` and `kafka_timestamp_ms` go into the event.
     pub fn check(
         &self,

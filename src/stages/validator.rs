@@ -142,11 +142,7 @@ mod tests {
 
     #[test]
     fn a_panicking_check_sets_aside_that_record_only() {
-        let contracts = Contracts::load(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts"),
-            Default::default(),
-        )
-        .unwrap();
+        let contracts = Contracts::shipped();
         let checked = check_batch_with(batch(3), |r| {
             if r.coords.offset == 1 {
                 panic!("boom");

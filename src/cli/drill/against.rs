@@ -67,15 +67,6 @@ pub fn missing(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::contract::Limits;
-
-    fn contracts() -> Contracts {
-        Contracts::load(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts"),
-            Limits::default(),
-        )
-        .unwrap()
-    }
 
     fn event(id: &str, region: &str) -> String {
         serde_json::json!({"event_id": id, "event_type": "account_created", "source": "crm",
@@ -98,7 +89,7 @@ mod tests {
             String::new(),
         ]
         .join("\n");
-        let sent = read_sent(&text, &contracts());
+        let sent = read_sent(&text, &Contracts::shipped());
         assert_eq!((sent.lines, sent.tombstones, sent.invalid), (6, 1, 1));
         assert_eq!((sent.duplicates, sent.conflicts), (1, 1));
         assert_eq!(sent.expected.len(), 2);
