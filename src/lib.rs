@@ -7,7 +7,7 @@
 //! | folder | what it holds |
 //! | --- | --- |
 //! | [`source`] | the Kafka source actor (consumer, rebalances, batching, back-pressure), the per-partition flow, the guard against a consumer stuck outside its group |
-//! | [`stages`] | contracts and the validator, the dedup decision and its actor, dead letters |
+//! | [`stages`] | contracts and the validator, what a tombstone deletes, the dedup decision (accepted, duplicate, conflict, invalidated, deleted) and its actor, dead letters |
 //! | [`sinks`] | the writer trait, worker, supervisor and restart policy; [`sinks::postgres`] and [`sinks::lake`]; what Postgres refused, for the lake ([`sinks::verdicts`]) |
 //! | [`offsets`] | resume positions, both sinks' progress, the offset tracker that commits to Kafka |
 //! | [`ops`] | admin server (health, readiness, metrics), supervision log, summary counters |
@@ -22,13 +22,15 @@
 //!    and hands the batch to that partition's flow ([`source::flow`]).
 //! 2. [`stages::validator`] parses it and checks it against [`stages::contract`]; a bad
 //!    record becomes a dead letter ([`stages::dead_letter`]).
-//! 3. [`stages::deduplicator`] records its `event_id` and decides accepted, duplicate or
-//!    conflict with [`stages::dedup_decision`].
+//! 3. [`stages::deduplicator`] records its `event_id` (and, for an `is_valid: false` copy
+//!    or a tombstone keyed by it, the invalidation or deletion) and decides accepted,
+//!    duplicate, conflict, invalidated or deleted with [`stages::dedup_decision`].
 //! 4. The decided batch goes to both [`sinks::supervisor::SinkSupervisor`]s:
 //!    [`sinks::postgres::writer`] stores it in one transaction with its progress (a
 //!    record Postgres refuses is split out and dead-lettered), and
 //!    [`sinks::lake::writer`] buffers it and, once Postgres has stored the range, flushes
-//!    Parquet files through the lake's commit log ([`sinks::lake::commit_log`]).
+//!    Parquet files (and a retraction file for invalidations and deletions) through the
+//!    lake's commit log ([`sinks::lake::commit_log`]).
 //! 5. [`offsets::tracker`] commits to Kafka the lower of both sinks' durable progress.
 //!
 //! [`pipeline`] starts the actors and wires them; `src/main.rs` maps the command line

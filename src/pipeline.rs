@@ -251,13 +251,15 @@ fn spawn_summary(every: Duration, pg: Arc<SinkStatus>, lake: Arc<SinkStatus>) {
             let state =
                 |s: &SinkStatus| if s.up.load(Ordering::Relaxed) { "up" } else { "restarting" };
             log::info!(
-                "Summary: consumed={} ({:.0}/s) accepted={} late={} duplicate={} conflict={} dead_letter={} postgres={} (queued {}, restarts {}) lake={} (queued {}, restarts {})",
+                "Summary: consumed={} ({:.0}/s) accepted={} late={} duplicate={} conflict={} invalidated={} deleted={} dead_letter={} postgres={} (queued {}, restarts {}) lake={} (queued {}, restarts {})",
                 now.consumed,
                 (now.consumed - last.consumed) as f64 / every.as_secs_f64(),
                 now.accepted,
                 now.late,
                 now.duplicates,
                 now.conflicts,
+                now.invalidated,
+                now.deleted,
                 now.dead,
                 state(&pg),
                 pg.queued.load(Ordering::Relaxed),

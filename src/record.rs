@@ -61,6 +61,9 @@ pub struct Event {
     pub lateness_ms: i64,
     /// Later than `pipeline.late_after_s`.
     pub late: bool,
+    /// The envelope's `is_valid` (absent: true). `false` makes this record an
+    /// invalidation of the event stored under the same `event_id`.
+    pub is_valid: bool,
 }
 
 impl Event {
@@ -75,6 +78,39 @@ impl Event {
         );
         self.late = is_late(self.lateness_ms, late_after);
         self
+    }
+}
+
+/// A record that takes back an event: an invalidation (`is_valid: false`) or a
+/// deletion (a tombstone keyed by the `event_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retraction {
+    /// The event it takes back.
+    pub event_id: Uuid,
+    /// Where the retracting record was read.
+    pub coords: Coords,
+    /// Its Kafka timestamp.
+    pub kafka_timestamp_ms: Option<i64>,
+    /// When eventline read it, milliseconds since the epoch.
+    pub received_at_ms: i64,
+    /// The event type, when the record carries one (invalidations do, tombstones not).
+    pub event_type: Option<String>,
+    /// Where the event was first seen, when the dedup decision knew it: the Postgres
+    /// writer waits for that partition's write in flight before applying this.
+    pub target: Option<Coords>,
+}
+
+impl Retraction {
+    /// The invalidation an `is_valid: false` event stands for.
+    pub fn invalidating(event: &Event, target: Option<Coords>) -> Retraction {
+        Retraction {
+            event_id: event.event_id,
+            coords: event.coords.clone(),
+            kafka_timestamp_ms: event.kafka_timestamp_ms,
+            received_at_ms: event.received_at_ms,
+            event_type: Some(event.event_type.clone()),
+            target,
+        }
     }
 }
 
@@ -208,11 +244,13 @@ impl SourceBatch {
     }
 }
 
-/// A checked record: an event to deduplicate, or a dead letter.
+/// A checked record: an event to deduplicate, a deletion, or a dead letter.
 #[derive(Debug, Clone)]
 pub enum Checked {
-    /// Passed its contract.
+    /// Passed its contract (an invalidation too: `is_valid` false).
     Valid(Event),
+    /// A tombstone keyed by an `event_id`: delete that event.
+    Delete(Retraction),
     /// Rejected.
     Dead(DeadLetter),
 }
@@ -251,6 +289,12 @@ pub struct DecidedBatch {
     pub duplicates: Vec<Coords>,
     /// Same `event_id`, different content.
     pub conflicts: Vec<Conflict>,
+    /// `is_valid: false` records that invalidate an event (outcome `invalidated`).
+    pub invalidations: Vec<Retraction>,
+    /// Tombstones that delete an event (outcome `deleted`).
+    pub deletions: Vec<Retraction>,
+    /// Copies of a deleted event, never stored again (outcome `deleted`).
+    pub deleted_copies: Vec<Coords>,
 }
 
 impl DecidedBatch {
@@ -285,12 +329,42 @@ impl DecidedBatch {
                 .iter()
                 .map(|d| std::mem::size_of::<DeadLetter>() + record(&d.record) + d.reason.len())
                 .sum::<usize>()
-            + self.duplicates.len() * std::mem::size_of::<Coords>()
+            + (self.duplicates.len() + self.deleted_copies.len()) * std::mem::size_of::<Coords>()
+            + (self.invalidations.len() + self.deletions.len()) * std::mem::size_of::<Retraction>()
     }
 
     /// Records covered by this batch (equals the sum of outcomes).
     pub fn len(&self) -> usize {
-        self.accepted.len() + self.dead.len() + self.duplicates.len() + self.conflicts.len()
+        self.accepted.len()
+            + self.dead.len()
+            + self.duplicates.len()
+            + self.conflicts.len()
+            + self.invalidations.len()
+            + self.deletions.len()
+            + self.deleted_copies.len()
+    }
+
+    /// The offsets of each outcome's records, by the outcome's stable name (P1:
+    /// together they are every record of the batch).
+    pub fn outcome_offsets(&self) -> [(&'static str, Vec<i64>); 6] {
+        let offsets = |it: &mut dyn Iterator<Item = i64>| it.collect::<Vec<_>>();
+        [
+            ("accepted", offsets(&mut self.accepted.iter().map(|e| e.coords.offset))),
+            ("duplicate", offsets(&mut self.duplicates.iter().map(|c| c.offset))),
+            ("conflict", offsets(&mut self.conflicts.iter().map(|c| c.event.coords.offset))),
+            ("invalidated", offsets(&mut self.invalidations.iter().map(|r| r.coords.offset))),
+            (
+                "deleted",
+                offsets(
+                    &mut self
+                        .deletions
+                        .iter()
+                        .map(|r| r.coords.offset)
+                        .chain(self.deleted_copies.iter().map(|c| c.offset)),
+                ),
+            ),
+            ("dead_letter", offsets(&mut self.dead.iter().map(|d| d.record.coords.offset))),
+        ]
     }
     /// True when the batch covers no record.
     pub fn is_empty(&self) -> bool {
@@ -345,6 +419,7 @@ mod approx_bytes_tests {
             received_at_ms: 0,
             lateness_ms: 0,
             late: false,
+            is_valid: true,
         }
     }
 

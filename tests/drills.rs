@@ -28,33 +28,70 @@ fn drill(env: &TestEnv, args: &[&str]) -> (i32, String) {
 }
 
 /// The drill's verdict checked from outside, against the sinks themselves: both hold
-/// the same number of events, each once; every record in the topic has one outcome;
-/// the committed offsets are at the end of the topic.
+/// the same events with the same validity (the lake read the README's way, deleted
+/// events left out), each once; every record in the topic has one outcome; the
+/// committed offsets are at the end of the topic.
 fn sinks_agree(env: &TestEnv) {
     let events = env.count("SELECT count(*) AS n FROM events");
     assert!(events > 0, "the drill stored events");
-    assert_eq!(env.lake_counts_duckdb(), (events, events), "the lake holds each event once");
-    assert_eq!(env.count("SELECT count(*) AS n FROM processed_events"), events);
+    let lake = env.lake_events();
+    assert_eq!(lake.len() as i64, events, "the lake holds each event once");
+    assert!(lake == env.pg_events(), "the same events, the same validity");
+    assert!(lake.values().any(|valid| !valid), "the drill's invalidations are in both sinks");
+    let deleted =
+        env.count("SELECT count(*) AS n FROM processed_events WHERE deleted_at IS NOT NULL");
+    assert!(deleted > 0, "the drill's deletions were recorded");
+    assert_eq!(
+        env.count(
+            "SELECT count(*) AS n FROM processed_events WHERE topic IS NOT NULL AND deleted_at IS NULL"
+        ),
+        events,
+        "every first sighting not deleted is stored"
+    );
     let high = env.high_watermarks(3);
     assert_eq!(env.outcomes_total(), high.iter().sum::<i64>(), "one outcome per record");
     assert_eq!(env.committed(3), high, "committed to the end of the topic");
 }
 
-fn processed(env: &mut TestEnv, n: usize) {
-    env.produce(&mixed_records(n, n / 20, n / 100, n / 100).0);
+/// `n` events with duplicates, conflicts and invalid records, then invalidations of
+/// `n / 50` of them and deletions of another `n / 50`; returns how many events remain.
+fn processed(env: &mut TestEnv, n: usize) -> usize {
+    let (records, _) = mixed_records(n, n / 20, n / 100, n / 100);
+    env.produce(&records);
+    let k = n / 50;
+    let event = |i: usize| String::from_utf8(records[i].2.clone().unwrap()).unwrap();
+    let id = |i: usize| {
+        serde_json::from_str::<serde_json::Value>(&event(i)).unwrap()["event_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let invalidations =
+        (0..k).map(|i| (None, records[i].1.clone(), Some(invalidation_of(&event(i)).into_bytes())));
+    let deletions = (k..2 * k).map(|i| (None, id(i), None));
+    env.produce(&invalidations.chain(deletions).collect::<Vec<TestRecord>>());
     let p = env.start_processor(&[]);
     env.wait_drained(3, Duration::from_secs(60));
-    wait_until("the lake is flushed", Duration::from_secs(30), || env.lake_rows() == n as i64);
+    let left = n - k;
+    wait_until("the lake is flushed", Duration::from_secs(30), || env.lake_events().len() == left);
     assert_eq!(env.stop_processor(p), 0);
+    left
 }
 
 #[test]
 fn verify_passes_on_agreeing_sinks_and_lists_what_differs_when_they_do_not() {
     let mut env = TestEnv::new(3);
-    processed(&mut env, 500);
+    let left = processed(&mut env, 500);
     let (code, out) = drill(&env, &["verify"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("PASS  every Postgres event is in the lake: 500 events"), "{out}");
+    assert!(
+        out.contains(&format!("PASS  every Postgres event is in the lake: {left} events")),
+        "{out}"
+    );
+    assert!(
+        out.contains("PASS  the same events invalidated in both sinks: 10 invalidated"),
+        "{out}"
+    );
 
     let victim = lake_files(&env.lake).into_iter().next().unwrap();
     std::fs::remove_file(&victim).unwrap();
@@ -85,6 +122,10 @@ fn verify_against_the_sent_file_passes_then_names_an_event_removed_behind_its_ba
         "0.02",
         "--invalid-ratio",
         "0.02",
+        "--invalidate-ratio",
+        "0.02",
+        "--delete-ratio",
+        "0.01",
         "--write-jsonl",
         &sent_text,
     ]);
@@ -92,11 +133,22 @@ fn verify_against_the_sent_file_passes_then_names_an_event_removed_behind_its_ba
     let p = env.start_processor(&[]);
     env.wait_drained(3, Duration::from_secs(60));
     let stored = env.count("SELECT count(*) AS n FROM events");
-    wait_until("the lake is flushed", Duration::from_secs(30), || env.lake_rows() == stored);
+    wait_until("the lake is flushed", Duration::from_secs(30), || {
+        env.lake_events().len() as i64 == stored
+    });
     assert_eq!(env.stop_processor(p), 0);
 
     let (code, out) = drill(&env, &["verify", "--against", &sent_text]);
     assert_eq!(code, 0, "{out}");
+    for check in [
+        "PASS  no deleted event is in Postgres",
+        "PASS  no deleted event is in the lake",
+        "PASS  exactly the invalidated events are invalid in Postgres",
+        "PASS  exactly the invalidated events are invalid in the lake",
+    ] {
+        assert!(out.contains(check), "{check} missing:\n{out}");
+    }
+    assert!(env.count("SELECT count(*) AS n FROM events WHERE NOT is_valid") > 0, "{out}");
     assert!(
         out.contains(&format!("PASS  every event sent is in Postgres: {stored} of {stored}")),
         "{out}"
@@ -193,14 +245,16 @@ fn db_outage_drill_passes() {
 #[test]
 fn resend_and_replay_drills_pass_on_processed_data() {
     let mut env = TestEnv::new(3);
-    processed(&mut env, 600);
+    let left = processed(&mut env, 600);
     let (code, out) = drill(&env, &["resend", "--resend", "50"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("duplicate +50, accepted +0, conflict +0 for 50 resent"), "{out}");
     let (code, out) = drill(&env, &["replay", "--rebuild-lake"]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("PASS  rebuilt lake: exactly the same events: 600 rows, 600 distinct"),
+        out.contains(&format!(
+            "PASS  rebuilt lake: exactly the same events: {left} rows, {left} distinct"
+        )),
         "{out}"
     );
     sinks_agree(&env);

@@ -77,8 +77,15 @@ pub struct GeneratorConfig {
     pub late_ratio: f64,
     /// How late a late event can be.
     pub max_lateness: Duration,
-    /// Null values.
+    /// Null values keyed by an account id (dead letters: not an event id).
     pub tombstone_ratio: f64,
+    /// Invalidations of an earlier event: the same record with `is_valid: false`, same
+    /// key (so the same partition, after the event).
+    pub invalidate_ratio: f64,
+    /// Deletions of an earlier event: tombstones keyed by its `event_id` (so usually on
+    /// another partition: whether copies sent before it end up `duplicate` or `deleted`
+    /// depends on the order the partitions are read in).
+    pub delete_ratio: f64,
 }
 
 impl Default for GeneratorConfig {
@@ -95,6 +102,8 @@ impl Default for GeneratorConfig {
             late_ratio: 0.0,
             max_lateness: Duration::hours(1),
             tombstone_ratio: 0.0,
+            invalidate_ratio: 0.0,
+            delete_ratio: 0.0,
         }
     }
 }
@@ -110,8 +119,12 @@ pub enum Kind {
     Conflict,
     /// Breaks the contract on purpose.
     Invalid,
-    /// A null value.
+    /// A null value keyed by an account id.
     Tombstone,
+    /// An earlier event again with `is_valid: false`.
+    Invalidation,
+    /// A null value keyed by an earlier event's id.
+    Deletion,
 }
 
 /// One generated Kafka record.
@@ -147,7 +160,8 @@ pub struct Generator {
     opportunities: Vec<Opportunity>,
     /// Indices into `opportunities` that are not closed yet.
     open: Vec<usize>,
-    recent: VecDeque<(String, String)>,
+    /// Recent events (key, JSON, copied since): the pool copies and retractions come from.
+    recent: VecDeque<(String, String, bool)>,
 }
 
 impl Generator {
@@ -313,7 +327,7 @@ impl Generator {
     }
 
     fn remember(&mut self, key: &str, value: &str) {
-        self.recent.push_back((key.to_string(), value.to_string()));
+        self.recent.push_back((key.to_string(), value.to_string(), false));
         if self.recent.len() > 1_000 {
             self.recent.pop_front();
         }
@@ -341,7 +355,8 @@ impl Iterator for Generator {
             (c.duplicate_ratio, c.conflict_ratio, c.invalid_ratio, c.tombstone_ratio);
         if !self.recent.is_empty() && roll < dup + conflict {
             let i = self.rng.gen_range(0..self.recent.len());
-            let (key, text) = self.recent[i].clone();
+            self.recent[i].2 = true;
+            let (key, text, _) = self.recent[i].clone();
             if roll < dup {
                 return Some(GeneratedRecord {
                     key,
@@ -368,6 +383,29 @@ impl Iterator for Generator {
         if roll < dup + conflict + invalid + tombstone && !self.accounts.is_empty() {
             let key = self.accounts.choose(&mut self.rng).map(|a| a.id.clone()).expect("non-empty");
             return Some(GeneratedRecord { key, value: None, kind: Kind::Tombstone });
+        }
+        let retracted = dup + conflict + invalid + tombstone;
+        let (invalidate, delete) = (c.invalidate_ratio, c.delete_ratio);
+        if roll >= retracted && roll < retracted + invalidate && !self.recent.is_empty() {
+            // Taken out of `recent`: an event is retracted once, and never copied after.
+            let i = self.rng.gen_range(0..self.recent.len());
+            let (key, text, _) = self.recent.remove(i).expect("in range");
+            let mut value: Value = serde_json::from_str(&text).expect("generated JSON parses");
+            value["is_valid"] = json!(false);
+            let value = Some(value.to_string().into_bytes());
+            return Some(GeneratedRecord { key, value, kind: Kind::Invalidation });
+        }
+        if roll >= retracted + invalidate && roll < retracted + invalidate + delete {
+            // Only events never copied: a copy on the event's partition and the tombstone
+            // on another would make the copy's outcome depend on which is read first.
+            let uncopied: Vec<usize> =
+                (0..self.recent.len()).filter(|i| !self.recent[*i].2).collect();
+            if let Some(&i) = uncopied.choose(&mut self.rng) {
+                let (_, text, _) = self.recent.remove(i).expect("in range");
+                let value: Value = serde_json::from_str(&text).expect("generated JSON parses");
+                let id = value["event_id"].as_str().unwrap_or_default().to_string();
+                return Some(GeneratedRecord { key: id, value: None, kind: Kind::Deletion });
+            }
         }
         loop {
             let (key, event_type, value) = self.next_event();
@@ -463,6 +501,53 @@ mod tests {
             }
         }
         assert!(kinds[&Kind::Invalid] > 200 && kinds[&Kind::Tombstone] > 20, "{kinds:?}");
+    }
+
+    #[test]
+    fn invalidations_and_deletions_retract_earlier_events_once_and_never_a_copied_one() {
+        let c = Contracts::shipped();
+        let config = GeneratorConfig {
+            seed: 11,
+            duplicate_ratio: 0.05,
+            invalidate_ratio: 0.03,
+            delete_ratio: 0.03,
+            ..Default::default()
+        };
+        let (mut sent, mut copied, mut retracted) = (
+            std::collections::HashMap::new(),
+            std::collections::HashSet::new(),
+            std::collections::HashSet::new(),
+        );
+        let mut kinds = std::collections::HashMap::new();
+        for r in Generator::new(config).take(5_000) {
+            *kinds.entry(r.kind).or_insert(0) += 1;
+            match r.kind {
+                Kind::Valid => {
+                    let e = check(&c, &r).unwrap();
+                    sent.insert(e.event_id, (r.key.clone(), e.payload_hash));
+                }
+                Kind::Duplicate => {
+                    let e = check(&c, &r).unwrap();
+                    assert!(!retracted.contains(&e.event_id), "no copy after a retraction");
+                    copied.insert(e.event_id);
+                }
+                Kind::Invalidation => {
+                    let e = check(&c, &r).unwrap();
+                    assert!(!e.is_valid);
+                    let (key, hash) = &sent[&e.event_id];
+                    assert_eq!((&r.key, &e.payload_hash), (key, hash), "the same event, same key");
+                    assert!(retracted.insert(e.event_id), "retracted once");
+                }
+                Kind::Deletion => {
+                    assert!(r.value.is_none());
+                    let id: uuid::Uuid = r.key.parse().expect("keyed by the event id");
+                    assert!(sent.contains_key(&id) && !copied.contains(&id), "an uncopied event");
+                    assert!(retracted.insert(id), "retracted once");
+                }
+                _ => {}
+            }
+        }
+        assert!(kinds[&Kind::Invalidation] > 80 && kinds[&Kind::Deletion] > 80, "{kinds:?}");
     }
 
     #[test]

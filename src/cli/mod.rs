@@ -1,11 +1,12 @@
 //! Tooling around the runtime, used by the `eventline` binary: [`produce`] (with
-//! [`publisher`] and the traffic [`generator`]), [`status`], [`drill`], [`bench`](mod@bench) limits,
+//! [`publisher`] and the traffic [`generator`]), [`status`], [`drill`], [`lake`] purge, [`bench`](mod@bench) limits,
 //! and [`console`] output that survives a closed pipe.
 
 pub mod bench;
 pub mod console;
 pub mod drill;
 pub mod generator;
+pub mod lake;
 pub mod produce;
 pub mod publisher;
 pub mod status;

@@ -3,7 +3,9 @@
 //! final summary: sent, rejected by reason, per partition, events/s.
 
 use crate::cli::generator::{Generator, GeneratorConfig, Kind, EVENT_TYPES};
-use crate::cli::publisher::{check_line, entity_key, CheckedLine, Publisher};
+use crate::cli::publisher::{
+    check_line, entity_key, tombstone_line, tombstone_text, CheckedLine, Publisher,
+};
 use crate::settings::Settings;
 use crate::stages::contract::{ContractLoadError, Contracts};
 use std::collections::BTreeMap;
@@ -14,7 +16,8 @@ use std::time::{Duration, Instant};
 /// Where records come from.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// A JSON lines file (`-` for stdin); `raw` sends lines unvalidated, `null` as a tombstone.
+    /// A JSON lines file (`-` for stdin); `raw` sends lines unvalidated. `null` is a
+    /// tombstone, `{"tombstone": "<event_id>"}` one keyed by that event id (a deletion).
     File {
         /// Path or `-`.
         path: PathBuf,
@@ -45,7 +48,8 @@ pub struct ProduceOptions {
     pub linger_ms: u64,
     /// Validate only.
     pub dry_run: bool,
-    /// Save exactly what was sent, one value per line (`null` for a tombstone).
+    /// Save exactly what was sent, one value per line (a tombstone as
+    /// `{"tombstone": "<key>"}`, or `null` without a key).
     pub write_jsonl: Option<PathBuf>,
 }
 
@@ -196,7 +200,8 @@ pub struct ProduceArgs {
     /// JSON lines file of events (`-` for stdin); every line is validated first.
     #[arg(long, conflicts_with = "generate", required_unless_present = "generate")]
     pub file: Option<PathBuf>,
-    /// Send the file's lines as they are, without validation (`null` is a tombstone).
+    /// Send the file's lines as they are, without validation (`null` is a tombstone,
+    /// `{"tombstone": "<event_id>"}` one that deletes that event).
     #[arg(long, requires = "file")]
     pub raw: bool,
     /// Generate this many records of synthetic CRM traffic.
@@ -233,9 +238,15 @@ pub struct ProduceArgs {
     /// How far in the past a late event can be: 30s, 10m, 2h, 1d.
     #[arg(long, default_value = "1h")]
     pub max_lateness: humantime::Duration,
-    /// Share of tombstones (null values).
+    /// Share of tombstones keyed by an account id (dead letters).
     #[arg(long, default_value_t = 0.0)]
     pub tombstone_ratio: f64,
+    /// Share of invalidations of an earlier event (`is_valid: false`).
+    #[arg(long, default_value_t = 0.0)]
+    pub invalidate_ratio: f64,
+    /// Share of deletions of an earlier event (tombstones keyed by its event_id).
+    #[arg(long, default_value_t = 0.0)]
+    pub delete_ratio: f64,
     /// Save exactly what was sent, one value per line, to replay it with --file --raw.
     #[arg(long)]
     pub write_jsonl: Option<PathBuf>,
@@ -258,6 +269,8 @@ impl ProduceArgs {
             ("--invalid-ratio", self.invalid_ratio),
             ("--late-ratio", self.late_ratio),
             ("--tombstone-ratio", self.tombstone_ratio),
+            ("--invalidate-ratio", self.invalidate_ratio),
+            ("--delete-ratio", self.delete_ratio),
         ];
         match ratios.into_iter().find(|(_, r)| !(0.0..=1.0).contains(r)) {
             Some((flag, r)) => Err(ProduceError::Argument {
@@ -295,6 +308,8 @@ impl ProduceArgs {
             late_ratio: self.late_ratio,
             max_lateness,
             tombstone_ratio: self.tombstone_ratio,
+            invalidate_ratio: self.invalidate_ratio,
+            delete_ratio: self.delete_ratio,
         };
         Ok(Source::Generate { count, config })
     }
@@ -355,7 +370,10 @@ pub fn produce(
             p.send(key, value)?;
         }
         if let Some(c) = capture.as_mut() {
-            c.write_all(value.unwrap_or(b"null"))?;
+            match value {
+                Some(value) => c.write_all(value)?,
+                None => c.write_all(tombstone_text(key).as_bytes())?,
+            }
             c.write_all(b"\n")?;
         }
         summary.sent += 1;
@@ -381,14 +399,20 @@ pub fn produce(
                     continue;
                 }
                 if *raw {
-                    let value = (line.trim() != "null").then_some(line.as_bytes());
-                    let key =
-                        serde_json::from_str(&line).map(|v| entity_key(&v)).unwrap_or_default();
-                    emit(&key, value, &mut summary)?;
+                    match tombstone_line(&line) {
+                        Some(key) => emit(&key.unwrap_or_default(), None, &mut summary)?,
+                        None => {
+                            let key = serde_json::from_str(&line)
+                                .map(|v| entity_key(&v))
+                                .unwrap_or_default();
+                            emit(&key, Some(line.as_bytes()), &mut summary)?;
+                        }
+                    }
                     continue;
                 }
                 match check_line(contracts, index + 1, &line) {
                     CheckedLine::Valid { key } => emit(&key, Some(line.as_bytes()), &mut summary)?,
+                    CheckedLine::Tombstone { key } => emit(&key, None, &mut summary)?,
                     CheckedLine::Rejected { class, message } => {
                         crate::cli::console::note(&format!("rejected: {message}"));
                         *summary.rejected.entry(class.to_string()).or_default() += 1;
@@ -418,5 +442,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Conflict => "conflict",
         Kind::Invalid => "invalid",
         Kind::Tombstone => "tombstone",
+        Kind::Invalidation => "invalidation",
+        Kind::Deletion => "deletion",
     }
 }

@@ -135,12 +135,41 @@ pub fn entity_key(value: &serde_json::Value) -> String {
         .to_string()
 }
 
+/// What a line of a JSON lines file stands for when it is not an event: `null` is a
+/// tombstone without a key, `{"tombstone": "<key>"}` a tombstone with that key (keyed by
+/// an `event_id`, it deletes that event). `None`: the line is an event (or junk).
+pub fn tombstone_line(line: &str) -> Option<Option<String>> {
+    let line = line.trim();
+    if line == "null" {
+        return Some(None);
+    }
+    if !line.starts_with("{\"tombstone\"") {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = value.as_object().filter(|f| f.len() == 1)?;
+    fields["tombstone"].as_str().map(|key| Some(key.to_string()))
+}
+
+/// The line a capture writes for a tombstone with `key` (see [`tombstone_line`]).
+pub fn tombstone_text(key: &str) -> String {
+    match key.is_empty() {
+        true => "null".to_string(),
+        false => serde_json::json!({ "tombstone": key }).to_string(),
+    }
+}
+
 /// One line of an input file, checked.
 #[derive(Debug)]
 pub enum CheckedLine {
     /// A valid event with its key.
     Valid {
         /// Partitioning key.
+        key: String,
+    },
+    /// A tombstone keyed by an event id: it deletes that event.
+    Tombstone {
+        /// The event id.
         key: String,
     },
     /// Rejected before Kafka.
@@ -155,6 +184,26 @@ pub enum CheckedLine {
 /// Validates one line of a JSON lines file against the same contracts as the processor.
 pub fn check_line(contracts: &Contracts, number: usize, line: &str) -> CheckedLine {
     let coords = Coords { topic: Arc::from("producer"), partition: 0, offset: number as i64 };
+    if let Some(key) = tombstone_line(line) {
+        let record = crate::record::SourceRecord {
+            coords,
+            key: key.clone().map(String::into_bytes),
+            value: None,
+            headers: Vec::new(),
+            timestamp_ms: None,
+        };
+        return match crate::stages::tombstone::deletion(&record, 0) {
+            Ok(_) => CheckedLine::Tombstone { key: key.unwrap_or_default() },
+            Err(rejection) => CheckedLine::Rejected {
+                class: rejection.class.as_str(),
+                message: format!(
+                    "line {number}: {} ({})",
+                    rejection.reason,
+                    rejection.class.as_str()
+                ),
+            },
+        };
+    }
     match contracts.check(Some(line.as_bytes()), coords, None) {
         Ok(_) => CheckedLine::Valid {
             key: serde_json::from_str(line).map(|v| entity_key(&v)).unwrap_or_default(),
@@ -198,6 +247,24 @@ mod tests {
         assert!(matches!(
             check_line(&contracts, 3, "{oops"),
             CheckedLine::Rejected { class: "not_json", .. }
+        ));
+    }
+
+    #[test]
+    fn tombstone_lines_carry_their_key_and_only_event_ids_pass() {
+        let id = "4f5c3c1e-8a53-4c1e-9f2e-2d9b8c7a6b5d";
+        assert_eq!(tombstone_line(&tombstone_text(id)), Some(Some(id.to_string())));
+        assert_eq!(tombstone_line("null"), Some(None));
+        assert_eq!(tombstone_text(""), "null");
+        assert_eq!(tombstone_line(r#"{"tombstone": "k", "x": 1}"#), None);
+        let contracts = Contracts::shipped();
+        assert!(matches!(
+            check_line(&contracts, 1, &tombstone_text(id)),
+            CheckedLine::Tombstone { key } if key == id
+        ));
+        assert!(matches!(
+            check_line(&contracts, 2, &tombstone_text("acc_1")),
+            CheckedLine::Rejected { class: "tombstone", .. }
         ));
     }
 }

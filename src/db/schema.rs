@@ -4,12 +4,21 @@
 diesel::table! {
     processed_events (event_id) {
         event_id -> Uuid,
-        topic -> Text,
-        partition -> Int4,
-        offset -> Int8,
-        payload_hash -> Text,
-        first_seen_at -> Timestamptz,
+        topic -> Nullable<Text>,
+        partition -> Nullable<Int4>,
+        offset -> Nullable<Int8>,
+        payload_hash -> Nullable<Text>,
+        first_seen_at -> Nullable<Timestamptz>,
         sink_rejected -> Nullable<Text>,
+        invalidated_topic -> Nullable<Text>,
+        invalidated_partition -> Nullable<Int4>,
+        invalidated_offset -> Nullable<Int8>,
+        invalidated_hash -> Nullable<Text>,
+        invalidated_at -> Nullable<Timestamptz>,
+        deleted_topic -> Nullable<Text>,
+        deleted_partition -> Nullable<Int4>,
+        deleted_offset -> Nullable<Int8>,
+        deleted_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -29,6 +38,11 @@ diesel::table! {
         received_at -> Timestamptz,
         lateness_ms -> Int8,
         late -> Bool,
+        is_valid -> Bool,
+        invalidated_at -> Nullable<Timestamptz>,
+        invalidated_topic -> Nullable<Text>,
+        invalidated_partition -> Nullable<Int4>,
+        invalidated_offset -> Nullable<Int8>,
     }
 }
 

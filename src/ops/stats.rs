@@ -15,6 +15,10 @@ pub struct Snapshot {
     pub duplicates: u64,
     /// Conflicts set aside.
     pub conflicts: u64,
+    /// Invalidations applied.
+    pub invalidated: u64,
+    /// Deletions, and copies of deleted events.
+    pub deleted: u64,
     /// Dead letters.
     pub dead: u64,
     /// Accepted events later than `pipeline.late_after_s`.
@@ -46,6 +50,8 @@ impl Snapshot {
             "accepted" => self.accepted += n,
             "duplicate" => self.duplicates += n,
             "conflict" => self.conflicts += n,
+            "invalidated" => self.invalidated += n,
+            "deleted" => self.deleted += n,
             "dead_letter" => self.dead += n,
             _ => {}
         }

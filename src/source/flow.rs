@@ -133,6 +133,15 @@ fn record_outcomes(batch: &crate::record::DecidedBatch, consumed: usize) {
             .entry(("dead_letter", d.event_type.as_deref().unwrap_or("unknown"), d.class.as_str()))
             .or_default() += 1;
     }
+    for r in &batch.invalidations {
+        let event_type = r.event_type.as_deref().unwrap_or("unknown");
+        *counts.entry(("invalidated", event_type, "")).or_default() += 1;
+    }
+    let deleted = batch.deletions.len() + batch.deleted_copies.len();
+    if deleted > 0 {
+        // A tombstone carries no event type.
+        counts.insert(("deleted", "any", ""), deleted as u64);
+    }
     if !batch.duplicates.is_empty() {
         // Duplicates carry only coordinates; their type is the first sighting's.
         counts.insert(("duplicate", "any", ""), batch.duplicates.len() as u64);

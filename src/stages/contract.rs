@@ -46,7 +46,8 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(class: ErrorClass, reason: impl Into<String>) -> Self {
+    /// A rejection of `class` before the envelope was read (no event type or version).
+    pub fn new(class: ErrorClass, reason: impl Into<String>) -> Self {
         Rejection { class, reason: reason.into(), event_type: None, schema_version: None }
     }
 }
@@ -223,8 +224,16 @@ impl Contracts {
                 "/event_id or /timestamp: unparsable".to_string(),
             ));
         };
-        let payload_hash = canonical_hash(&doc);
         let mut doc = doc;
+        // An invalidation is the same event with `is_valid: false`: the flag is left out
+        // of the content hash, so it matches the event it takes back (and an explicit
+        // `true` hashes like an absent flag).
+        let is_valid = doc
+            .as_object_mut()
+            .and_then(|fields| fields.remove("is_valid"))
+            .and_then(|flag| flag.as_bool())
+            .unwrap_or(true);
+        let payload_hash = canonical_hash(&doc);
         Ok(Event {
             event_id,
             source: doc["source"].as_str().unwrap_or_default().to_string(),
@@ -239,6 +248,7 @@ impl Contracts {
             received_at_ms: 0,
             lateness_ms: 0,
             late: false,
+            is_valid,
         })
     }
 }
@@ -491,6 +501,23 @@ mod tests {
         assert_eq!(class(Some(b"{not json")), ErrorClass::NotJson);
         assert_eq!(class(Some("[".repeat(20).as_bytes())), ErrorClass::TooDeep);
         assert_eq!(class(Some(" ".repeat(5000).as_bytes())), ErrorClass::Oversized);
+    }
+
+    #[test]
+    fn is_valid_false_is_the_same_event_flagged_and_anything_but_a_boolean_is_refused() {
+        let original = check(&account_created()).unwrap();
+        assert!(original.is_valid);
+        let mut doc = account_created();
+        doc["is_valid"] = json!(false);
+        let invalidation = check(&doc).unwrap();
+        assert!(!invalidation.is_valid);
+        assert_eq!(invalidation.payload_hash, original.payload_hash);
+        doc["is_valid"] = json!(true);
+        assert_eq!(check(&doc).unwrap().payload_hash, original.payload_hash);
+        doc["is_valid"] = json!("no");
+        let r = check(&doc).unwrap_err();
+        assert_eq!(r.class, ErrorClass::BadEnvelope);
+        assert!(r.reason.starts_with("/is_valid: rule 'type'"), "{}", r.reason);
     }
 
     #[test]

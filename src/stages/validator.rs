@@ -14,6 +14,7 @@ use crate::ops::supervision_log::{Entry, EntryKind, SupervisionLog};
 use crate::record::SourceRecord;
 use crate::record::{Checked, CheckedBatch, DeadLetter, ErrorClass, Event, SourceBatch};
 use crate::stages::contract::{Contracts, Rejection};
+use crate::stages::tombstone;
 use actix::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
@@ -45,17 +46,23 @@ impl Validator {
 
 /// Checks a batch with `check` (pure; the actor only runs it off the event loop), one
 /// record at a time; a record whose check panics is dead-lettered as
-/// [`ErrorClass::CheckerPanicked`] and the others are checked on.
+/// [`ErrorClass::CheckerPanicked`] and the others are checked on. Tombstones are
+/// deletions when keyed by an `event_id` ([`tombstone::deletion`]).
 pub fn check_batch_with(
     batch: SourceBatch,
+    received_at_ms: i64,
     mut check: impl FnMut(&SourceRecord) -> Result<Event, Rejection>,
 ) -> CheckedBatch {
     let (first_offset, next_offset) = (batch.first_offset(), batch.next_offset());
+    let mut check = |record: &SourceRecord| match record.value {
+        None => tombstone::deletion(record, received_at_ms).map(Checked::Delete),
+        Some(_) => check(record).map(Checked::Valid),
+    };
     let items = batch
         .records
         .into_iter()
         .map(|record| match catch_unwind(AssertUnwindSafe(|| check(&record))) {
-            Ok(Ok(event)) => Checked::Valid(event),
+            Ok(Ok(checked)) => checked,
             Ok(Err(rejection)) => Checked::Dead(DeadLetter {
                 record,
                 class: rejection.class,
@@ -92,7 +99,7 @@ impl Handler<Validate> for Validator {
         let mut inject = fault == Some(Fault::Panic);
         let (contracts, late_after) = (&self.contracts, self.late_after);
         let received_at_ms = crate::ops::health::now_ms();
-        let checked = check_batch_with(msg.0, |r| {
+        let checked = check_batch_with(msg.0, received_at_ms, |r| {
             if std::mem::take(&mut inject) {
                 panic!("injected panic in the validator");
             }
@@ -143,7 +150,7 @@ mod tests {
     #[test]
     fn a_panicking_check_sets_aside_that_record_only() {
         let contracts = Contracts::shipped();
-        let checked = check_batch_with(batch(3), |r| {
+        let checked = check_batch_with(batch(3), 0, |r| {
             if r.coords.offset == 1 {
                 panic!("boom");
             }
@@ -154,7 +161,9 @@ mod tests {
             .iter()
             .map(|i| match i {
                 Checked::Dead(d) => d.class,
-                Checked::Valid(_) => unreachable!("`{{}}` breaks the envelope"),
+                Checked::Valid(_) | Checked::Delete(_) => {
+                    unreachable!("`{{}}` breaks the envelope")
+                }
             })
             .collect();
         assert_eq!(

@@ -812,13 +812,20 @@ impl Drop for PrivateKafka {
 impl TestEnv {
     /// Runs `eventline ARGS` with this test's settings; returns (exit code, stderr).
     pub fn eventline(&self, args: &[&str]) -> (i32, String) {
+        let (code, _, stderr) = self.eventline_output(args);
+        (code, stderr)
+    }
+
+    /// Runs `eventline ARGS` with this test's settings; returns (exit code, stdout, stderr).
+    pub fn eventline_output(&self, args: &[&str]) -> (i32, String, String) {
         let mut command = Command::new(binary());
         command.args(args).current_dir(repo());
         for (k, v) in self.processor_env() {
             command.env(k, v);
         }
         let out = command.output().expect("eventline runs");
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
     }
 
     /// Reads every record of `topic` from the start: (partition, key, value).
@@ -873,4 +880,74 @@ impl TestEnv {
             .map(|e| e.next_offset);
         (pg, lake)
     }
+}
+
+/// The README's query for the lake as Postgres's `events` holds it: every event not
+/// deleted, and whether it is still valid (`{lake}` stands for the lake root).
+pub const LAKE_EVENTS_QUERY: &str = "\
+    SELECT e.event_id, \
+           e.event_id NOT IN (SELECT event_id FROM read_parquet('{lake}/_retractions/*.retractions') WHERE action = 'invalidated') AS is_valid \
+    FROM read_parquet('{lake}/**/*.parquet', hive_partitioning = true) AS e \
+    WHERE e.event_id NOT IN (SELECT event_id FROM read_parquet('{lake}/_retractions/*.retractions') WHERE action = 'deleted')";
+
+impl TestEnv {
+    /// The lake through [`LAKE_EVENTS_QUERY`]: event id -> valid.
+    pub fn lake_events(&self) -> std::collections::BTreeMap<String, bool> {
+        if lake_files(&self.lake).is_empty() {
+            return Default::default();
+        }
+        let sql = LAKE_EVENTS_QUERY.replace("{lake}", &self.lake.display().to_string());
+        duckdb(&sql)
+            .lines()
+            .filter_map(|l| l.split_once(','))
+            .map(|(id, valid)| (id.to_string(), valid == "True"))
+            .collect()
+    }
+
+    /// Postgres's `events`: event id -> `is_valid`.
+    pub fn pg_events(&self) -> std::collections::BTreeMap<String, bool> {
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            id: String,
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            is_valid: bool,
+        }
+        diesel::sql_query("SELECT event_id::text AS id, is_valid FROM events")
+            .load::<Row>(&mut self.pg())
+            .expect("read events")
+            .into_iter()
+            .map(|r| (r.id, r.is_valid))
+            .collect()
+    }
+
+    /// Both sinks hold the same events with the same validity (the lake read the
+    /// README's way), and Postgres holds `expected`.
+    pub fn assert_sinks_hold(&self, expected: &std::collections::BTreeMap<String, bool>) {
+        let pg = self.pg_events();
+        assert_eq!(pg.len(), expected.len(), "events in Postgres");
+        assert!(
+            pg == *expected,
+            "Postgres differs from what was expected: {}",
+            diff(&pg, expected)
+        );
+        let lake = self.lake_events();
+        assert!(lake == pg, "the lake differs from Postgres: {}", diff(&lake, &pg));
+    }
+}
+
+fn diff(
+    a: &std::collections::BTreeMap<String, bool>,
+    b: &std::collections::BTreeMap<String, bool>,
+) -> String {
+    let only_a: Vec<_> = a.iter().filter(|(k, v)| b.get(*k) != Some(v)).take(5).collect();
+    let only_b: Vec<_> = b.iter().filter(|(k, v)| a.get(*k) != Some(v)).take(5).collect();
+    format!("{} vs {} rows; first differences: {only_a:?} / {only_b:?}", a.len(), b.len())
+}
+
+/// The same event with `is_valid: false`: its invalidation.
+pub fn invalidation_of(event: &str) -> String {
+    let mut doc: serde_json::Value = serde_json::from_str(event).expect("an event");
+    doc["is_valid"] = serde_json::json!(false);
+    doc.to_string()
 }

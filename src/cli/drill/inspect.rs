@@ -72,6 +72,29 @@ pub fn pg_ids(conn: &mut PgConnection, topic: &str) -> QueryResult<Vec<String>> 
         .collect())
 }
 
+/// The event ids of `topic` Postgres holds as invalid.
+pub fn pg_invalid_ids(conn: &mut PgConnection, topic: &str) -> QueryResult<Vec<String>> {
+    Ok(diesel::sql_query(
+        "SELECT event_id::text AS id FROM events WHERE topic = $1 AND NOT is_valid",
+    )
+    .bind::<Text, _>(topic)
+    .load::<Id>(conn)?
+    .into_iter()
+    .map(|r| r.id)
+    .collect())
+}
+
+/// Events first seen on `topic` and deleted since: each was counted `accepted` or
+/// `deleted`, depending on whether it was decided before its tombstone.
+pub fn pg_deleted_first_sightings(conn: &mut PgConnection, topic: &str) -> QueryResult<i64> {
+    let row = diesel::sql_query(
+        "SELECT 'deleted' AS name, count(*) AS n FROM processed_events          WHERE topic = $1 AND deleted_topic IS NOT NULL",
+    )
+    .bind::<Text, _>(topic)
+    .get_result::<Named>(conn)?;
+    Ok(row.n)
+}
+
 /// Rows per table and outcomes, for records read from `topic`.
 pub fn pg_counts(
     conn: &mut PgConnection,

@@ -122,7 +122,9 @@ fn wait_drained(ctx: &DrillContext) -> DrillResult {
 /// Generated traffic: what was sent, by kind, and the ids that must be accepted.
 struct Traffic {
     kinds: BTreeMap<&'static str, i64>,
+    /// Ids that must end up stored: the valid events not deleted later.
     accepted_ids: BTreeSet<String>,
+    deleted_ids: BTreeSet<String>,
 }
 
 fn traffic_config(ctx: &DrillContext) -> GeneratorConfig {
@@ -134,6 +136,8 @@ fn traffic_config(ctx: &DrillContext) -> GeneratorConfig {
         invalid_ratio: 0.02,
         tombstone_ratio: 0.005,
         late_ratio: 0.05,
+        invalidate_ratio: 0.01,
+        delete_ratio: 0.005,
         ..GeneratorConfig::default()
     }
 }
@@ -141,7 +145,11 @@ fn traffic_config(ctx: &DrillContext) -> GeneratorConfig {
 fn send_traffic(ctx: &DrillContext, rate: Option<f64>) -> Result<Traffic, StepError> {
     let s = &ctx.settings;
     let mut publisher = Publisher::new(&s.kafka.brokers, &s.kafka.topic)?;
-    let mut traffic = Traffic { kinds: BTreeMap::new(), accepted_ids: BTreeSet::new() };
+    let mut traffic = Traffic {
+        kinds: BTreeMap::new(),
+        accepted_ids: BTreeSet::new(),
+        deleted_ids: BTreeSet::new(),
+    };
     let started = Instant::now();
     for (i, record) in Generator::new(traffic_config(ctx)).take(ctx.events as usize).enumerate() {
         if let Some(rate) = rate {
@@ -155,8 +163,15 @@ fn send_traffic(ctx: &DrillContext, rate: Option<f64>) -> Result<Traffic, StepEr
             Kind::Duplicate => "duplicate",
             Kind::Conflict => "conflict",
             Kind::Invalid | Kind::Tombstone => "dead_letter",
+            Kind::Invalidation => "invalidated",
+            Kind::Deletion => "deleted",
         };
         *traffic.kinds.entry(kind).or_default() += 1;
+        if record.kind == Kind::Deletion {
+            // The event it deletes must end up in neither sink.
+            traffic.accepted_ids.remove(&record.key);
+            traffic.deleted_ids.insert(record.key.clone());
+        }
         if record.kind == Kind::Valid {
             let value: serde_json::Value =
                 serde_json::from_slice(record.value.as_deref().unwrap_or_default())?;
@@ -255,19 +270,31 @@ fn check_exactly_once(
         after.pg_ids_hash == after.lake_ids_hash,
         format!("{} vs {}", after.pg_ids_hash, after.lake_ids_hash),
     );
-    let deltas: Vec<String> = ["accepted", "duplicate", "conflict", "dead_letter"]
-        .iter()
-        .map(|o| {
-            let delta = after.outcomes.get(*o).copied().unwrap_or(0)
-                - before.outcomes.get(*o).copied().unwrap_or(0);
-            format!("{o} {delta}/{}", traffic.kinds.get(o).copied().unwrap_or(0))
-        })
-        .collect();
-    let same = ["accepted", "duplicate", "conflict", "dead_letter"].iter().all(|o| {
-        after.outcomes.get(*o).copied().unwrap_or(0) - before.outcomes.get(*o).copied().unwrap_or(0)
-            == traffic.kinds.get(o).copied().unwrap_or(0)
-    });
+    // A deleted event's own record is `accepted` when it was decided before its
+    // tombstone (on another partition) and `deleted` after: only their sum is fixed.
+    let delta = |o: &str| {
+        after.outcomes.get(o).copied().unwrap_or(0) - before.outcomes.get(o).copied().unwrap_or(0)
+    };
+    let sent = |o: &str| traffic.kinds.get(o).copied().unwrap_or(0);
+    let mut deltas = vec![format!(
+        "accepted+deleted {}/{}",
+        delta("accepted") + delta("deleted"),
+        sent("accepted") + sent("deleted")
+    )];
+    let mut same = delta("accepted") + delta("deleted") == sent("accepted") + sent("deleted")
+        && delta("deleted") >= sent("deleted");
+    for o in ["duplicate", "conflict", "invalidated", "dead_letter"] {
+        deltas.push(format!("{o} {}/{}", delta(o), sent(o)));
+        same &= delta(o) == sent(o);
+    }
     report.check("P1: one outcome per record sent, as generated", same, deltas.join(", "));
+    let left: Vec<&String> =
+        traffic.deleted_ids.iter().filter(|id| lake.iter().any(|r| &r.event_id == *id)).collect();
+    report.check(
+        "deleted events are in neither sink",
+        left.is_empty(),
+        format!("{} deleted; {} still read from the lake", traffic.deleted_ids.len(), left.len()),
+    );
     report.check(
         "offsets committed to the end",
         after.committed == after.high_watermarks,
@@ -365,18 +392,59 @@ fn verify(ctx: &DrillContext, report: &mut Report) -> DrillResult {
         get(&tables, "events") == pg_ids.len() as i64,
         format!("{} rows, {} distinct (primary key)", get(&tables, "events"), pg_ids.len()),
     );
-    for (outcome, table) in
-        [("accepted", "events"), ("dead_letter", "dead_letters"), ("conflict", "conflicts")]
-    {
-        report.check(
-            &format!("{outcome} outcomes accounted for in {table}"),
-            get(&outcomes, outcome) == get(&tables, table),
-            format!("{} outcomes, {} rows", get(&outcomes, outcome), get(&tables, table)),
-        );
-    }
+    let pg_invalid: BTreeSet<String> =
+        super::inspect::pg_invalid_ids(&mut conn, topic)?.into_iter().collect();
+    let lake_invalid: BTreeSet<&str> =
+        lake.iter().filter(|r| !r.valid).map(|r| r.event_id.as_str()).collect();
+    let differ: Vec<String> = pg_invalid
+        .iter()
+        .filter(|id| !lake_invalid.contains(id.as_str()))
+        .map(|id| format!("{id} invalid in Postgres only"))
+        .chain(
+            lake_invalid
+                .iter()
+                .filter(|id| !pg_invalid.contains(**id))
+                .map(|id| format!("{id} invalid in the lake only")),
+        )
+        .collect();
+    report.check(
+        "the same events invalidated in both sinks",
+        differ.is_empty(),
+        if differ.is_empty() { format!("{} invalidated", pg_invalid.len()) } else { list(differ) },
+    );
+    // An accepted event deleted later is gone from `events`; a deleted event decided
+    // after its tombstone was counted `deleted`, not `accepted`.
+    let (accepted, stored) = (get(&outcomes, "accepted"), get(&tables, "events"));
+    let deleted = super::inspect::pg_deleted_first_sightings(&mut conn, topic)?;
+    report.check(
+        "accepted outcomes accounted for in events",
+        stored <= accepted && accepted <= stored + deleted,
+        format!("{accepted} accepted, {stored} rows, {deleted} first sightings deleted since"),
+    );
+    report.check(
+        "dead_letter outcomes accounted for in dead_letters",
+        get(&outcomes, "dead_letter") == get(&tables, "dead_letters"),
+        format!(
+            "{} outcomes, {} rows",
+            get(&outcomes, "dead_letter"),
+            get(&tables, "dead_letters")
+        ),
+    );
+    // A deletion erases the conflicting versions of its event too.
+    report.check(
+        "conflict outcomes accounted for in conflicts",
+        get(&outcomes, "conflict") >= get(&tables, "conflicts"),
+        format!("{} outcomes, {} rows", get(&outcomes, "conflict"), get(&tables, "conflicts")),
+    );
     if let Some(path) = &ctx.against {
         let lake_ids: BTreeSet<&str> = lake_count.keys().copied().collect();
-        check_against(ctx, report, &mut conn, path, &pg_ids, &lake_ids)?;
+        let stored = Stored {
+            pg_ids: &pg_ids,
+            lake_ids: &lake_ids,
+            pg_invalid: &pg_invalid,
+            lake_invalid: &lake_invalid,
+        };
+        check_against(ctx, report, &mut conn, path, &stored)?;
     }
     report.figure("events in postgres", "", snap.pg_events);
     report.figure("events in the lake", "", snap.lake_rows);
@@ -626,9 +694,9 @@ fn check_against(
     report: &mut Report,
     conn: &mut diesel::PgConnection,
     path: &std::path::Path,
-    pg_ids: &BTreeSet<String>,
-    lake_ids: &BTreeSet<&str>,
+    stored: &Stored,
 ) -> DrillResult {
+    let Stored { pg_ids, lake_ids, pg_invalid, lake_invalid } = stored;
     use super::against::{missing, read_sent};
     use diesel::prelude::*;
     let text = std::fs::read_to_string(path)
@@ -640,7 +708,7 @@ fn check_against(
         sent.lines,
         sent.expected.len()
     ));
-    let ids: Vec<uuid::Uuid> = sent.expected.keys().copied().collect();
+    let ids: Vec<uuid::Uuid> = sent.to_hold().copied().collect();
     #[derive(QueryableByName)]
     struct Id {
         #[diesel(sql_type = diesel::sql_types::Uuid)]
@@ -672,10 +740,40 @@ fn check_against(
             false => shown.join(", "),
         }
     };
-    let expected = sent.expected.len() as i64 - refused.len() as i64;
-    for (sink, stored) in
-        [("Postgres", &in_pg as &dyn Fn(&uuid::Uuid) -> bool), ("the lake", &in_lake)]
-    {
+    let expected = ids.len() as i64 - refused.len() as i64;
+    let must_be_invalid = sent.to_hold_invalid();
+    let pg_is_invalid = |id: &uuid::Uuid| pg_invalid.contains(&text_of(id));
+    let lake_is_invalid = |id: &uuid::Uuid| lake_invalid.contains(text_of(id).as_str());
+    for (sink, stored, invalid) in [
+        (
+            "Postgres",
+            &in_pg as &dyn Fn(&uuid::Uuid) -> bool,
+            &pg_is_invalid as &dyn Fn(&uuid::Uuid) -> bool,
+        ),
+        ("the lake", &in_lake, &lake_is_invalid),
+    ] {
+        let kept: Vec<uuid::Uuid> = sent.deleted.iter().filter(|id| stored(id)).copied().collect();
+        report.check(
+            &format!("no deleted event is in {sink}"),
+            kept.is_empty(),
+            match kept.is_empty() {
+                true => format!("{} deleted", sent.deleted.len()),
+                false => format!("still in {sink}: {}", list(&kept)),
+            },
+        );
+        let wrong: Vec<uuid::Uuid> = ids
+            .iter()
+            .filter(|id| stored(id) && invalid(id) != must_be_invalid.contains(id))
+            .copied()
+            .collect();
+        report.check(
+            &format!("exactly the invalidated events are invalid in {sink}"),
+            wrong.is_empty(),
+            match wrong.is_empty() {
+                true => format!("{} invalid", must_be_invalid.len()),
+                false => format!("validity wrong in {sink}: {}", list(&wrong)),
+            },
+        );
         let absent = missing(&sent, stored, &is_refused);
         report.check(
             &format!("every event sent is in {sink}"),
@@ -693,10 +791,21 @@ fn check_against(
     report.figure("sent: duplicates", "", sent.duplicates);
     report.figure("sent: conflicts", "", sent.conflicts);
     report.figure("sent: invalid (dead letters)", "", sent.invalid);
-    report.figure("sent: tombstones", "", sent.tombstones);
+    report.figure("sent: invalidations", "", sent.invalidated.len());
+    report.figure("sent: deletions", "", sent.deleted.len());
+    report.figure("sent: copies of deleted events", "", sent.deleted_copies);
+    report.figure("sent: tombstones deleting nothing (dead letters)", "", sent.tombstones);
     report.figure("sent events refused by a sink", "", refused.len());
     report.figure("sent events stored late", "", late.len());
     Ok(())
+}
+
+/// What each sink holds, for [`check_against`].
+struct Stored<'a> {
+    pg_ids: &'a BTreeSet<String>,
+    lake_ids: &'a BTreeSet<&'a str>,
+    pg_invalid: &'a BTreeSet<String>,
+    lake_invalid: &'a BTreeSet<&'a str>,
 }
 
 /// While the lake writer was down (first failure to recovery), Postgres kept storing.

@@ -3,7 +3,7 @@
 //! The Hive partition columns (`event_type`, `year`, `month`, `day`) live in the folder
 //! names only: Spark refuses a column that is both in the file and in the path.
 
-use crate::record::Event;
+use crate::record::{Event, Retraction};
 use crate::sinks::lake::layout::partition_dir;
 use arrow::array::{
     ArrayRef, BooleanArray, Int32Array, Int64Array, StringArray, StringBuilder,
@@ -83,6 +83,65 @@ pub fn lake_schema() -> SchemaRef {
         .clone()
 }
 
+/// What a retraction row says happened to its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `is_valid: false`: the event stays, no longer valid.
+    Invalidated,
+    /// A tombstone: the event is gone (`eventline lake purge` erases its rows).
+    Deleted,
+}
+
+impl Action {
+    /// The `action` column's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Invalidated => "invalidated",
+            Action::Deleted => "deleted",
+        }
+    }
+}
+
+/// The schema of retraction files: which event, what happened, and the record that
+/// said so.
+pub fn retraction_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                Field::new("event_id", DataType::Utf8, false),
+                Field::new("action", DataType::Utf8, false),
+                Field::new("event_type", DataType::Utf8, true),
+                Field::new("topic", DataType::Utf8, false),
+                Field::new("partition", DataType::Int32, false),
+                Field::new("offset", DataType::Int64, false),
+                Field::new("kafka_timestamp", utc_micros(), true),
+                Field::new("read_at", utc_micros(), false),
+            ]))
+        })
+        .clone()
+}
+
+/// One Arrow batch of retractions.
+pub fn retractions_to_record_batch(
+    rows: &[(&Retraction, Action)],
+) -> Result<RecordBatch, LakeFileError> {
+    let micros = |values: Vec<Option<i64>>| -> ArrayRef {
+        Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC"))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|(r, _)| r.event_id.to_string()))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|(_, a)| a.as_str()))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|(r, _)| r.event_type.as_deref()))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|(r, _)| &*r.coords.topic))),
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(|(r, _)| r.coords.partition))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|(r, _)| r.coords.offset))),
+        micros(rows.iter().map(|(r, _)| r.kafka_timestamp_ms.map(|ms| ms * 1000)).collect()),
+        micros(rows.iter().map(|(r, _)| Some(r.received_at_ms * 1000)).collect()),
+    ];
+    Ok(RecordBatch::try_new(retraction_schema(), columns)?)
+}
+
 /// Events grouped by their Hive folder (event type and UTC day), in folder order. The
 /// folder path is built once per group, not once per event.
 pub fn group_by_folder<'a>(
@@ -147,7 +206,7 @@ pub fn write_parquet(
         .set_max_row_group_row_count(Some(format.row_group_rows))
         .build();
     let file = File::create(path).map_err(io)?;
-    let mut writer = ArrowWriter::try_new(file, lake_schema(), Some(props))?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
     writer.write(batch)?;
     let file = writer.into_inner()?;
     file.sync_all().map_err(io)
@@ -185,6 +244,7 @@ mod tests {
             received_at_ms: 0,
             lateness_ms: 0,
             late: false,
+            is_valid: true,
         }
     }
 

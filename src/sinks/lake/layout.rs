@@ -4,7 +4,11 @@
 //! lake/event_type=account_created/year=2026/month=11/day=22/crm.events.raw-1-00000000000000000100-00000000000000000199.parquet
 //! lake/_eventline/log/crm.events.raw-1/00000000000000000007.json     commit log entry 7
 //! lake/_eventline/staging/crm.events.raw-1/00000000000000000007-{writer}/0.staged   before publishing
+//! lake/_retractions/crm.events.raw-1-00000000000000000100-00000000000000000199.retractions
 //! ```
+//!
+//! Retraction files (invalidations and deletions) are Parquet too, but named
+//! `.retractions`, so the events glob `lake/**/*.parquet` never mixes them in.
 
 use chrono::{Datelike, NaiveDate};
 use std::path::PathBuf;
@@ -48,6 +52,21 @@ pub fn partition_dir(event_type: &str, at: NaiveDate) -> PathBuf {
 /// Offset ranges of flushes never overlap, so names never collide.
 pub fn data_file_name(topic: &str, partition: i32, first: i64, last: i64) -> String {
     format!("{topic}-{partition}-{first:020}-{last:020}.parquet")
+}
+
+/// Folder of the retraction files (invalidations and deletions).
+pub const RETRACTIONS_DIR: &str = "_retractions";
+
+/// A flush's retraction file: like its data files, named by topic, partition and range.
+pub fn retraction_file(topic: &str, partition: i32, first: i64, last: i64) -> PathBuf {
+    PathBuf::from(RETRACTIONS_DIR)
+        .join(format!("{topic}-{partition}-{first:020}-{last:020}.retractions"))
+}
+
+/// An empty retraction file, always present, so that the documented query over
+/// `_retractions/*.retractions` works on a lake that has none yet.
+pub fn empty_retraction_file() -> PathBuf {
+    PathBuf::from(RETRACTIONS_DIR).join("empty.retractions")
 }
 
 #[cfg(test)]

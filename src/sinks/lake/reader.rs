@@ -1,9 +1,14 @@
 //! Reads back what the lake published (only `event_type=*/…/*.parquet`, never staged
-//! files), for drills and reconciliation.
+//! files), for drills and reconciliation, the way the README's query does: deleted
+//! events left out, invalidated ones marked.
 
+use crate::sinks::lake::layout::RETRACTIONS_DIR;
 use arrow::array::{Array, StringArray, TimestampMicrosecondArray};
+use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
+use parquet::errors::ParquetError;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// One event as the lake holds it.
@@ -17,6 +22,64 @@ pub struct LakeRow {
     pub event_id: String,
     /// `occurred_at`, microseconds UTC.
     pub occurred_at_us: i64,
+    /// Not invalidated.
+    pub valid: bool,
+}
+
+/// The event ids the lake's retraction files take back.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Retracted {
+    /// Deleted (tombstones).
+    pub deleted: HashSet<String>,
+    /// Invalidated (`is_valid: false`).
+    pub invalidated: HashSet<String>,
+}
+
+/// Reads every retraction file under `root/_retractions/`.
+pub fn read_retractions(root: &Path) -> Result<Retracted, ParquetError> {
+    let dir = root.join(RETRACTIONS_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Retracted::default()),
+        Err(e) => return Err(ParquetError::External(Box::new(e))),
+    };
+    let mut retracted = Retracted::default();
+    for path in entries.flatten().map(|e| e.path()) {
+        if path.extension().is_none_or(|e| e != "retractions") {
+            continue;
+        }
+        for batch in read_columns(&path, &["event_id", "action"])? {
+            let column = |name| {
+                batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            };
+            let (Some(ids), Some(actions)) = (column("event_id"), column("action")) else {
+                continue;
+            };
+            for i in 0..batch.num_rows() {
+                let set = match actions.value(i) {
+                    "deleted" => &mut retracted.deleted,
+                    _ => &mut retracted.invalidated,
+                };
+                set.insert(ids.value(i).to_string());
+            }
+        }
+    }
+    Ok(retracted)
+}
+
+/// The record batches of one Parquet file, only `columns` of them.
+pub fn read_columns(path: &Path, columns: &[&str]) -> Result<Vec<RecordBatch>, ParquetError> {
+    let handle = std::fs::File::open(path).map_err(|e| ParquetError::External(Box::new(e)))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(handle)?;
+    let schema = builder.parquet_schema();
+    let wanted: Vec<usize> =
+        (0..schema.num_columns()).filter(|i| columns.contains(&schema.column(*i).name())).collect();
+    let mask = ProjectionMask::leaves(schema, wanted);
+    builder
+        .with_projection(mask)
+        .build()?
+        .map(|b| b.map_err(|e| ParquetError::External(Box::new(e))))
+        .collect()
 }
 
 /// Every published data file under `root`, sorted.
@@ -56,11 +119,9 @@ pub fn file_topic(path: &Path) -> Option<String> {
 }
 
 /// Reads `event_id` and `occurred_at` of every published row of `topic` (all topics
-/// when `None`).
-pub fn read_rows(
-    root: &Path,
-    topic: Option<&str>,
-) -> Result<Vec<LakeRow>, parquet::errors::ParquetError> {
+/// when `None`) that was not deleted, and whether it was invalidated.
+pub fn read_rows(root: &Path, topic: Option<&str>) -> Result<Vec<LakeRow>, ParquetError> {
+    let retracted = read_retractions(root)?;
     let mut rows = Vec::new();
     for file in data_files(root)
         .into_iter()
@@ -73,16 +134,7 @@ pub fn read_rows(
             hive_value(&file, "month"),
             hive_value(&file, "day")
         );
-        let handle = std::fs::File::open(&file)
-            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(handle)?;
-        let schema = builder.parquet_schema();
-        let wanted: Vec<usize> = (0..schema.num_columns())
-            .filter(|i| matches!(schema.column(*i).name(), "event_id" | "occurred_at"))
-            .collect();
-        let mask = ProjectionMask::leaves(schema, wanted);
-        for batch in builder.with_projection(mask).build()? {
-            let batch = batch.map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+        for batch in read_columns(&file, &["event_id", "occurred_at"])? {
             let ids = batch
                 .column_by_name("event_id")
                 .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
@@ -91,11 +143,16 @@ pub fn read_rows(
                 .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>().cloned());
             let (Some(ids), Some(times)) = (ids, times) else { continue };
             for i in 0..ids.len() {
+                let event_id = ids.value(i);
+                if retracted.deleted.contains(event_id) {
+                    continue;
+                }
                 rows.push(LakeRow {
                     event_type: event_type.clone(),
                     day: day.clone(),
-                    event_id: ids.value(i).to_string(),
+                    event_id: event_id.to_string(),
                     occurred_at_us: times.value(i),
+                    valid: !retracted.invalidated.contains(event_id),
                 });
             }
         }

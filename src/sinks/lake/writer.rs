@@ -4,17 +4,26 @@
 //! (create-new: failing means another writer moved the partition on, i.e. fenced), then
 //! publishes the files by renaming them into their Hive folders.
 //!
+//! Invalidations and deletions go into a retraction file of the same commit
+//! (`_retractions/`), which the documented lake queries anti-join.
+//!
 //! A range is flushed only once Postgres has stored it, leaving out the records
 //! Postgres refused ([`PostgresVerdicts`]), so both sinks hold the same events. A
 //! fenced flush drops that partition's buffer only and reports it; the writer stays up.
 
 use crate::error::class::Classified;
 use crate::offsets::progress::write_start;
+use crate::record::Retraction;
 use crate::record::SharedBatch;
 use crate::record::SinkId;
 use crate::sinks::lake::commit_log::{self, LakeLogError, LogEntry, LoggedFile};
-use crate::sinks::lake::files::{group_by_folder, to_record_batch, write_parquet, FileFormat};
-use crate::sinks::lake::layout::{data_file_name, staging_dir};
+use crate::sinks::lake::files::{
+    group_by_folder, retractions_to_record_batch, to_record_batch, write_parquet, Action,
+    FileFormat,
+};
+use crate::sinks::lake::layout::{
+    data_file_name, empty_retraction_file, retraction_file, staging_dir,
+};
 use crate::sinks::verdicts::PostgresVerdicts;
 use crate::sinks::worker::{Fencing, SinkError, SinkWriter, WriteReport};
 use std::collections::HashMap;
@@ -239,11 +248,29 @@ impl ParquetWriter {
                 .iter()
                 .filter(move |e| e.coords.offset >= *from && !refused.contains(&e.coords.offset))
         }));
+        let retractions: Vec<(&Retraction, Action)> = buf
+            .batches
+            .iter()
+            .flat_map(|(batch, from)| {
+                let invalidations = batch.invalidations.iter().map(|r| (r, Action::Invalidated));
+                let deletions = batch.deletions.iter().map(|r| (r, Action::Deleted));
+                invalidations.chain(deletions).filter(move |(r, _)| r.coords.offset >= *from)
+            })
+            .collect();
         let name = data_file_name(&buf.topic, buf.partition, first, next - 1);
         let ingested_at = chrono::Utc::now().timestamp_micros();
         let mut files = Vec::new();
-        if !groups.is_empty() {
+        if !groups.is_empty() || !retractions.is_empty() {
             std::fs::create_dir_all(root.join(&staging)).map_err(io_error(&root.join(&staging)))?;
+        }
+        if !retractions.is_empty() {
+            // In the same commit as the events of the range, so a reader never sees an
+            // event without the retractions that came with it.
+            let staged = staging.join("retractions.staged");
+            let batch = retractions_to_record_batch(&retractions).map_err(lake_error)?;
+            write_parquet(&root.join(&staged), &batch, format).map_err(lake_error)?;
+            let path = retraction_file(&buf.topic, buf.partition, first, next - 1);
+            files.push(LoggedFile { staged, path, rows: retractions.len() as u64 });
         }
         for (index, (dir, events)) in groups.iter().enumerate() {
             let staged = staging.join(format!("{index}.staged"));
@@ -303,7 +330,8 @@ impl SinkWriter for ParquetWriter {
     const ID: SinkId = SinkId::Lake;
 
     fn open(&mut self) -> Result<(), SinkError> {
-        std::fs::create_dir_all(&self.root).map_err(io_error(&self.root))
+        std::fs::create_dir_all(&self.root).map_err(io_error(&self.root))?;
+        ensure_empty_retraction_file(&self.root, self.format)
     }
 
     fn write(&mut self, batches: &[SharedBatch], _failures: u32) -> Result<WriteReport, SinkError> {
@@ -319,6 +347,21 @@ impl SinkWriter for ParquetWriter {
         self.flush_due(only_if_due, &mut report)?;
         Ok(report)
     }
+}
+
+/// Writes the lake's empty retraction file unless it exists (atomically: a reader never
+/// sees a half-written one).
+fn ensure_empty_retraction_file(root: &Path, format: FileFormat) -> Result<(), SinkError> {
+    let path = root.join(empty_retraction_file());
+    if path.exists() {
+        return Ok(());
+    }
+    let dir = path.parent().expect("in the retractions folder");
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let tmp = dir.join(format!(".empty.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let batch = retractions_to_record_batch(&[]).map_err(lake_error)?;
+    write_parquet(&tmp, &batch, format).map_err(lake_error)?;
+    std::fs::rename(&tmp, &path).map_err(io_error(&path))
 }
 
 impl ParquetWriter {
@@ -341,6 +384,8 @@ impl ParquetWriter {
             buf.bytes += 160 + event.payload.len();
             buf.rows += 1;
         }
+        let retractions = batch.invalidations.iter().chain(&batch.deletions);
+        buf.rows += retractions.filter(|r| r.coords.offset >= from).count();
         buf.batches.push((batch.clone(), from));
         buf.range = Some((buf.range.map_or(from, |(first, _)| first), batch.next_offset));
         buf.since.get_or_insert_with(Instant::now);

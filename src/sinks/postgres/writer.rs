@@ -537,9 +537,24 @@ impl PostgresWriter {
     ) -> Result<(), TxError> {
         let is_refused = |e: &Event| refused.iter().any(|r| r.event.coords == e.coords);
         conn.transaction(|c| {
+            lock_partitions(c, plan, slices)?;
             let accepted = slices.iter().flat_map(|s| {
                 s.batch.accepted.iter().filter(move |e| s.holds(e.coords.offset) && !is_refused(e))
             });
+            // Every id this write stores or retracts: the bookkeeping statement applies
+            // the invalidations and deletions recorded for them, whichever came first.
+            let retractions = slices.iter().flat_map(|s| {
+                s.batch
+                    .invalidations
+                    .iter()
+                    .chain(&s.batch.deletions)
+                    .filter(move |r| s.holds(r.coords.offset))
+            });
+            let touched: Vec<Uuid> = accepted
+                .clone()
+                .map(|e| e.event_id)
+                .chain(retractions.map(|r| r.event_id))
+                .collect();
             match mode {
                 InsertMode::New => {
                     let rows: Vec<EventRow> = accepted.map(EventRow::from).collect();
@@ -589,29 +604,25 @@ impl PostgresWriter {
             let mut counts: BTreeMap<(&str, i32, &str), i64> = BTreeMap::new();
             for s in slices {
                 let b = s.batch;
-                let n =
-                    |it: &mut dyn Iterator<Item = i64>| it.filter(|o| s.holds(*o)).count() as i64;
                 let refused_here = refused
                     .iter()
                     .filter(|r| {
                         r.event.coords.partition == b.partition && s.holds(r.event.coords.offset)
                     })
                     .count() as i64;
-                for (outcome, k) in [
-                    ("accepted", n(&mut b.accepted.iter().map(|e| e.coords.offset)) - refused_here),
-                    ("duplicate", n(&mut b.duplicates.iter().map(|d| d.offset))),
-                    ("conflict", n(&mut b.conflicts.iter().map(|x| x.event.coords.offset))),
-                    (
-                        "dead_letter",
-                        n(&mut b.dead.iter().map(|d| d.record.coords.offset)) + refused_here,
-                    ),
-                ] {
+                for (outcome, offsets) in b.outcome_offsets() {
+                    let mut k = offsets.iter().filter(|o| s.holds(**o)).count() as i64;
+                    match outcome {
+                        "accepted" => k -= refused_here,
+                        "dead_letter" => k += refused_here,
+                        _ => {}
+                    }
                     if k > 0 {
                         *counts.entry((&b.topic, b.partition, outcome)).or_default() += k;
                     }
                 }
             }
-            let mut bookkeeping = Bookkeeping::default();
+            let mut bookkeeping = Bookkeeping { touched, ..Bookkeeping::default() };
             for ((topic, partition, outcome), n) in &counts {
                 bookkeeping.count(topic, *partition, outcome, *n);
             }
@@ -628,6 +639,47 @@ impl PostgresWriter {
         })
     }
 }
+
+/// Takes this transaction's partition locks, in one order for every writer so two
+/// never wait on each other: exclusive on the partitions it writes, shared on those
+/// where the events it retracts were first seen. A retraction decided after its event
+/// was decided, but applied before that event's write committed, would miss the row;
+/// the shared lock waits for that write, and a write that starts later finds the
+/// retraction already recorded (the bookkeeping statement reads after the lock).
+fn lock_partitions(conn: &mut PgConnection, plan: &Plan, slices: &[Slice]) -> QueryResult<()> {
+    use diesel::sql_types::{Array, Bool, Integer, Text};
+    let mut locks: BTreeMap<(&str, i32), bool> =
+        plan.keys().map(|(topic, partition)| ((&**topic, *partition), true)).collect();
+    for s in slices {
+        let b = s.batch;
+        let retractions = b.invalidations.iter().chain(&b.deletions);
+        for r in retractions.filter(|r| s.holds(r.coords.offset)) {
+            if let Some(t) = &r.target {
+                locks.entry((&t.topic, t.partition)).or_insert(false);
+            }
+        }
+    }
+    let topics: Vec<&str> = locks.keys().map(|(t, _)| *t).collect();
+    let partitions: Vec<i32> = locks.keys().map(|(_, p)| *p).collect();
+    let exclusive: Vec<bool> = locks.values().copied().collect();
+    diesel::sql_query(LOCK_PARTITIONS)
+        .bind::<Array<Text>, _>(&topics)
+        .bind::<Array<Integer>, _>(&partitions)
+        .bind::<Array<Bool>, _>(&exclusive)
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// Transaction-scoped advisory locks keyed by (hash of the topic, partition), taken in
+/// that key order.
+const LOCK_PARTITIONS: &str = "\
+    SELECT count(*) FROM ( \
+        SELECT CASE WHEN l.exclusive THEN pg_advisory_xact_lock(hashtext(l.topic), l.\"partition\") \
+                    ELSE pg_advisory_xact_lock_shared(hashtext(l.topic), l.\"partition\") END AS locked \
+        FROM (SELECT topic, \"partition\", bool_or(exclusive) AS exclusive \
+              FROM unnest($1::text[], $2::int[], $3::boolean[]) AS u(topic, \"partition\", exclusive) \
+              GROUP BY 1, 2 ORDER BY hashtext(topic), \"partition\") AS l \
+    ) AS x";
 
 /// Remembers a refusal where the dedup decision reads, so that replaying the record
 /// dead-letters it again rather than handing it to the lake as accepted.
@@ -660,12 +712,29 @@ struct Bookkeeping<'a> {
     start_topic: Vec<&'a str>,
     start_partition: Vec<i32>,
     start_next: Vec<i64>,
+    /// Ids stored or retracted by this transaction.
+    touched: Vec<Uuid>,
 }
 
 /// Adds the outcome counts, moves progress by compare-and-set (from the expected offset,
-/// or from no row at all) and returns the partitions that moved.
+/// or from no row at all), applies the invalidations and deletions recorded for the ids
+/// this transaction touched, and returns the partitions that moved. The two partial
+/// indexes on `processed_events` keep the lookup of every stored id cheap.
 const BOOKKEEPING: &str = "\
-    WITH counted AS ( \
+    WITH invalidated AS ( \
+        UPDATE events e SET is_valid = false, invalidated_at = p.invalidated_at, \
+            invalidated_topic = p.invalidated_topic, invalidated_partition = p.invalidated_partition, \
+            invalidated_offset = p.invalidated_offset \
+        FROM processed_events p \
+        WHERE p.event_id = ANY($13::uuid[]) AND p.invalidated_topic IS NOT NULL AND p.deleted_topic IS NULL \
+          AND e.event_id = p.event_id AND e.is_valid \
+    ), removed AS ( \
+        DELETE FROM events e USING processed_events p \
+        WHERE p.event_id = ANY($13::uuid[]) AND p.deleted_topic IS NOT NULL AND e.event_id = p.event_id \
+    ), removed_versions AS ( \
+        DELETE FROM conflicts c USING processed_events p \
+        WHERE p.event_id = ANY($13::uuid[]) AND p.deleted_topic IS NOT NULL AND c.event_id = p.event_id \
+    ), counted AS ( \
         INSERT INTO outcome_counts (topic, \"partition\", outcome, count) \
         SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[]) \
         ON CONFLICT (topic, \"partition\", outcome) DO UPDATE SET count = outcome_counts.count + excluded.count \
@@ -714,9 +783,9 @@ impl<'a> Bookkeeping<'a> {
 
     /// The partitions that did not move: another writer moved them first (fenced).
     fn store(&self, conn: &mut PgConnection) -> QueryResult<Vec<i32>> {
-        use diesel::sql_types::{Array, BigInt, Integer, Text};
+        use diesel::sql_types::{Array, BigInt, Integer, Text, Uuid as SqlUuid};
         let moves = self.move_topic.len() + self.start_topic.len();
-        if moves == 0 && self.count_topic.is_empty() {
+        if moves == 0 && self.count_topic.is_empty() && self.touched.is_empty() {
             return Ok(Vec::new());
         }
         let moved: Moved = diesel::sql_query(BOOKKEEPING)
@@ -732,6 +801,7 @@ impl<'a> Bookkeeping<'a> {
             .bind::<Array<Integer>, _>(&self.start_partition)
             .bind::<Array<BigInt>, _>(&self.start_next)
             .bind::<Text, _>(SinkId::Postgres.as_str())
+            .bind::<Array<SqlUuid>, _>(&self.touched)
             .get_result(conn)?;
         Ok(self
             .move_partition

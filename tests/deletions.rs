@@ -1,0 +1,94 @@
+//! Deletion by tombstone (DESIGN.md section 3): a record with a null value whose key is
+//! an `event_id` deletes that event. Its Postgres row goes, the deletion is recorded, a
+//! later copy (a resend, a replay, the original arriving after its tombstone) is never
+//! stored again (outcome `deleted`), and the lake's retraction rows make the README's
+//! query leave it out. A tombstone keyed by anything else is a dead letter that says why.
+
+mod helpers;
+
+use helpers::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[test]
+fn tombstones_delete_before_and_after_the_event_and_across_a_replay_from_offset_0() {
+    let mut env = TestEnv::new(2);
+    let records = valid_records(20);
+    let event = |i: usize| records[i].2.clone().unwrap();
+    let id = |i: usize| {
+        serde_json::from_slice::<serde_json::Value>(&event(i)).unwrap()["event_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let tombstone = |i: usize| -> TestRecord { (None, id(i), None) };
+    let (after, resent, before) = (2, 7, 19);
+    // Phase 1: every event but one; the tombstone of the missing one; a tombstone whose
+    // key is an account id, not an event id.
+    let mut first: Vec<TestRecord> = records[..19].to_vec();
+    first.push(tombstone(before));
+    first.push((None, "001xx000003DGb2AAG".into(), None));
+    env.produce(&first);
+    let p = env.start_processor(&[]);
+    env.wait_drained(2, Duration::from_secs(60));
+    // Phase 2: tombstones of two stored events, the event whose tombstone came first.
+    env.produce(&[tombstone(after), tombstone(resent), records[before].clone()]);
+    env.wait_drained(2, Duration::from_secs(60));
+    // Phase 3: a resend of a deleted event, and its tombstone again.
+    env.produce(&[records[resent].clone(), tombstone(resent)]);
+    env.wait_drained(2, Duration::from_secs(60));
+
+    let outcomes = env.outcomes();
+    assert_eq!(
+        (outcomes["accepted"], outcomes["deleted"], outcomes["duplicate"], outcomes["dead_letter"]),
+        // Deleted: three tombstones, the original after its tombstone, the resend.
+        (19, 5, 1, 1),
+        "{outcomes:?}"
+    );
+    assert_eq!(env.outcomes_total(), 26, "P1: one outcome per record");
+    let reason: String =
+        diesel_text(&env, "SELECT error_class || ': ' || error_message AS t FROM dead_letters");
+    assert!(
+        reason.starts_with("tombstone: tombstone key '001xx000003DGb2AAG' is not an event_id"),
+        "{reason}"
+    );
+
+    let expected: BTreeMap<String, bool> =
+        (0..20).filter(|i| ![after, resent, before].contains(i)).map(|i| (id(i), true)).collect();
+    wait_until("the lake has the retractions", Duration::from_secs(30), || {
+        env.lake_events() == expected
+    });
+    env.assert_sinks_hold(&expected);
+    assert_eq!(
+        env.count(
+            "SELECT count(*) AS n FROM processed_events WHERE deleted_topic IS NOT NULL \
+             AND deleted_at IS NOT NULL"
+        ),
+        3,
+        "each deletion is recorded with the record that made it"
+    );
+
+    // Replayed from offset 0 with the lake rebuilt: the deleted events never come back,
+    // and this time the lake files never held them.
+    assert_eq!(env.stop_processor(p), 0);
+    let outcomes_before = env.outcomes();
+    std::fs::remove_dir_all(&env.lake).unwrap();
+    env.reset_group(2, 0);
+    let p = env.start_processor(&[]);
+    wait_until("the lake is rebuilt", Duration::from_secs(60), || env.lake_rows() == 17);
+    env.wait_drained(2, Duration::from_secs(60));
+    env.assert_sinks_hold(&expected);
+    assert_eq!(env.lake_counts_duckdb(), (17, 17), "no deleted event in any lake file");
+    assert_eq!(env.outcomes(), outcomes_before, "the replay counts nothing twice");
+    assert_eq!(env.stop_processor(p), 0);
+}
+
+fn diesel_text(env: &TestEnv, sql: &str) -> String {
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Text {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        t: String,
+    }
+    diesel::sql_query(sql).get_result::<Text>(&mut env.pg()).map(|r| r.t).unwrap_or_default()
+}
