@@ -63,16 +63,20 @@ echo "-- the first 30 of them again (a retrying upstream): duplicates"
 head -30 fixtures/crm-sample.jsonl | produce --file -
 echo "-- 6 broken events sent raw on purpose (the producer would reject them): dead letters"
 produce --file fixtures/crm-invalid.jsonl --raw
-echo "-- 50,000 generated events with duplicates, conflicts, invalid records, tombstones and late events"
-produce --generate 50000 --seed 7 --duplicate-ratio 0.05 --conflict-ratio 0.02 --invalid-ratio 0.03 --tombstone-ratio 0.01 --late-ratio 0.02 --max-lateness 2h --start-time "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "-- 50,000 generated records: duplicates, conflicts, invalid records, tombstones, late events,"
+echo "   invalidations (is_valid: false) and deletions (tombstones keyed by an event_id)"
+produce --generate 50000 --seed 7 --duplicate-ratio 0.05 --conflict-ratio 0.02 --invalid-ratio 0.03 --tombstone-ratio 0.01 --late-ratio 0.02 --max-lateness 2h \
+  --invalidate-ratio 0.01 --delete-ratio 0.005 --start-time "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 total=$((300 + 30 + 6 + 50000))
 
 say "Waiting until all $total records are accounted for"
 all_accounted() { done_count=$(sql -tAc "SELECT coalesce(sum(count),0) FROM outcome_counts" 2>/dev/null || echo 0); [ "$done_count" = "$total" ]; }
 wait_for 300 "all $total records to get an outcome" all_accounted
 accepted=$(sql -tAc "SELECT count(*) FROM events")
+# The lake as the README reads it: every event, less the deleted ones.
+LAKE_NOT_DELETED="SELECT count(*) FROM read_parquet('lake/**/*.parquet') WHERE event_id NOT IN (SELECT event_id FROM read_parquet('lake/_retractions/*.retractions') WHERE action = 'deleted')"
 lake_complete() {
-  in_lake=$(python3 -c "import duckdb,glob;print(duckdb.sql(\"SELECT count(*) FROM read_parquet('lake/**/*.parquet')\").fetchone()[0] if glob.glob('lake/**/*.parquet', recursive=True) else 0)")
+  in_lake=$(python3 -c "import duckdb,glob;print(duckdb.sql(\"$LAKE_NOT_DELETED\").fetchone()[0] if glob.glob('lake/**/*.parquet', recursive=True) else 0)")
   [ "$in_lake" = "$accepted" ]
 }
 wait_for 120 "the lake to hold all $accepted accepted events" lake_complete
@@ -83,10 +87,15 @@ kill -TERM $PID
 wait $PID && echo "exit code 0" || { echo "processor exited with $?"; exit 1; }
 trap - EXIT
 
-say "Outcomes (accepted + duplicate + conflict + dead_letter = $total records)"
+say "Outcomes (accepted + duplicate + conflict + invalidated + deleted + dead_letter = $total records)"
 sql -c "SELECT outcome, sum(count) AS records FROM outcome_counts GROUP BY outcome ORDER BY outcome"
 say "Late events: stored and marked (later than pipeline.late_after_s after their own time)"
 sql -c "SELECT count(*) FILTER (WHERE late) AS late, count(*) AS accepted, max(lateness_ms) / 1000 AS latest_s FROM events"
+say "Corrections and deletes: invalidated events stay, marked; deleted events are gone"
+sql -c "SELECT count(*) AS stored, count(*) FILTER (WHERE NOT is_valid) AS invalidated,
+               (SELECT count(*) FROM valid_events) AS valid,
+               (SELECT count(*) FROM processed_events WHERE deleted_at IS NOT NULL) AS deleted
+        FROM events"
 say "Rows per table in PostgreSQL ($DB)"
 sql -c "SELECT 'events' AS table, count(*) FROM events UNION ALL SELECT 'processed_events', count(*) FROM processed_events
         UNION ALL SELECT 'dead_letters', count(*) FROM dead_letters UNION ALL SELECT 'conflicts', count(*) FROM conflicts"
@@ -103,7 +112,21 @@ print(duckdb.sql("""
     GROUP BY ALL ORDER BY event_type, year, month, day
 """))
 PY
+say "DuckDB over the lake, honouring invalidations and deletions (lake/_retractions/, see the README)"
+python3 - <<'PY'
+import duckdb
+print(duckdb.sql("""
+    WITH retractions AS (SELECT event_id, action FROM read_parquet('lake/_retractions/*.retractions'))
+    SELECT event_type, count(*) AS valid_events
+    FROM read_parquet('lake/**/*.parquet', hive_partitioning=true)
+    WHERE event_id NOT IN (SELECT event_id FROM retractions)
+    GROUP BY ALL ORDER BY event_type
+"""))
+print(duckdb.sql("SELECT action, count(*) AS events FROM read_parquet('lake/_retractions/*.retractions') GROUP BY ALL ORDER BY action"))
+PY
+say "Erasing deleted events from the lake files (eventline lake purge)"
+"$BIN" lake purge | head -1
 say "Supervision log (eventline supervision)"
 "$BIN" supervision
 say "Result"
-echo "$total records -> $accepted events in Postgres and $in_lake in the lake, drained in ${elapsed}s ($(python3 -c "print(f'{$total/$elapsed:.0f}')") records/s end to end, including producer start-up)"
+echo "$total records -> $accepted events in Postgres and $in_lake in the lake (deleted ones left out), drained in ${elapsed}s ($(python3 -c "print(f'{$total/$elapsed:.0f}')") records/s end to end, including producer start-up)"

@@ -1,5 +1,7 @@
 //! Exactly once in both sinks whatever happens to the process or the database (P2):
-//! a Postgres crash mid-run, kill -9 at random moments, a second process in the group.
+//! a Postgres crash mid-run, kill -9 at random moments (also during a stream of
+//! invalidations and deletions: validity and deletions right in both sinks), a second
+//! process in the group.
 
 mod helpers;
 
@@ -143,4 +145,76 @@ fn two_processes_in_one_group_with_one_stopped_mid_run_store_each_event_once() {
     });
     assert_exactly_once(&env, ids.len(), records.len());
     assert_eq!(env.stop_processor(b), 0);
+}
+
+#[test]
+fn kill_9_four_times_during_a_stream_of_corrections_and_deletes_keeps_both_sinks_right() {
+    use eventline::cli::drill::against::read_sent;
+    use eventline::stages::contract::{Contracts, Limits};
+    let mut env = TestEnv::new(3);
+    let sent_file = env.dir().join("sent.jsonl");
+    // 60,000 generated records at 2,000 per second mixing every kind: duplicates,
+    // conflicts, invalid records, late events, invalidations and deletions.
+    let mut producer = std::process::Command::new(binary());
+    producer
+        .args(["produce", "--generate", "60000", "--rate", "2000", "--seed", "9"])
+        .args(["--duplicate-ratio", "0.03", "--conflict-ratio", "0.01", "--invalid-ratio", "0.01"])
+        .args(["--late-ratio", "0.05", "--invalidate-ratio", "0.02", "--delete-ratio", "0.01"])
+        .arg("--write-jsonl")
+        .arg(&sent_file)
+        .current_dir(repo())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env.processor_env() {
+        producer.env(k, v);
+    }
+    let mut producer = producer.spawn().expect("eventline produce starts");
+    let mut rng = rand::thread_rng();
+    let mut killed_at = Vec::new();
+    for _ in 0..4 {
+        let before = env.outcomes_total();
+        let p = env.start_processor(&[]);
+        wait_until("the restarted processor stores records", Duration::from_secs(90), || {
+            env.outcomes_total() > before
+        });
+        std::thread::sleep(Duration::from_millis(rng.gen_range(50..1_000)));
+        env.kill_processor(p);
+        killed_at.push(env.outcomes_total());
+    }
+    assert!(producer.wait().expect("produce ran").success(), "every record was delivered");
+    assert!(killed_at.iter().all(|k| *k < 60_000), "every kill hit mid-stream: {killed_at:?}");
+    let p = env.start_processor(&[]);
+    env.wait_drained(3, Duration::from_secs(180));
+
+    let contracts =
+        Contracts::load(&repo().join("contracts"), Limits::default()).expect("contracts load");
+    let sent = read_sent(&std::fs::read_to_string(&sent_file).unwrap(), &contracts);
+    assert!(sent.invalidated.len() > 500 && sent.deleted.len() > 300, "{sent:?}");
+    let expected: std::collections::BTreeMap<String, bool> =
+        sent.to_hold().map(|id| (id.to_string(), !sent.invalidated.contains(id))).collect();
+    wait_until("the lake holds every event", Duration::from_secs(60), || {
+        env.lake_events().len() == expected.len()
+    });
+    env.assert_sinks_hold(&expected);
+    let (rows, distinct) = env.lake_counts_duckdb();
+    assert_eq!(rows, distinct, "no event twice in the lake files");
+    let outcomes = env.outcomes();
+    let get = |o: &str| outcomes.get(o).copied().unwrap_or(0);
+    assert_eq!(env.outcomes_total(), 60_000, "P1: one outcome per record");
+    assert_eq!(
+        (get("duplicate"), get("conflict"), get("invalidated"), get("dead_letter")),
+        (
+            sent.duplicates as i64,
+            sent.conflicts as i64,
+            sent.invalidated.len() as i64,
+            (sent.invalid + sent.tombstones) as i64
+        ),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        get("accepted") + get("deleted"),
+        (sent.expected.len() + sent.deleted.len()) as i64,
+        "an event deleted later counts accepted or deleted, never both: {outcomes:?}"
+    );
+    assert_eq!(env.stop_processor(p), 0);
 }
