@@ -87,6 +87,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    retracted_events (event_id) {
+        event_id -> Uuid,
+        recorded_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     sink_progress (sink, topic, partition) {
         sink -> Text,
         topic -> Text,

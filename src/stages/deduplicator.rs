@@ -131,24 +131,32 @@ const RECORD_NEW: &str = "\
     RETURNING event_id";
 
 /// Records the first invalidation of each id, before or after its first sighting,
-/// unless its content is not the first sighting's (that is a conflict).
+/// unless its content is not the first sighting's (that is a conflict), and lists the id
+/// in `retracted_events`, where the Postgres writer looks.
 const RECORD_INVALIDATIONS: &str = "\
+    WITH recorded AS ( \
     INSERT INTO processed_events (event_id, invalidated_topic, invalidated_partition, invalidated_offset, invalidated_hash, invalidated_at) \
     SELECT event_id, $2, $3, \"offset\", payload_hash, now() FROM unnest($1::uuid[], $4::bigint[], $5::text[]) AS t(event_id, \"offset\", payload_hash) \
     ON CONFLICT (event_id) DO UPDATE SET invalidated_topic = excluded.invalidated_topic, \
         invalidated_partition = excluded.invalidated_partition, invalidated_offset = excluded.invalidated_offset, \
         invalidated_hash = excluded.invalidated_hash, invalidated_at = excluded.invalidated_at \
     WHERE processed_events.invalidated_topic IS NULL \
-      AND (processed_events.payload_hash IS NULL OR processed_events.payload_hash = excluded.invalidated_hash)";
+      AND (processed_events.payload_hash IS NULL OR processed_events.payload_hash = excluded.invalidated_hash) \
+    RETURNING event_id) \
+    INSERT INTO retracted_events (event_id) SELECT event_id FROM recorded ON CONFLICT DO NOTHING";
 
-/// Records the first deletion of each id, before or after its first sighting.
+/// Records the first deletion of each id, before or after its first sighting, and lists
+/// the id in `retracted_events`.
 const RECORD_DELETIONS: &str = "\
+    WITH recorded AS ( \
     INSERT INTO processed_events (event_id, deleted_topic, deleted_partition, deleted_offset, deleted_at) \
     SELECT event_id, $2, $3, \"offset\", now() FROM unnest($1::uuid[], $4::bigint[]) AS t(event_id, \"offset\") \
     ON CONFLICT (event_id) DO UPDATE SET deleted_topic = excluded.deleted_topic, \
         deleted_partition = excluded.deleted_partition, deleted_offset = excluded.deleted_offset, \
         deleted_at = excluded.deleted_at \
-    WHERE processed_events.deleted_topic IS NULL";
+    WHERE processed_events.deleted_topic IS NULL \
+    RETURNING event_id) \
+    INSERT INTO retracted_events (event_id) SELECT event_id FROM recorded ON CONFLICT DO NOTHING";
 
 /// Gives a first sighting to ids an invalidation or a deletion recorded before the
 /// event itself arrived.
@@ -168,14 +176,14 @@ const READ: &str = "\
 
 /// One row per id, the lowest offset of each (the candidate first record), sorted by
 /// id so concurrent writers take row locks in the same order.
-struct Rows {
+struct Rows<'a> {
     ids: Vec<Uuid>,
     offsets: Vec<i64>,
-    hashes: Vec<String>,
+    hashes: Vec<&'a str>,
 }
 
-impl Rows {
-    fn of<'a>(records: impl Iterator<Item = (Uuid, i64, &'a str)>) -> Rows {
+impl<'a> Rows<'a> {
+    fn of(records: impl Iterator<Item = (Uuid, i64, &'a str)>) -> Rows<'a> {
         let mut lowest: BTreeMap<Uuid, (i64, &str)> = BTreeMap::new();
         for (id, offset, hash) in records {
             let entry = lowest.entry(id).or_insert((offset, hash));
@@ -186,7 +194,7 @@ impl Rows {
         Rows {
             ids: lowest.keys().copied().collect(),
             offsets: lowest.values().map(|(o, _)| *o).collect(),
-            hashes: lowest.values().map(|(_, h)| h.to_string()).collect(),
+            hashes: lowest.values().map(|(_, h)| *h).collect(),
         }
     }
 
@@ -272,7 +280,7 @@ fn id_states(
     for (i, id) in events.ids.iter().enumerate() {
         if recorded.contains(id) && !retracted.contains(id) {
             let first = Coords { topic: topic.into(), partition, offset: events.offsets[i] };
-            states.insert(*id, IdState::first_seen(first, events.hashes[i].clone()));
+            states.insert(*id, IdState::first_seen(first, events.hashes[i].to_string()));
         } else {
             to_read.push(*id);
         }
@@ -292,7 +300,7 @@ fn id_states(
         let fill = Rows {
             ids: keep.iter().map(|i| events.ids[*i]).collect(),
             offsets: keep.iter().map(|i| events.offsets[*i]).collect(),
-            hashes: keep.iter().map(|i| events.hashes[*i].clone()).collect(),
+            hashes: keep.iter().map(|i| events.hashes[*i]).collect(),
         };
         fill.run(conn, FILL_FIRST, topic, partition, true)?;
         states.extend(read_states(conn, &fill.ids)?);

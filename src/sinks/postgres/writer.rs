@@ -718,22 +718,26 @@ struct Bookkeeping<'a> {
 
 /// Adds the outcome counts, moves progress by compare-and-set (from the expected offset,
 /// or from no row at all), applies the invalidations and deletions recorded for the ids
-/// this transaction touched, and returns the partitions that moved. The two partial
-/// indexes on `processed_events` keep the lookup of every stored id cheap.
+/// this transaction touched, and returns the partitions that moved. Those ids are joined
+/// with `retracted_events`, which holds only retracted ids: cheap whatever the planner
+/// knows, where `= ANY(ids)` over `processed_events` cost ~30 ms of planning per write.
 const BOOKKEEPING: &str = "\
-    WITH invalidated AS ( \
-        UPDATE events e SET is_valid = false, invalidated_at = p.invalidated_at, \
-            invalidated_topic = p.invalidated_topic, invalidated_partition = p.invalidated_partition, \
-            invalidated_offset = p.invalidated_offset \
-        FROM processed_events p \
-        WHERE p.event_id = ANY($13::uuid[]) AND p.invalidated_topic IS NOT NULL AND p.deleted_topic IS NULL \
-          AND e.event_id = p.event_id AND e.is_valid \
+    WITH retracted AS MATERIALIZED ( \
+        SELECT p.event_id, p.invalidated_topic, p.invalidated_partition, p.invalidated_offset, \
+               p.invalidated_at, p.deleted_topic IS NOT NULL AS deleted \
+        FROM retracted_events r \
+        JOIN unnest($13::uuid[]) AS t(event_id) ON t.event_id = r.event_id \
+        JOIN processed_events p ON p.event_id = r.event_id \
+    ), invalidated AS ( \
+        UPDATE events e SET is_valid = false, invalidated_at = x.invalidated_at, \
+            invalidated_topic = x.invalidated_topic, invalidated_partition = x.invalidated_partition, \
+            invalidated_offset = x.invalidated_offset \
+        FROM retracted x \
+        WHERE e.event_id = x.event_id AND NOT x.deleted AND x.invalidated_topic IS NOT NULL AND e.is_valid \
     ), removed AS ( \
-        DELETE FROM events e USING processed_events p \
-        WHERE p.event_id = ANY($13::uuid[]) AND p.deleted_topic IS NOT NULL AND e.event_id = p.event_id \
+        DELETE FROM events e USING retracted x WHERE e.event_id = x.event_id AND x.deleted \
     ), removed_versions AS ( \
-        DELETE FROM conflicts c USING processed_events p \
-        WHERE p.event_id = ANY($13::uuid[]) AND p.deleted_topic IS NOT NULL AND c.event_id = p.event_id \
+        DELETE FROM conflicts c USING retracted x WHERE c.event_id = x.event_id AND x.deleted \
     ), counted AS ( \
         INSERT INTO outcome_counts (topic, \"partition\", outcome, count) \
         SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[]) \
