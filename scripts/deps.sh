@@ -11,6 +11,8 @@ command -v perl >/dev/null || need_apt+=(perl)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 [ -f /usr/include/postgresql/libpq-fe.h ] || need_apt+=(libpq-dev)
 [ -f /usr/include/zlib.h ] || need_apt+=(zlib1g-dev)
+# librdkafka's TLS and SASL/SCRAM (secured clusters) link the system OpenSSL.
+[ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[deps] apt-get install ${need_apt[*]}" >&2

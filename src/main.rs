@@ -96,7 +96,7 @@ fn main() {
         // The reader of our output went away (`eventline supervision | head`): done.
         Err(error) if error.chain().any(console::is_closed_pipe) => std::process::exit(0),
         Err(error) => {
-            console::note(&format!("eventline: {error:#}"));
+            console::note(&eventline::settings::secrets::scrub(&format!("eventline: {error:#}")));
             std::process::exit(1);
         }
     }
@@ -113,7 +113,7 @@ fn execute(cli: Cli) -> Result<i32> {
             Ok(eventline::pipeline::run(settings()?).context("starting the pipeline")?.code())
         }
         Command::Config => {
-            console::out(&format!("{}\n", serde_json::to_string_pretty(&settings()?)?))?;
+            console::out(&format!("{}\n", serde_json::to_string_pretty(&settings()?.redacted())?))?;
             Ok(0)
         }
         Command::Migrate => {

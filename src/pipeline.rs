@@ -48,6 +48,9 @@ pub enum StartError {
     /// The Kafka client could not be created.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The brokers could not be reached (or refused the credentials) at start.
+    #[error(transparent)]
+    KafkaUnreachable(#[from] crate::source::consumer::ConnectError),
     /// The admin server could not bind.
     #[error("admin server on {listen} (admin.listen): {source}")]
     Admin {
@@ -146,7 +149,7 @@ pub fn start(
         OffsetTracker::new(consumer.clone(), s.kafka.topic.clone(), health.clone(), stall).start();
     let (fatal_tx, fatal) = mpsc::unbounded_channel();
     let policy = RestartPolicy::from(&s.supervision);
-    let dead_letters = DeadLetterPublisher::new(&s.kafka.brokers, &s.kafka.dlq_topic)?.start();
+    let dead_letters = DeadLetterPublisher::new(&s.kafka)?.start();
     let parts = |plan: &[crate::settings::Fault], status: &Arc<SinkStatus>| SupervisorParts {
         faults: Faults::new(plan, s.faults.after_batches),
         capacity_bytes: s.pipeline.sink_queue_bytes,
@@ -321,6 +324,7 @@ pub fn run(settings: Settings) -> Result<Exit, StartError> {
         path: settings.lake.root.display().to_string(),
         source,
     })?;
+    crate::source::consumer::probe(&settings.kafka)?;
     let (contracts, pool) = prepare(&settings)?;
     let timeout = Duration::from_secs(settings.pipeline.shutdown_timeout_s);
     let system = actix::System::new();

@@ -4,7 +4,11 @@
 //! Every struct denies unknown fields, so a typo fails at start with the key's name
 //! instead of being silently ignored.
 
+pub mod kafka_client;
+pub mod secrets;
+
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Why the settings could not be loaded.
@@ -13,6 +17,20 @@ pub enum SettingsError {
     /// A file could not be read or a key has a bad value; the message names the key.
     #[error("settings: {0}")]
     Invalid(#[from] config::ConfigError),
+    /// A `[kafka.client]` property librdkafka refuses, or one eventline owns. Not a
+    /// `source`: the message already says everything, and error chains would repeat it.
+    #[error("settings: {0}")]
+    KafkaClient(kafka_client::ClientSettingsError),
+    /// A `*_file` setting whose file cannot be read.
+    #[error("settings: key `{key}`: reading {path}: {source}")]
+    SecretFile {
+        /// The dotted key, e.g. `postgres.password_file`.
+        key: &'static str,
+        /// The file.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// A value parsed but breaks a rule of its own.
     #[error("settings: key `{key}`: {rule}")]
     Rule {
@@ -21,6 +39,12 @@ pub enum SettingsError {
         /// What the value must satisfy.
         rule: &'static str,
     },
+}
+
+impl From<kafka_client::ClientSettingsError> for SettingsError {
+    fn from(e: kafka_client::ClientSettingsError) -> Self {
+        SettingsError::KafkaClient(e)
+    }
 }
 
 /// The whole effective configuration of one eventline process.
@@ -71,14 +95,25 @@ pub struct KafkaSettings {
     /// A consumer out of its group this long while records wait is made to rejoin; out
     /// as long again, `/health` fails and the process exits (code 3).
     pub rejoin_after_s: u64,
+    /// Start-up fails, with librdkafka's reason (an unreachable broker, a refused
+    /// password), when the brokers cannot be reached for this long.
+    pub connect_timeout_s: u64,
+    /// Any librdkafka property for every Kafka client (see [`kafka_client`]).
+    #[serde(default)]
+    pub client: BTreeMap<String, String>,
 }
 
 /// PostgreSQL connection.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSettings {
-    /// libpq URL, e.g. `postgres://user@host:port/db`.
+    /// libpq URL, e.g. `postgres://user@host:port/db` (`?sslmode=verify-full&sslrootcert=...`
+    /// for TLS).
     pub url: String,
+    /// A file holding the password (as container platforms mount secrets); it replaces
+    /// any password in `url`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Connections in the r2d2 pool.
     pub pool_size: u32,
     /// How long to wait for a connection before the write counts as failed.
@@ -212,9 +247,44 @@ impl Settings {
                     .try_parsing(true),
             )
             .build()?;
-        let settings: Settings = built.try_deserialize()?;
+        let mut settings: Settings = built.try_deserialize()?;
         settings.check()?;
+        settings.resolve_secrets()?;
         Ok(settings)
+    }
+
+    /// Reads `*_file` secrets, normalises `[kafka.client]` and checks it with librdkafka,
+    /// and registers every secret value so that nothing prints it.
+    fn resolve_secrets(&mut self) -> Result<(), SettingsError> {
+        self.kafka.client = kafka_client::resolve(&self.kafka.client)?;
+        kafka_client::check(&self.kafka.client)?;
+        if let Some(path) = &self.postgres.password_file {
+            let password =
+                std::fs::read_to_string(path).map_err(|source| SettingsError::SecretFile {
+                    key: "postgres.password_file",
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            let password = password.trim_end_matches(['\n', '\r']).to_string();
+            self.postgres.url = with_password(&self.postgres.url, &password);
+        }
+        let mut known: Vec<String> = self
+            .kafka
+            .client
+            .iter()
+            .filter(|(k, _)| secrets::is_secret_key(k))
+            .map(|(_, v)| v.clone())
+            .collect();
+        known.extend(url_password(&self.postgres.url));
+        secrets::register(known);
+        Ok(())
+    }
+
+    /// The settings as `eventline config` prints them: every secret redacted.
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).expect("settings serialise");
+        redact_value(&mut value, "");
+        value
     }
 
     fn check(&self) -> Result<(), SettingsError> {
@@ -245,5 +315,89 @@ impl Settings {
             }
         }
         Ok(())
+    }
+}
+
+fn redact_value(value: &mut serde_json::Value, key: &str) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (k, v) in fields.iter_mut() {
+                redact_value(v, k);
+            }
+        }
+        serde_json::Value::String(text) if secrets::is_secret_key(key) => {
+            *text = secrets::REDACTED.to_string();
+        }
+        serde_json::Value::String(text) => *text = secrets::scrub(text),
+        _ => {}
+    }
+}
+
+/// The password in a `scheme://user:password@host/...` URL, percent-decoded.
+fn url_password(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    let password = userinfo.split_once(':')?.1;
+    Some(percent_decode(password))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+            if let Ok(b) = u8::from_str_radix(hex, 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `url` with `password` as its user's password (percent-encoded).
+fn with_password(url: &str, password: &str) -> String {
+    let encoded: String = password
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let (userinfo, host) = match authority.rfind('@') {
+        Some(at) => (&authority[..at], &authority[at + 1..]),
+        None => ("", authority),
+    };
+    let user = userinfo.split(':').next().unwrap_or("");
+    format!("{scheme}://{user}:{encoded}@{host}{path}")
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn a_password_file_goes_into_the_url_encoded() {
+        assert_eq!(
+            with_password("postgres://bob@h:5432/db?sslmode=require", "p@ss:w/rd"),
+            "postgres://bob:p%40ss%3Aw%2Frd@h:5432/db?sslmode=require"
+        );
+        assert_eq!(with_password("postgres://bob:old@h/db", "new"), "postgres://bob:new@h/db");
+        assert_eq!(
+            url_password("postgres://bob:p%40ss%3Aw%2Frd@h:5432/db").as_deref(),
+            Some("p@ss:w/rd")
+        );
+        assert_eq!(url_password("postgres://bob@h/db"), None);
     }
 }

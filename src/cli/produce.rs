@@ -36,8 +36,8 @@ pub enum Source {
 /// Everything `produce` needs.
 #[derive(Debug, Clone)]
 pub struct ProduceOptions {
-    /// Bootstrap servers.
-    pub brokers: String,
+    /// Brokers and client properties.
+    pub kafka: crate::settings::KafkaSettings,
     /// Target topic.
     pub topic: String,
     /// Records.
@@ -322,7 +322,7 @@ pub fn run(settings: &Settings, args: ProduceArgs) -> Result<i32, ProduceError> 
     let contracts = Contracts::load(&settings.pipeline.contracts_dir, settings.into())?;
     let skip_invalid = args.skip_invalid;
     let options = ProduceOptions {
-        brokers: settings.kafka.brokers.clone(),
+        kafka: settings.kafka.clone(),
         topic: args.topic.clone().unwrap_or_else(|| settings.kafka.topic.clone()),
         rate: args.rate,
         linger_ms: args.linger_ms,
@@ -346,7 +346,7 @@ pub fn produce(
     let mut publisher = if options.dry_run {
         None
     } else {
-        Some(Publisher::with_linger(&options.brokers, &options.topic, options.linger_ms)?)
+        Some(Publisher::with_linger(&options.kafka, &options.topic, options.linger_ms)?)
     };
     let mut capture = options
         .write_jsonl

@@ -4,10 +4,12 @@
 //! confirmed (or counted as failed with its cause) before [`Publisher::finish`] returns.
 
 use crate::record::Coords;
+use crate::settings::kafka_client::client_config;
+use crate::settings::KafkaSettings;
 use crate::stages::contract::Contracts;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientConfig, ClientContext, Message};
+use rdkafka::{ClientContext, Message};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -70,21 +72,20 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Connects to `brokers` with a 10 ms linger (throughput first).
-    pub fn new(brokers: &str, topic: &str) -> Result<Publisher, KafkaError> {
-        Publisher::with_linger(brokers, topic, 10)
+    /// Connects with a 10 ms linger (throughput first).
+    pub fn new(kafka: &KafkaSettings, topic: &str) -> Result<Publisher, KafkaError> {
+        Publisher::with_linger(kafka, topic, 10)
     }
 
     /// Connects to `brokers`; records wait up to `linger_ms` to fill a batch (lower is
     /// sooner, higher is cheaper per record).
     pub fn with_linger(
-        brokers: &str,
+        kafka: &KafkaSettings,
         topic: &str,
         linger_ms: u64,
     ) -> Result<Publisher, KafkaError> {
         let stats = Arc::new(DeliveryStats::default());
-        let producer: ThreadedProducer<DeliveryCounter> = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let producer: ThreadedProducer<DeliveryCounter> = client_config(kafka)
             .set("enable.idempotence", "true")
             .set("linger.ms", linger_ms.to_string())
             .set("batch.size", "1000000")

@@ -18,19 +18,25 @@ pub enum LogFormat {
 pub fn init(format: LogFormat) {
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    // Every line passes through the secret scrubber, librdkafka's too (rdkafka logs
+    // through the `log` crate).
     match format {
         LogFormat::Json => {
             builder.format(|buf, record| writeln!(buf, "{}", json_line(record)));
         }
         LogFormat::Plain => {
-            builder.format_timestamp_millis();
+            builder.format(|buf, record| {
+                let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let message = crate::settings::secrets::scrub(&record.args().to_string());
+                writeln!(buf, "[{ts} {:<5} {}] {message}", record.level(), record.target())
+            });
         }
     }
     builder.init();
 }
 
 fn json_line(record: &log::Record<'_>) -> serde_json::Value {
-    let message = record.args().to_string();
+    let message = crate::settings::secrets::scrub(&record.args().to_string());
     let mut line = serde_json::json!({
         "ts": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "level": record.level().to_string(),

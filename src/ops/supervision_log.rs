@@ -94,6 +94,16 @@ impl SupervisionLog {
     /// Appends one entry and flushes it; also logs it. A failing log file is reported
     /// through `log` but never stops the pipeline.
     pub fn append(&self, entry: &Entry) {
+        // A cause quotes error messages, which may quote a URL or a setting.
+        let scrubbed;
+        let entry = match &entry.cause {
+            Some(cause) => {
+                scrubbed =
+                    Entry { cause: Some(crate::settings::secrets::scrub(cause)), ..entry.clone() };
+                &scrubbed
+            }
+            None => entry,
+        };
         log::info!(
             "Supervision: {} {:?}{}",
             entry.actor,

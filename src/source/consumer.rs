@@ -5,11 +5,12 @@
 //! restart neither skips nor re-stores anything (each sink skips what it already has).
 
 use super::group_watch::GroupWatch;
+use crate::settings::kafka_client::client_config;
 use crate::settings::KafkaSettings;
 use rdkafka::bindings::rd_kafka_resp_err_t as RDKafkaRespErr;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, TopicPartitionList};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -80,8 +81,7 @@ pub fn create_consumer(
     group: Arc<GroupWatch>,
 ) -> Result<(SourceConsumer, mpsc::UnboundedReceiver<RebalanceEvent>), KafkaError> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let consumer: SourceConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
+    let consumer: SourceConsumer = client_config(kafka)
         .set("group.id", &kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -100,4 +100,66 @@ pub fn create_consumer(
         .create_with_context(SourceContext { rebalances: tx, group })?;
     consumer.subscribe(&[&kafka.topic])?;
     Ok((consumer, rx))
+}
+
+/// Why the brokers could not be reached at start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach Kafka at {brokers} within {seconds} s (kafka.connect_timeout_s): {reason}")]
+pub struct ConnectError {
+    /// `kafka.brokers`.
+    pub brokers: String,
+    /// How long it tried.
+    pub seconds: u64,
+    /// librdkafka's reasons, secrets scrubbed.
+    pub reason: String,
+}
+
+/// Remembers what librdkafka reported while probing.
+#[derive(Default)]
+struct ProbeContext {
+    errors: std::sync::Mutex<Vec<(Option<rdkafka::types::RDKafkaErrorCode>, String)>>,
+}
+
+impl ConsumerContext for ProbeContext {}
+
+impl rdkafka::ClientContext for ProbeContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let text = crate::settings::secrets::scrub(&format!("{error} ({reason})"));
+        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        if !errors.iter().any(|(_, t)| *t == text) {
+            errors.push((error.rdkafka_error_code(), text));
+        }
+    }
+}
+
+/// Connects (and authenticates) once, with the `[kafka.client]` properties, before
+/// anything starts: an unreachable broker, a refused password or a TLS failure ends the
+/// start within `kafka.connect_timeout_s` with librdkafka's reason, rather than a
+/// process that waits silently. Authentication and TLS failures end it at once.
+pub fn probe(kafka: &KafkaSettings) -> Result<(), ConnectError> {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    let seconds = kafka.connect_timeout_s.max(1);
+    let fail = |reason: String| ConnectError { brokers: kafka.brokers.clone(), seconds, reason };
+    let consumer: BaseConsumer<ProbeContext> = client_config(kafka)
+        .create_with_context(ProbeContext::default())
+        .map_err(|e| fail(crate::settings::secrets::scrub(&e.to_string())))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        let last =
+            match consumer.fetch_metadata(Some(&kafka.topic), std::time::Duration::from_secs(1)) {
+                Ok(_) => return Ok(()),
+                Err(e) => e.to_string(),
+            };
+        let errors = consumer.context().errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let hopeless = errors.iter().any(|(code, _)| {
+            matches!(code, Some(Code::Authentication | Code::SaslAuthenticationFailed | Code::SSL))
+        });
+        if hopeless || std::time::Instant::now() >= deadline {
+            let mut reasons: Vec<String> = errors.into_iter().map(|(_, t)| t).collect();
+            if reasons.is_empty() {
+                reasons.push(crate::settings::secrets::scrub(&last));
+            }
+            return Err(fail(reasons.join("; ")));
+        }
+    }
 }

@@ -8,7 +8,6 @@ use crate::record::{DeadLetter, SharedBatch};
 use actix::prelude::*;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::ClientConfig;
 use std::time::Duration;
 
 /// Publish the dead letters of a batch; resolves when all are confirmed.
@@ -23,10 +22,10 @@ pub struct DeadLetterPublisher {
 }
 
 impl DeadLetterPublisher {
-    /// A publisher to `topic` on `brokers`.
-    pub fn new(brokers: &str, topic: &str) -> Result<Self, rdkafka::error::KafkaError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+    /// A publisher to `kafka.dlq_topic`, with the `[kafka.client]` properties.
+    pub fn new(kafka: &crate::settings::KafkaSettings) -> Result<Self, rdkafka::error::KafkaError> {
+        let topic = kafka.dlq_topic.as_str();
+        let producer: FutureProducer = crate::settings::kafka_client::client_config(kafka)
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", "30000")
             // A flow waits for its dead letters' acknowledgement before it hands the

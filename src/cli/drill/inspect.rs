@@ -124,7 +124,7 @@ pub fn pg_counts(
 pub fn snapshot(
     pool: &PgPool,
     lake: &Path,
-    brokers: &str,
+    kafka: &crate::settings::KafkaSettings,
     group: &str,
     topic: &str,
 ) -> Result<(Snapshot, Vec<LakeRow>), StepError> {
@@ -147,8 +147,8 @@ pub fn snapshot(
             .count(),
         tables,
         outcomes,
-        committed: super::kafka_ops::committed(brokers, group, topic)?,
-        high_watermarks: super::kafka_ops::watermarks(brokers, topic)?
+        committed: super::kafka_ops::committed(kafka, group, topic)?,
+        high_watermarks: super::kafka_ops::watermarks(kafka, topic)?
             .into_iter()
             .map(|(_, h)| h)
             .collect(),

@@ -2,17 +2,18 @@
 //! the group, and fetching original records by their coordinates.
 
 use super::StepError;
+use crate::settings::kafka_client::client_config;
+use crate::settings::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use std::time::Duration;
 
 /// A Kafka failure, with what was being done.
 pub type KafkaResult<T> = Result<T, StepError>;
 
-fn consumer(brokers: &str, group: &str) -> KafkaResult<BaseConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+fn consumer(kafka: &KafkaSettings, group: &str) -> KafkaResult<BaseConsumer> {
+    client_config(kafka)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
@@ -20,8 +21,8 @@ fn consumer(brokers: &str, group: &str) -> KafkaResult<BaseConsumer> {
 }
 
 /// Number of partitions of `topic`.
-pub fn partitions(brokers: &str, topic: &str) -> KafkaResult<i32> {
-    let c = consumer(brokers, "eventline-drill-metadata")?;
+pub fn partitions(kafka: &KafkaSettings, topic: &str) -> KafkaResult<i32> {
+    let c = consumer(kafka, "eventline-drill-metadata")?;
     let md = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(StepError::kafka(format!("metadata of {topic}")))?;
@@ -33,9 +34,9 @@ pub fn partitions(brokers: &str, topic: &str) -> KafkaResult<i32> {
 }
 
 /// (low, high) watermarks per partition.
-pub fn watermarks(brokers: &str, topic: &str) -> KafkaResult<Vec<(i64, i64)>> {
-    let c = consumer(brokers, "eventline-drill-metadata")?;
-    (0..partitions(brokers, topic)?)
+pub fn watermarks(kafka: &KafkaSettings, topic: &str) -> KafkaResult<Vec<(i64, i64)>> {
+    let c = consumer(kafka, "eventline-drill-metadata")?;
+    (0..partitions(kafka, topic)?)
         .map(|p| {
             c.fetch_watermarks(topic, p, Duration::from_secs(10))
                 .map_err(StepError::kafka(format!("watermarks of {topic}/{p}")))
@@ -44,9 +45,9 @@ pub fn watermarks(brokers: &str, topic: &str) -> KafkaResult<Vec<(i64, i64)>> {
 }
 
 /// The group's committed offset per partition (-1: none).
-pub fn committed(brokers: &str, group: &str, topic: &str) -> KafkaResult<Vec<i64>> {
-    let c = consumer(brokers, group)?;
-    let n = partitions(brokers, topic)?;
+pub fn committed(kafka: &KafkaSettings, group: &str, topic: &str) -> KafkaResult<Vec<i64>> {
+    let c = consumer(kafka, group)?;
+    let n = partitions(kafka, topic)?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..n {
         tpl.add_partition(topic, p);
@@ -63,8 +64,8 @@ pub fn committed(brokers: &str, group: &str, topic: &str) -> KafkaResult<Vec<i64
 }
 
 /// Active members of the group (a running processor shows up here).
-pub fn group_members(brokers: &str, group: &str) -> KafkaResult<usize> {
-    let c = consumer(brokers, "eventline-drill-metadata")?;
+pub fn group_members(kafka: &KafkaSettings, group: &str) -> KafkaResult<usize> {
+    let c = consumer(kafka, "eventline-drill-metadata")?;
     let list = c
         .fetch_group_list(Some(group), Duration::from_secs(10))
         .map_err(StepError::kafka("group list"))?;
@@ -84,13 +85,13 @@ pub enum RewindTo {
 
 /// Commits the rewind target for every partition in the (idle) group; returns the offsets.
 pub fn rewind_group(
-    brokers: &str,
+    kafka: &KafkaSettings,
     group: &str,
     topic: &str,
     to: RewindTo,
 ) -> KafkaResult<Vec<i64>> {
-    let c = consumer(brokers, group)?;
-    let marks = watermarks(brokers, topic)?;
+    let c = consumer(kafka, group)?;
+    let marks = watermarks(kafka, topic)?;
     let targets: Vec<i64> = match to {
         RewindTo::Earliest => marks.iter().map(|(low, _)| *low).collect(),
         RewindTo::Offset(o) => marks.iter().map(|(low, high)| o.clamp(*low, *high)).collect(),
@@ -123,11 +124,11 @@ pub type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// The original (key, value) of the records at these coordinates, in the given order.
 pub fn fetch_records(
-    brokers: &str,
+    kafka: &KafkaSettings,
     topic: &str,
     coords: &[(i32, i64)],
 ) -> KafkaResult<Vec<KeyValue>> {
-    let c = consumer(brokers, "eventline-drill-fetch")?;
+    let c = consumer(kafka, "eventline-drill-fetch")?;
     let mut out = Vec::with_capacity(coords.len());
     for (partition, offset) in coords {
         let mut tpl = TopicPartitionList::new();

@@ -190,7 +190,7 @@ pub fn run_command(settings: Settings, args: DrillArgs) -> Result<i32, DrillErro
         true => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
         false => format!("{}report: {}\n", report.text(), saved.display()),
     };
-    out(&text).map_err(DrillError::Output)?;
+    out(&crate::settings::secrets::scrub(&text)).map_err(DrillError::Output)?;
     Ok(if report.passed { 0 } else { 1 })
 }
 

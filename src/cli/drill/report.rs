@@ -140,7 +140,7 @@ impl Report {
         std::fs::create_dir_all(dir)?;
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
         let path = dir.join(format!("drill-{}-{stamp}.md", self.drill));
-        std::fs::write(&path, self.markdown())?;
+        std::fs::write(&path, crate::settings::secrets::scrub(&self.markdown()))?;
         Ok(path)
     }
 }

@@ -38,7 +38,7 @@ pub fn run(name: DrillName, ctx: &DrillContext) -> Report {
 
 fn snap(ctx: &DrillContext) -> Result<(Snapshot, Vec<LakeRow>), StepError> {
     let s = &ctx.settings;
-    snapshot(&ctx.pool, &s.lake.root, &s.kafka.brokers, &s.kafka.group_id, &s.kafka.topic)
+    snapshot(&ctx.pool, &s.lake.root, &s.kafka, &s.kafka.group_id, &s.kafka.topic)
 }
 
 fn processor_log(ctx: &DrillContext, drill: &str) -> std::path::PathBuf {
@@ -47,8 +47,7 @@ fn processor_log(ctx: &DrillContext, drill: &str) -> std::path::PathBuf {
 }
 
 fn require_idle_group(ctx: &DrillContext) -> DrillResult {
-    let members =
-        kafka_ops::group_members(&ctx.settings.kafka.brokers, &ctx.settings.kafka.group_id)?;
+    let members = kafka_ops::group_members(&ctx.settings.kafka, &ctx.settings.kafka.group_id)?;
     if members > 0 {
         return Err(StepError::Failed(format!(
             "consumer group {} has {members} active member(s): stop the running processor first",
@@ -62,7 +61,7 @@ fn require_idle_group(ctx: &DrillContext) -> DrillResult {
 /// processed first, so the "before" snapshot starts from a drained pipeline.
 fn settle(ctx: &DrillContext, report: &mut Report, drill: &str) -> DrillResult {
     require_idle_group(ctx)?;
-    let end: i64 = kafka_ops::watermarks(&ctx.settings.kafka.brokers, &ctx.settings.kafka.topic)?
+    let end: i64 = kafka_ops::watermarks(&ctx.settings.kafka, &ctx.settings.kafka.topic)?
         .iter()
         .map(|(_, h)| h)
         .sum();
@@ -83,7 +82,7 @@ fn settle(ctx: &DrillContext, report: &mut Report, drill: &str) -> DrillResult {
 /// Both sinks' durable progress summed over partitions (cheap to poll).
 fn progress_sums(ctx: &DrillContext) -> Result<(i64, i64), StepError> {
     let s = &ctx.settings;
-    let n = kafka_ops::partitions(&s.kafka.brokers, &s.kafka.topic)?;
+    let n = kafka_ops::partitions(&s.kafka, &s.kafka.topic)?;
     let mut conn = db::conn(&ctx.pool)?;
     let (mut pg, mut lake) = (0, 0);
     // The lake first: it never passes Postgres, so read in this order a sample never
@@ -107,14 +106,13 @@ fn wait_drained(ctx: &DrillContext) -> DrillResult {
         "both sinks stored everything up to the end of the topic, and it is committed",
         ctx.timeout,
         || {
-            let marks = kafka_ops::watermarks(&s.kafka.brokers, &s.kafka.topic)?;
+            let marks = kafka_ops::watermarks(&s.kafka, &s.kafka.topic)?;
             let end: i64 = marks.iter().map(|(_, h)| h).sum();
             let (pg, lake) = progress_sums(ctx)?;
             let high: Vec<i64> = marks.iter().map(|(_, h)| *h).collect();
             Ok(pg == end
                 && lake == end
-                && kafka_ops::committed(&s.kafka.brokers, &s.kafka.group_id, &s.kafka.topic)?
-                    == high)
+                && kafka_ops::committed(&s.kafka, &s.kafka.group_id, &s.kafka.topic)? == high)
         },
     )
 }
@@ -144,7 +142,7 @@ fn traffic_config(ctx: &DrillContext) -> GeneratorConfig {
 
 fn send_traffic(ctx: &DrillContext, rate: Option<f64>) -> Result<Traffic, StepError> {
     let s = &ctx.settings;
-    let mut publisher = Publisher::new(&s.kafka.brokers, &s.kafka.topic)?;
+    let mut publisher = Publisher::new(&s.kafka, &s.kafka.topic)?;
     let mut traffic = Traffic {
         kinds: BTreeMap::new(),
         accepted_ids: BTreeSet::new(),
@@ -457,8 +455,7 @@ fn replay(ctx: &DrillContext, report: &mut Report) -> DrillResult {
     let s = &ctx.settings;
     settle(ctx, report, "replay")?;
     let (before, _) = snap(ctx)?;
-    let targets =
-        kafka_ops::rewind_group(&s.kafka.brokers, &s.kafka.group_id, &s.kafka.topic, ctx.rewind)?;
+    let targets = kafka_ops::rewind_group(&s.kafka, &s.kafka.group_id, &s.kafka.topic, ctx.rewind)?;
     report.step(format!(
         "rewound group {} to {targets:?} (from {:?})",
         s.kafka.group_id, before.committed
@@ -470,11 +467,9 @@ fn replay(ctx: &DrillContext, report: &mut Report) -> DrillResult {
         child.pid()
     ));
     wait_for("the group's offsets are back at the end", ctx.timeout, || {
-        let c = kafka_ops::committed(&s.kafka.brokers, &s.kafka.group_id, &s.kafka.topic)?;
-        let h: Vec<i64> = kafka_ops::watermarks(&s.kafka.brokers, &s.kafka.topic)?
-            .into_iter()
-            .map(|(_, h)| h)
-            .collect();
+        let c = kafka_ops::committed(&s.kafka, &s.kafka.group_id, &s.kafka.topic)?;
+        let h: Vec<i64> =
+            kafka_ops::watermarks(&s.kafka, &s.kafka.topic)?.into_iter().map(|(_, h)| h).collect();
         Ok(c == h)
     })?;
     let code = child.stop(Duration::from_secs(60))?;
@@ -552,9 +547,9 @@ fn resend(ctx: &DrillContext, report: &mut Report) -> DrillResult {
             "no processed events to resend: run some traffic first".into(),
         ));
     }
-    let originals = kafka_ops::fetch_records(&s.kafka.brokers, &s.kafka.topic, &coords)?;
+    let originals = kafka_ops::fetch_records(&s.kafka, &s.kafka.topic, &coords)?;
     let (before, _) = snap(ctx)?;
-    let mut publisher = Publisher::new(&s.kafka.brokers, &s.kafka.topic)?;
+    let mut publisher = Publisher::new(&s.kafka, &s.kafka.topic)?;
     for (key, value) in &originals {
         publisher
             .send(&String::from_utf8_lossy(key.as_deref().unwrap_or_default()), value.as_deref())?;
@@ -615,7 +610,7 @@ fn drain_sampling(
             return Ok(false);
         }
         let end: i64 =
-            kafka_ops::watermarks(&s.kafka.brokers, &s.kafka.topic)?.iter().map(|(_, h)| h).sum();
+            kafka_ops::watermarks(&s.kafka, &s.kafka.topic)?.iter().map(|(_, h)| h).sum();
         Ok(pg == end && lake == end)
     })?;
     Ok(samples)
