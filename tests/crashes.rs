@@ -30,6 +30,25 @@ fn assert_exactly_once(env: &TestEnv, accepted: usize, total: usize) {
     );
 }
 
+/// Four times: starts a processor, waits until it stores records (a killed member keeps
+/// its partitions until the session timeout), and kills it with SIGKILL at a random
+/// moment. Returns the outcome total at each kill.
+fn kill_four_times_while_storing(env: &mut TestEnv) -> Vec<i64> {
+    let mut rng = rand::thread_rng();
+    let mut killed_at = Vec::new();
+    for _ in 0..4 {
+        let before = env.outcomes_total();
+        let p = env.start_processor(&[]);
+        wait_until("the restarted processor stores records", Duration::from_secs(90), || {
+            env.outcomes_total() > before
+        });
+        std::thread::sleep(Duration::from_millis(rng.gen_range(50..1_000)));
+        env.kill_processor(p);
+        killed_at.push(env.outcomes_total());
+    }
+    killed_at
+}
+
 #[test]
 fn a_postgres_crash_mid_run_loses_nothing_and_duplicates_nothing() {
     let pg = PrivatePostgres::start();
@@ -83,20 +102,7 @@ fn kill_9_four_times_at_random_moments_during_a_100k_stream_stores_each_exactly_
             std::thread::sleep(Duration::from_millis(300)); // pacing of the stream
         }
     });
-    let mut rng = rand::thread_rng();
-    let mut killed_at = Vec::new();
-    for _ in 0..4 {
-        let before = env.outcomes_total();
-        let p = env.start_processor(&[]);
-        // A killed member keeps its partitions until the session timeout: wait until the
-        // new process is storing, then kill it at a random moment.
-        wait_until("the restarted processor stores records", Duration::from_secs(90), || {
-            env.outcomes_total() > before
-        });
-        std::thread::sleep(Duration::from_millis(rng.gen_range(50..1_000)));
-        env.kill_processor(p);
-        killed_at.push(env.outcomes_total());
-    }
+    let killed_at = kill_four_times_while_storing(&mut env);
     producer.join().unwrap();
     assert!(
         killed_at.windows(2).all(|w| w[0] < w[1]),
@@ -169,18 +175,7 @@ fn kill_9_four_times_during_a_stream_of_corrections_and_deletes_keeps_both_sinks
         producer.env(k, v);
     }
     let mut producer = producer.spawn().expect("eventline produce starts");
-    let mut rng = rand::thread_rng();
-    let mut killed_at = Vec::new();
-    for _ in 0..4 {
-        let before = env.outcomes_total();
-        let p = env.start_processor(&[]);
-        wait_until("the restarted processor stores records", Duration::from_secs(90), || {
-            env.outcomes_total() > before
-        });
-        std::thread::sleep(Duration::from_millis(rng.gen_range(50..1_000)));
-        env.kill_processor(p);
-        killed_at.push(env.outcomes_total());
-    }
+    let killed_at = kill_four_times_while_storing(&mut env);
     assert!(producer.wait().expect("produce ran").success(), "every record was delivered");
     assert!(killed_at.iter().all(|k| *k < 60_000), "every kill hit mid-stream: {killed_at:?}");
     let p = env.start_processor(&[]);

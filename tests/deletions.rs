@@ -14,13 +14,7 @@ use std::time::Duration;
 fn tombstones_delete_before_and_after_the_event_and_across_a_replay_from_offset_0() {
     let mut env = TestEnv::new(2);
     let records = valid_records(20);
-    let event = |i: usize| records[i].2.clone().unwrap();
-    let id = |i: usize| {
-        serde_json::from_slice::<serde_json::Value>(&event(i)).unwrap()["event_id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let id = |i: usize| event_id_of(&records[i]);
     let tombstone = |i: usize| -> TestRecord { (None, id(i), None) };
     let (after, resent, before) = (2, 7, 19);
     // Phase 1: every event but one; the tombstone of the missing one; a tombstone whose

@@ -60,12 +60,7 @@ fn processed(env: &mut TestEnv, n: usize) -> usize {
     env.produce(&records);
     let k = n / 50;
     let event = |i: usize| String::from_utf8(records[i].2.clone().unwrap()).unwrap();
-    let id = |i: usize| {
-        serde_json::from_str::<serde_json::Value>(&event(i)).unwrap()["event_id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let id = |i: usize| event_id_of(&records[i]);
     let invalidations =
         (0..k).map(|i| (None, records[i].1.clone(), Some(invalidation_of(&event(i)).into_bytes())));
     let deletions = (k..2 * k).map(|i| (None, id(i), None));

@@ -15,12 +15,7 @@ fn invalidations_before_and_after_their_event_mark_it_invalid_in_both_sinks() {
     let mut env = TestEnv::new(2);
     let records = valid_records(20);
     let event = |i: usize| String::from_utf8(records[i].2.clone().unwrap()).unwrap();
-    let id = |i: usize| {
-        serde_json::from_str::<serde_json::Value>(&event(i)).unwrap()["event_id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let id = |i: usize| event_id_of(&records[i]);
     let (after, before) = (3, 19);
     // Phase 1: every event but one, then the invalidation of an event already sent (same
     // partition, later offset), and the invalidation of the event not sent yet (on the

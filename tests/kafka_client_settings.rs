@@ -6,23 +6,12 @@
 mod helpers;
 
 use helpers::*;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn eventline(env: &TestEnv, args: &[&str], extra: &[(&str, &str)]) -> (i32, String, Duration) {
-    let mut command = Command::new(binary());
-    command.args(args).current_dir(repo());
-    for (k, v) in env.processor_env() {
-        command.env(k, v);
-    }
-    for (k, v) in extra {
-        command.env(k, v);
-    }
     let started = Instant::now();
-    let out = command.output().expect("eventline runs");
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text, started.elapsed())
+    let (code, stdout, stderr) = env.eventline_with(args, extra);
+    (code, format!("{stdout}{stderr}"), started.elapsed())
 }
 
 #[test]

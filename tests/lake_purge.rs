@@ -12,13 +12,7 @@ use std::time::Duration;
 fn purge_erases_deleted_events_from_every_file_and_leaves_the_rest_unchanged() {
     let mut env = TestEnv::new(2);
     let records = valid_records(300);
-    let id = |i: usize| {
-        serde_json::from_slice::<serde_json::Value>(records[i].2.as_ref().unwrap()).unwrap()
-            ["event_id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let id = |i: usize| event_id_of(&records[i]);
     env.produce(&records);
     let p = env.start_processor(&[]);
     env.wait_drained(2, Duration::from_secs(60));

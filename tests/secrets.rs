@@ -8,7 +8,6 @@
 mod helpers;
 
 use helpers::*;
-use std::process::Command;
 use std::time::Duration;
 
 const PG_SECRET: &str = "Pg-S3cret-4711";
@@ -19,6 +18,12 @@ fn assert_clean(what: &str, text: &str) {
     for secret in [PG_SECRET, KAFKA_SECRET, FILE_SECRET] {
         assert!(!text.contains(secret), "{what} prints a secret ({secret}):\n{text}");
     }
+}
+
+/// `eventline ARGS` with the test's settings and `extra`: (exit code, stdout and stderr).
+fn run(env: &TestEnv, args: &[&str], extra: &[(&str, &str)]) -> (i32, String) {
+    let (code, stdout, stderr) = env.eventline_with(args, extra);
+    (code, format!("{stdout}{stderr}"))
 }
 
 #[test]
@@ -37,26 +42,7 @@ fn no_output_ever_shows_a_secret() {
         ("EVENTLINE__KAFKA__CLIENT__DEBUG", "security,conf"),
         ("RUST_LOG", "debug"),
     ];
-    let base = env.processor_env();
-    let run = |args: &[&str], extra: &[(&str, &str)]| {
-        let mut command = Command::new(binary());
-        command.args(args).current_dir(repo());
-        for (k, v) in &base {
-            command.env(k, v);
-        }
-        for (k, v) in extra {
-            command.env(k, v);
-        }
-        let out = command.output().expect("eventline runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), text)
-    };
-
-    let (code, config) = run(&["config"], &extra);
+    let (code, config) = run(&env, &["config"], &extra);
     assert_eq!(code, 0, "{config}");
     assert_clean("eventline config", &config);
     assert!(
@@ -66,8 +52,11 @@ fn no_output_ever_shows_a_secret() {
     assert!(config.contains("\"sasl.username\": \"eventline\""), "the rest is shown: {config}");
 
     let dead = format!("postgres://eventline:{PG_SECRET}@127.0.0.1:1/nowhere");
-    let (code, error) =
-        run(&["migrate"], &[("EVENTLINE__POSTGRES__URL", dead.as_str()), ("RUST_LOG", "debug")]);
+    let (code, error) = run(
+        &env,
+        &["migrate"],
+        &[("EVENTLINE__POSTGRES__URL", dead.as_str()), ("RUST_LOG", "debug")],
+    );
     assert_ne!(code, 0, "{error}");
     assert_clean("a start-up error", &error);
 
@@ -94,7 +83,7 @@ fn no_output_ever_shows_a_secret() {
     let reports = env.dir().join("reports");
     let reports_arg = reports.display().to_string();
     let (code, drill) =
-        run(&["drill", "verify", "--reports-dir", &reports_arg, "--timeout", "60s"], &extra);
+        run(&env, &["drill", "verify", "--reports-dir", &reports_arg, "--timeout", "60s"], &extra);
     assert_eq!(code, 0, "{drill}");
     assert_clean("the drill's output", &drill);
     for report in std::fs::read_dir(&reports).unwrap() {

@@ -818,9 +818,18 @@ impl TestEnv {
 
     /// Runs `eventline ARGS` with this test's settings; returns (exit code, stdout, stderr).
     pub fn eventline_output(&self, args: &[&str]) -> (i32, String, String) {
+        self.eventline_with(args, &[])
+    }
+
+    /// Runs `eventline ARGS` with this test's settings plus `extra` variables; returns
+    /// (exit code, stdout, stderr).
+    pub fn eventline_with(&self, args: &[&str], extra: &[(&str, &str)]) -> (i32, String, String) {
         let mut command = Command::new(binary());
         command.args(args).current_dir(repo());
         for (k, v) in self.processor_env() {
+            command.env(k, v);
+        }
+        for (k, v) in extra {
             command.env(k, v);
         }
         let out = command.output().expect("eventline runs");
@@ -950,4 +959,12 @@ pub fn invalidation_of(event: &str) -> String {
     let mut doc: serde_json::Value = serde_json::from_str(event).expect("an event");
     doc["is_valid"] = serde_json::json!(false);
     doc.to_string()
+}
+
+/// The `event_id` of a record made by [`valid_records`] or [`mixed_records`].
+pub fn event_id_of(record: &TestRecord) -> String {
+    let value: serde_json::Value =
+        serde_json::from_slice(record.2.as_deref().expect("an event, not a tombstone"))
+            .expect("JSON");
+    value["event_id"].as_str().expect("an event_id").to_string()
 }
