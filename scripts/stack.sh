@@ -6,6 +6,11 @@
 #
 # Everything lives under .dev/ (data, logs, pid files) and .cache/ (jars); both are
 # git-ignored. `up` is idempotent; `down` stops only what this script started.
+#
+# Besides its PLAINTEXT port, the broker has a second listener on the port + 2, SASL_SSL
+# with SCRAM-SHA-512, and Postgres accepts TLS: both use a certificate from a CA this
+# script generates under .dev/tls/ (ca.crt is what clients trust). The SCRAM user is
+# `eventline`, its password in .dev/tls/kafka-password. Nothing secret is in the repo.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,6 +43,7 @@ PY
   PG_PORT="${EVENTLINE_PG_PORT:-$PG_PORT}"
   KAFKA_PORT="${EVENTLINE_KAFKA_PORT:-$KAFKA_PORT}"
   CONTROLLER_PORT=$((KAFKA_PORT + 1))
+  SECURE_PORT=$((KAFKA_PORT + 2))
 }
 
 # --- helpers -------------------------------------------------------------------------
@@ -61,10 +67,39 @@ ensure_packages() {
   [ -x "$PG_BIN/initdb" ] || missing+=(postgresql-15)
   command -v psql >/dev/null || missing+=(postgresql-client-15)
   command -v python3 >/dev/null || missing+=(python3)
+  command -v openssl >/dev/null || missing+=(openssl)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} with apt-get"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
+}
+
+# --- TLS material: a CA and one server certificate, for the broker and for Postgres ---
+TLS_DIR="$DEV/tls"
+KAFKA_USER="eventline"
+
+tls_material() {
+  [ -f "$TLS_DIR/server.p12" ] && [ -f "$TLS_DIR/kafka-password" ] && return
+  log "generating a CA and a server certificate for $KAFKA_HOST under $TLS_DIR"
+  mkdir -p "$TLS_DIR" && chmod 700 "$TLS_DIR"
+  local san="IP:127.0.0.1,DNS:localhost"
+  [ "$KAFKA_HOST" != 127.0.0.1 ] && [ "$KAFKA_HOST" != localhost ] && san="$san,DNS:$KAFKA_HOST"
+  (
+    cd "$TLS_DIR"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=eventline local CA" \
+      -keyout ca.key -out ca.crt 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' "$san" > server.ext
+    openssl x509 -req -days 3650 -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+      -extfile server.ext -out server.crt 2>/dev/null
+    # The broker's keystore; its password only guards a file in a mode-700 folder.
+    openssl rand -hex 16 > keystore-password
+    openssl pkcs12 -export -in server.crt -inkey server.key -name broker \
+      -passout "file:keystore-password" -out server.p12
+    openssl rand -hex 16 > kafka-password
+    chmod 600 ./*
+    chmod 644 ca.crt
+  ) || die "generating TLS material failed (openssl)"
 }
 
 # --- Kafka ---------------------------------------------------------------------------
@@ -79,17 +114,23 @@ fetch_kafka() {
     dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS"
 }
 
+# Writes the broker's configuration to $1.
 kafka_config() {
   mkdir -p "$KAFKA_DIR/data" "$KAFKA_DIR/logs"
-  cat > "$KAFKA_DIR/server.properties" <<PROPS
+  cat > "$1" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$KAFKA_HOST:$CONTROLLER_PORT
-listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT
+listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$CONTROLLER_PORT,SASL_SSL://$KAFKA_HOST:$SECURE_PORT
+advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,SASL_SSL://$KAFKA_HOST:$SECURE_PORT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 inter.broker.listener.name=PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=$TLS_DIR/server.p12
+listener.name.sasl_ssl.ssl.keystore.password=$(cat "$TLS_DIR/keystore-password")
 log.dirs=$KAFKA_DIR/data
 num.partitions=3
 auto.create.topics.enable=false
@@ -105,9 +146,18 @@ PROPS
 kafka_answers() { kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_HOST:$KAFKA_PORT" --list; }
 
 kafka_up() {
-  if pid_alive "$KAFKA_DIR/kafka.pid"; then log "kafka already running (pid $(cat "$KAFKA_DIR/kafka.pid"))"; return; fi
+  tls_material
+  kafka_config "$KAFKA_DIR/server.properties.wanted"
+  if pid_alive "$KAFKA_DIR/kafka.pid"; then
+    if cmp -s "$KAFKA_DIR/server.properties.wanted" "$KAFKA_DIR/server.properties"; then
+      log "kafka already running (pid $(cat "$KAFKA_DIR/kafka.pid"))"; scram_user; return
+    fi
+    # A broker started by an older version of this script lacks the secured listener.
+    log "kafka's configuration changed: restarting it"
+    kafka_down
+  fi
   fetch_kafka
-  kafka_config
+  mv "$KAFKA_DIR/server.properties.wanted" "$KAFKA_DIR/server.properties"
   if [ ! -f "$KAFKA_DIR/data/meta.properties" ]; then
     log "formatting kafka storage"
     kafka_java kafka.tools.StorageTool format -t "$(kafka_java kafka.tools.StorageTool random-uuid)" \
@@ -122,6 +172,20 @@ kafka_up() {
   wait_for "kafka" "$KAFKA_DIR/logs/server.log" kafka_answers
   create_topic crm.events.raw 3
   create_topic crm.events.dlq 1
+  scram_user
+}
+
+# The SCRAM credential lives in the cluster's metadata, so it survives restarts; the
+# marker records which password it was made with.
+scram_user() {
+  local marker="$KAFKA_DIR/scram-user"
+  [ "$(cat "$marker" 2>/dev/null)" = "$(md5sum < "$TLS_DIR/kafka-password")" ] && return
+  log "creating the SCRAM-SHA-512 user '$KAFKA_USER' (password in $TLS_DIR/kafka-password)"
+  kafka_java kafka.admin.ConfigCommand --bootstrap-server "$KAFKA_HOST:$KAFKA_PORT" --alter \
+    --add-config "SCRAM-SHA-512=[password=$(cat "$TLS_DIR/kafka-password")]" \
+    --entity-type users --entity-name "$KAFKA_USER" >"$KAFKA_DIR/logs/scram.log" 2>&1 \
+    || die "creating the SCRAM user failed; read $KAFKA_DIR/logs/scram.log"
+  md5sum < "$TLS_DIR/kafka-password" > "$marker"
 }
 
 create_topic() {
@@ -159,9 +223,28 @@ pg_data_dir() {
 
 pg_answers() { "$PG_BIN/pg_isready" -h "$PG_HOST" -p "$PG_PORT" -q; }
 
+# The server's copy of the certificate and key: its key must belong to the server's user.
+pg_tls() {
+  local dir="$1"
+  mkdir -p "$dir/tls"
+  cp "$TLS_DIR/server.crt" "$TLS_DIR/server.key" "$dir/tls/"
+  chmod 600 "$dir/tls/server.key"
+  [ "$(id -u)" = 0 ] && chown -R postgres: "$dir/tls"
+  return 0
+}
+
+pg_ssl_on() { [ "$(psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc 'SHOW ssl' 2>/dev/null)" = on ]; }
+
 pg_up() {
   local dir; dir="$(pg_data_dir)"
-  if pid_alive "$DEV/postgres.pid" && pg_answers; then log "postgres already running on port $PG_PORT"; return; fi
+  tls_material
+  if pid_alive "$DEV/postgres.pid" && pg_answers; then
+    if pg_ssl_on; then log "postgres already running on port $PG_PORT"; return; fi
+    # A cluster started by an older version of this script has no TLS.
+    log "postgres runs without TLS: restarting it"
+    pg_down
+  fi
+  pg_tls "$dir"
   if [ ! -f "$dir/data/PG_VERSION" ]; then
     log "creating a throwaway postgres cluster in $dir/data"
     as_pg "$PG_BIN/initdb" -D "$dir/data" -U "$PG_USER" --auth=trust -E UTF8 --locale=C.UTF-8 >"$DEV/initdb.log" 2>&1 \
@@ -169,7 +252,7 @@ pg_up() {
   fi
   log "starting postgres on $PG_HOST:$PG_PORT"
   as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t "$START_TIMEOUT" start \
-    -o "-p $PG_PORT -c listen_addresses=$PG_HOST -k $dir -c fsync=on -c max_connections=200 -c shared_buffers=256MB" >/dev/null \
+    -o "-p $PG_PORT -c listen_addresses=$PG_HOST -k $dir -c fsync=on -c max_connections=200 -c shared_buffers=256MB -c ssl=on -c ssl_cert_file=$dir/tls/server.crt -c ssl_key_file=$dir/tls/server.key" >/dev/null \
     || die "postgres did not start; read $dir/postgres.log"
   head -1 "$dir/data/postmaster.pid" > "$DEV/postgres.pid"
   wait_for "postgres" "$dir/postgres.log" pg_answers
@@ -201,7 +284,7 @@ kafka_down() {
 
 status() {
   local rc=0
-  if pid_alive "$KAFKA_DIR/kafka.pid"; then echo "kafka     running  pid $(cat "$KAFKA_DIR/kafka.pid")  $KAFKA_HOST:$KAFKA_PORT"; else echo "kafka     stopped"; rc=1; fi
+  if pid_alive "$KAFKA_DIR/kafka.pid"; then echo "kafka     running  pid $(cat "$KAFKA_DIR/kafka.pid")  $KAFKA_HOST:$KAFKA_PORT, SASL_SSL on $KAFKA_HOST:$SECURE_PORT"; else echo "kafka     stopped"; rc=1; fi
   if pid_alive "$DEV/postgres.pid" && pg_answers; then echo "postgres  running  pid $(cat "$DEV/postgres.pid")  $PG_HOST:$PG_PORT/$PG_DB"; else echo "postgres  stopped"; rc=1; fi
   return $rc
 }
@@ -209,6 +292,8 @@ status() {
 read_settings
 case "${1:-}" in
   up)     ensure_packages; mkdir -p "$DEV"; pg_up; kafka_up; status ;;
+  # tls-dir: where the CA certificate and the SCRAM password are (for tests and the demo)
+  tls-dir) echo "$TLS_DIR" ;;
   down)   kafka_down; pg_down ;;
   status) status ;;
   logs)   tail -n "${LINES_TO_SHOW:-40}" "$KAFKA_DIR/logs/server.log" "$PG_DIR/postgres.log" 2>/dev/null || true ;;

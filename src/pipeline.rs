@@ -130,9 +130,13 @@ pub fn start(
     pool: PgPool,
 ) -> Result<Running, StartError> {
     let s = settings;
-    let log = Arc::new(SupervisionLog::open(&s.supervision.log_path).map_err(|source| {
-        StartError::SupervisionLog { path: s.supervision.log_path.display().to_string(), source }
-    })?);
+    let log =
+        Arc::new(SupervisionLog::open(&s.supervision.log_path, s.supervision.rotation()).map_err(
+            |source| StartError::SupervisionLog {
+                path: s.supervision.log_path.display().to_string(),
+                source,
+            },
+        )?);
     let progress = ProgressStore {
         pool: pool.clone(),
         lake_root: s.lake.root.clone(),
@@ -330,9 +334,12 @@ pub fn run(settings: Settings) -> Result<Exit, StartError> {
     let system = actix::System::new();
     system.block_on(async move {
         let running = start(&settings, contracts, pool)?;
+        let protocol = settings.kafka.client.get("security.protocol");
         log::info!(
-            "eventline running: topic {} -> postgres + lake {}",
+            "eventline running: topic {} at {} ({}) -> postgres + lake {}",
             settings.kafka.topic,
+            settings.kafka.brokers,
+            protocol.map_or("plaintext", String::as_str),
             settings.lake.root.display()
         );
         Ok(running.run_until_stopped(timeout).await)

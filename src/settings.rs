@@ -5,6 +5,7 @@
 //! instead of being silently ignored.
 
 pub mod kafka_client;
+pub mod postgres_url;
 pub mod secrets;
 
 use serde::{Deserialize, Serialize};
@@ -114,6 +115,20 @@ pub struct PostgresSettings {
     /// any password in `url`.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// libpq's `sslmode` (disable, allow, prefer, require, verify-ca, verify-full); set,
+    /// it replaces the URL's own. libpq's default is `prefer`.
+    #[serde(default)]
+    pub sslmode: Option<String>,
+    /// The CA certificate that the server's certificate must chain to (`verify-ca`,
+    /// `verify-full`).
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
+    /// A client certificate, for servers that authenticate clients by certificate.
+    #[serde(default)]
+    pub sslcert: Option<PathBuf>,
+    /// The client certificate's key.
+    #[serde(default)]
+    pub sslkey: Option<PathBuf>,
     /// Connections in the r2d2 pool.
     pub pool_size: u32,
     /// How long to wait for a connection before the write counts as failed.
@@ -183,6 +198,10 @@ pub struct PipelineSettings {
 pub struct SupervisionSettings {
     /// JSON lines file of every start, failure, restart, recovery and give-up.
     pub log_path: PathBuf,
+    /// The log rotates once it holds this many bytes (0: never).
+    pub max_file_bytes: u64,
+    /// Rotated files kept beside the live one (`.1` newest); older ones are deleted.
+    pub keep_files: usize,
     /// First restart delay; doubles on each consecutive failure.
     pub backoff_initial_ms: u64,
     /// Upper bound of the restart delay.
@@ -191,6 +210,16 @@ pub struct SupervisionSettings {
     pub max_restarts: u32,
     /// The window of the restart-rate cap.
     pub restart_window_s: u64,
+}
+
+impl SupervisionSettings {
+    /// When the supervision log rotates.
+    pub fn rotation(&self) -> crate::ops::supervision_log::Rotation {
+        crate::ops::supervision_log::Rotation {
+            max_bytes: self.max_file_bytes,
+            keep: self.keep_files,
+        }
+    }
 }
 
 /// Fault injection, for tests and drills only. Each list is consumed in order, one
@@ -258,16 +287,25 @@ impl Settings {
     fn resolve_secrets(&mut self) -> Result<(), SettingsError> {
         self.kafka.client = kafka_client::resolve(&self.kafka.client)?;
         kafka_client::check(&self.kafka.client)?;
-        if let Some(path) = &self.postgres.password_file {
-            let password =
-                std::fs::read_to_string(path).map_err(|source| SettingsError::SecretFile {
-                    key: "postgres.password_file",
-                    path: path.display().to_string(),
-                    source,
-                })?;
-            let password = password.trim_end_matches(['\n', '\r']).to_string();
-            self.postgres.url = with_password(&self.postgres.url, &password);
-        }
+        let password = match &self.postgres.password_file {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| SettingsError::SecretFile {
+                        key: "postgres.password_file",
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                Some(text.trim_end_matches(['\n', '\r']).to_string())
+            }
+            None => None,
+        };
+        let tls = postgres_url::PostgresTls {
+            sslmode: self.postgres.sslmode.clone(),
+            sslrootcert: self.postgres.sslrootcert.clone(),
+            sslcert: self.postgres.sslcert.clone(),
+            sslkey: self.postgres.sslkey.clone(),
+        };
+        self.postgres.url = postgres_url::resolve(&self.postgres.url, password.as_deref(), &tls)?;
         let mut known: Vec<String> = self
             .kafka
             .client
@@ -275,7 +313,7 @@ impl Settings {
             .filter(|(k, _)| secrets::is_secret_key(k))
             .map(|(_, v)| v.clone())
             .collect();
-        known.extend(url_password(&self.postgres.url));
+        known.extend(postgres_url::password_of(&self.postgres.url));
         secrets::register(known);
         Ok(())
     }
@@ -330,74 +368,5 @@ fn redact_value(value: &mut serde_json::Value, key: &str) {
         }
         serde_json::Value::String(text) => *text = secrets::scrub(text),
         _ => {}
-    }
-}
-
-/// The password in a `scheme://user:password@host/...` URL, percent-decoded.
-fn url_password(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-    let userinfo = &authority[..authority.rfind('@')?];
-    let password = userinfo.split_once(':')?.1;
-    Some(percent_decode(password))
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-            if let Ok(b) = u8::from_str_radix(hex, 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `url` with `password` as its user's password (percent-encoded).
-fn with_password(url: &str, password: &str) -> String {
-    let encoded: String = password
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let (userinfo, host) = match authority.rfind('@') {
-        Some(at) => (&authority[..at], &authority[at + 1..]),
-        None => ("", authority),
-    };
-    let user = userinfo.split(':').next().unwrap_or("");
-    format!("{scheme}://{user}:{encoded}@{host}{path}")
-}
-
-#[cfg(test)]
-mod secret_tests {
-    use super::*;
-
-    #[test]
-    fn a_password_file_goes_into_the_url_encoded() {
-        assert_eq!(
-            with_password("postgres://bob@h:5432/db?sslmode=require", "p@ss:w/rd"),
-            "postgres://bob:p%40ss%3Aw%2Frd@h:5432/db?sslmode=require"
-        );
-        assert_eq!(with_password("postgres://bob:old@h/db", "new"), "postgres://bob:new@h/db");
-        assert_eq!(
-            url_password("postgres://bob:p%40ss%3Aw%2Frd@h:5432/db").as_deref(),
-            Some("p@ss:w/rd")
-        );
-        assert_eq!(url_password("postgres://bob@h/db"), None);
     }
 }

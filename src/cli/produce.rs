@@ -178,6 +178,9 @@ pub enum ProduceError {
     /// Kafka refused the producer or a record.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The broker cannot be reached or refuses the credentials.
+    #[error(transparent)]
+    Unreachable(#[from] crate::source::consumer::ConnectError),
     /// Reading the input or writing the capture failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -346,6 +349,9 @@ pub fn produce(
     let mut publisher = if options.dry_run {
         None
     } else {
+        // A refused password or an unreachable broker ends the command with the reason
+        // instead of records that wait out their delivery timeout.
+        crate::source::consumer::probe(&options.kafka)?;
         Some(Publisher::with_linger(&options.kafka, &options.topic, options.linger_ms)?)
     };
     let mut capture = options

@@ -2,7 +2,7 @@
 //! filtered by age and actor, optionally followed as it grows.
 
 use crate::cli::console::out;
-use crate::ops::supervision_log::{format_table, read_entries, Entry};
+use crate::ops::supervision_log::{format_table, read_log, Entry};
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -60,17 +60,26 @@ pub fn print(path: &Path, args: &SupervisionArgs) -> Result<(), SupervisionCliEr
     let keep = |e: &Entry| {
         args.since.is_none_or(|s| e.at >= s) && args.actor.as_deref().is_none_or(|a| e.actor == a)
     };
-    let mut shown = 0usize;
+    // The last entry shown: with rotation the files' line counts shrink, so following
+    // resumes after this entry rather than after a count.
+    let mut last: Option<Entry> = None;
+    let mut first_page = true;
     loop {
-        let entries = match path.exists() {
-            true => read_entries(path)
-                .map_err(|source| SupervisionCliError::Read { path: path.into(), source })?,
-            false => Vec::new(),
+        let entries = read_log(path)
+            .map_err(|source| SupervisionCliError::Read { path: path.into(), source })?;
+        let start = match &last {
+            None => 0,
+            // Rotated out of reach since the last look: resume by time.
+            Some(l) => entries.iter().rposition(|e| e == l).map(|i| i + 1).unwrap_or_else(|| {
+                entries.iter().position(|e| e.at > l.at).unwrap_or(entries.len())
+            }),
         };
-        let fresh: Vec<Entry> = entries.iter().skip(shown).filter(|e| keep(e)).cloned().collect();
-        let first_page = shown == 0;
-        shown = entries.len();
+        let fresh: Vec<Entry> = entries[start..].iter().filter(|e| keep(e)).cloned().collect();
+        if let Some(newest) = entries.last() {
+            last = Some(newest.clone());
+        }
         out(&render(&fresh, first_page, args.json)).map_err(SupervisionCliError::Output)?;
+        first_page = false;
         if !args.follow {
             return Ok(());
         }

@@ -4,7 +4,7 @@
 
 use crate::ops::health::{is_live, is_ready, now_ms, Health, SinkStatus};
 use crate::ops::metrics::metrics;
-use crate::ops::supervision_log::read_entries;
+use crate::ops::supervision_log::read_recent;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -63,9 +63,7 @@ async fn prometheus_metrics() -> HttpResponse {
 }
 
 async fn supervision(state: web::Data<AdminState>) -> HttpResponse {
-    let entries = read_entries(&state.supervision_log).unwrap_or_default();
-    let recent = &entries[entries.len().saturating_sub(200)..];
-    HttpResponse::Ok().json(recent)
+    HttpResponse::Ok().json(read_recent(&state.supervision_log, 200).unwrap_or_default())
 }
 
 /// Starts the server on `listen`; returns the bound address.

@@ -150,6 +150,9 @@ pub fn probe(kafka: &KafkaSettings) -> Result<(), ConnectError> {
                 Ok(_) => return Ok(()),
                 Err(e) => e.to_string(),
             };
+        // Errors (a refused password, a failed handshake) arrive as events on the
+        // client's queue: serve them, so that the context sees them.
+        let _ = consumer.poll(std::time::Duration::ZERO);
         let errors = consumer.context().errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let hopeless = errors.iter().any(|(code, _)| {
             matches!(code, Some(Code::Authentication | Code::SaslAuthenticationFailed | Code::SSL))

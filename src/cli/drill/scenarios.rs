@@ -8,7 +8,7 @@ use super::{DrillContext, DrillName, DrillSink, StepError};
 use crate::cli::generator::{Generator, GeneratorConfig, Kind};
 use crate::cli::publisher::Publisher;
 use crate::db;
-use crate::ops::supervision_log::{read_entries, EntryKind};
+use crate::ops::supervision_log::{read_log, EntryKind};
 use crate::sinks::lake::reader::LakeRow;
 use diesel::prelude::*;
 use rand::Rng;
@@ -651,7 +651,7 @@ fn sink_crash(ctx: &DrillContext, report: &mut Report) -> DrillResult {
     let (after, lake) = snap(ctx)?;
     table_figures(report, &before, &after);
     check_exactly_once(ctx, report, &before, &after, &lake, &traffic)?;
-    let entries: Vec<_> = read_entries(&ctx.settings.supervision.log_path)
+    let entries: Vec<_> = read_log(&ctx.settings.supervision.log_path)
         .map_err(StepError::io("reading the supervision log"))?
         .into_iter()
         .filter(|e| e.at >= drill_start && e.actor == actor)
@@ -917,7 +917,7 @@ fn db_outage(ctx: &DrillContext, report: &mut Report) -> DrillResult {
     let (after, lake) = snap(ctx)?;
     table_figures(report, &before, &after);
     check_exactly_once(ctx, report, &before, &after, &lake, &traffic)?;
-    let failures = read_entries(&ctx.settings.supervision.log_path)
+    let failures = read_log(&ctx.settings.supervision.log_path)
         .map_err(StepError::io("reading the supervision log"))?
         .into_iter()
         .filter(|e| e.at >= drill_start && e.kind == EntryKind::Failure)
