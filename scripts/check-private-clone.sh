@@ -12,8 +12,10 @@ free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0)
 TMP="$(mktemp -d)"
 CLONE="$TMP/eventline"
 export EVENTLINE_PG_PORT="$(free_port)"
-# Kafka needs two ports in a row (broker, controller): take one whose successor is free too.
-until KP="$(free_port)" && python3 -c "import socket;socket.socket().bind(('127.0.0.1',$KP+1))" 2>/dev/null; do :; done
+# Kafka needs three ports in a row (broker, controller, SASL_SSL): take one whose two
+# successors are free too.
+until KP="$(free_port)" && python3 -c "import socket
+for p in ($KP+1, $KP+2): socket.socket().bind(('127.0.0.1', p))" 2>/dev/null; do :; done
 export EVENTLINE_KAFKA_PORT="$KP"
 cleanup() {
   [ -x "$CLONE/scripts/stack.sh" ] && "$CLONE/scripts/stack.sh" clean >/dev/null 2>&1 || true

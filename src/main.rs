@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use eventline::cli::{bench, console, drill, lake, produce, status, supervision};
+use eventline::cli::{bench, console, dlq, drill, lake, produce, status, supervision};
 use eventline::ops::log_format::{self, LogFormat};
 use eventline::settings::Settings;
 use std::path::{Path, PathBuf};
@@ -85,6 +85,9 @@ enum Command {
     /// Lake maintenance: `purge` erases deleted events from the files.
     #[command(subcommand)]
     Lake(lake::LakeCommand),
+    /// Dead letters: `replay` sends them back to their source topic once they pass.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
 }
 
 fn main() {
@@ -138,6 +141,7 @@ fn execute(cli: Cli) -> Result<i32> {
         Command::Drill(args) => Ok(drill::run_command(settings()?, args)?),
         Command::Produce(args) => Ok(produce::run(&settings()?, args).context("producing")?),
         Command::Lake(command) => Ok(lake::run(&settings()?, command)?),
+        Command::Dlq(command) => Ok(dlq::run(&settings()?, command)?),
         Command::Supervision(args) => {
             let path = match &args.file {
                 Some(path) => path.clone(),

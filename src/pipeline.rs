@@ -192,8 +192,15 @@ pub fn start(
             let (log, faults) =
                 (log.clone(), Faults::new(&s.faults.validator, s.faults.after_batches));
             let late_after = Duration::from_secs(s.pipeline.late_after_s);
+            let header_rules = crate::stages::headers::HeaderRules::from(&s.headers);
             SyncArbiter::start(2, move || {
-                Validator::new(validator_contracts.clone(), log.clone(), faults.clone(), late_after)
+                Validator::new(
+                    validator_contracts.clone(),
+                    log.clone(),
+                    faults.clone(),
+                    late_after,
+                    header_rules.clone(),
+                )
             })
         },
         deduplicator: {

@@ -64,9 +64,21 @@ pub struct Event {
     /// The envelope's `is_valid` (absent: true). `false` makes this record an
     /// invalidation of the event stored under the same `event_id`.
     pub is_valid: bool,
+    /// The record's Kafka headers as kept ([`crate::stages::headers::keep`]): a JSON
+    /// array, `None` without headers. Not part of `payload_hash`.
+    pub headers: Option<String>,
+    /// The value of `headers.correlation_header`.
+    pub correlation_id: Option<String>,
 }
 
 impl Event {
+    /// Attaches what it keeps of its record's headers.
+    pub fn with_headers(mut self, kept: crate::stages::headers::KeptHeaders) -> Event {
+        self.headers = kept.json;
+        self.correlation_id = kept.correlation_id;
+        self
+    }
+
     /// Stamps its arrival: received now, and how late that is against `late_after`.
     pub fn arrived(mut self, received_at_ms: i64, late_after: std::time::Duration) -> Event {
         use crate::stages::lateness::{is_late, lateness_ms};
@@ -148,6 +160,22 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// Every class, in declaration order.
+    pub const ALL: [ErrorClass; 12] = [
+        ErrorClass::Tombstone,
+        ErrorClass::Oversized,
+        ErrorClass::NotUtf8,
+        ErrorClass::TooDeep,
+        ErrorClass::NotJson,
+        ErrorClass::BadEnvelope,
+        ErrorClass::UnknownEventType,
+        ErrorClass::UnknownSchemaVersion,
+        ErrorClass::ContractViolation,
+        ErrorClass::UnstorableText,
+        ErrorClass::CheckerPanicked,
+        ErrorClass::SinkRejected,
+    ];
+
     /// The stable name used in the DLQ headers, the table and the metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -307,6 +335,8 @@ impl DecidedBatch {
                 + e.source.len()
                 + e.payload.len()
                 + e.payload_hash.len()
+                + e.headers.as_ref().map_or(0, String::len)
+                + e.correlation_id.as_ref().map_or(0, String::len)
         };
         let record = |r: &SourceRecord| {
             std::mem::size_of::<SourceRecord>()
@@ -420,6 +450,8 @@ mod approx_bytes_tests {
             lateness_ms: 0,
             late: false,
             is_valid: true,
+            headers: None,
+            correlation_id: None,
         }
     }
 

@@ -62,10 +62,32 @@ pub struct Settings {
     pub pipeline: PipelineSettings,
     /// Restart policy of the sink writers and the supervision log.
     pub supervision: SupervisionSettings,
+    /// Which Kafka headers accepted events keep.
+    pub headers: HeaderSettings,
     /// Fault injection for tests and drills; empty by default.
     pub faults: FaultSettings,
     /// The admin HTTP server.
     pub admin: AdminSettings,
+}
+
+/// The Kafka headers an accepted event keeps (see [`crate::stages::headers`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderSettings {
+    /// Keys and values of the kept headers add up to at most this many bytes; the rest
+    /// are dropped and counted in a last entry.
+    pub max_bytes: usize,
+    /// The header whose value also goes into the `correlation_id` column (empty: none).
+    pub correlation_header: String,
+}
+
+impl From<&HeaderSettings> for crate::stages::headers::HeaderRules {
+    fn from(h: &HeaderSettings) -> Self {
+        crate::stages::headers::HeaderRules {
+            max_bytes: h.max_bytes,
+            correlation_header: Some(h.correlation_header.clone()).filter(|c| !c.is_empty()),
+        }
+    }
 }
 
 /// The admin HTTP server: health, readiness, metrics.

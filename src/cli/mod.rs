@@ -1,9 +1,11 @@
 //! Tooling around the runtime, used by the `eventline` binary: [`produce`] (with
-//! [`publisher`] and the traffic [`generator`]), [`status`], [`drill`], [`lake`] purge, [`bench`](mod@bench) limits,
+//! [`publisher`] and the traffic [`generator`]), [`status`], [`drill`], [`lake`] purge,
+//! [`dlq`] replay, [`bench`](mod@bench) limits,
 //! and [`console`] output that survives a closed pipe.
 
 pub mod bench;
 pub mod console;
+pub mod dlq;
 pub mod drill;
 pub mod generator;
 pub mod lake;

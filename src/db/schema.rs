@@ -43,6 +43,8 @@ diesel::table! {
         invalidated_topic -> Nullable<Text>,
         invalidated_partition -> Nullable<Int4>,
         invalidated_offset -> Nullable<Int8>,
+        headers -> Nullable<Jsonb>,
+        correlation_id -> Nullable<Text>,
     }
 }
 
@@ -100,5 +102,16 @@ diesel::table! {
         partition -> Int4,
         next_offset -> Int8,
         updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    dlq_redrives (topic, partition, offset) {
+        topic -> Text,
+        partition -> Int4,
+        offset -> Int8,
+        redriven_at -> Timestamptz,
+        sent_partition -> Nullable<Int4>,
+        sent_offset -> Nullable<Int8>,
     }
 }

@@ -249,6 +249,9 @@ impl Contracts {
             lateness_ms: 0,
             late: false,
             is_valid,
+            // Attached by the validator from the record (Event::with_headers).
+            headers: None,
+            correlation_id: None,
         })
     }
 }

@@ -1,12 +1,14 @@
 //! What happens to a batch between the source and the sinks: the contract check
 //! ([`contract`], run by [`validator`]), the replay-stable dedup decision
 //! ([`dedup_decision`], run by [`deduplicator`]) the dead-letter queue
-//! ([`dead_letter`]), and what a tombstone deletes ([`tombstone`]).
+//! ([`dead_letter`]), what a tombstone deletes ([`tombstone`]), and which Kafka headers
+//! an accepted event keeps ([`headers`]).
 
 pub mod contract;
 pub mod dead_letter;
 pub mod dedup_decision;
 pub mod deduplicator;
+pub mod headers;
 pub mod lateness;
 pub mod tombstone;
 pub mod validator;

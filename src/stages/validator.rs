@@ -14,6 +14,7 @@ use crate::ops::supervision_log::{Entry, EntryKind, SupervisionLog};
 use crate::record::SourceRecord;
 use crate::record::{Checked, CheckedBatch, DeadLetter, ErrorClass, Event, SourceBatch};
 use crate::stages::contract::{Contracts, Rejection};
+use crate::stages::headers::{keep, HeaderRules};
 use crate::stages::tombstone;
 use actix::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -30,6 +31,7 @@ pub struct Validator {
     log: Arc<SupervisionLog>,
     faults: Arc<Mutex<Faults>>,
     late_after: std::time::Duration,
+    header_rules: HeaderRules,
 }
 
 impl Validator {
@@ -39,8 +41,9 @@ impl Validator {
         log: Arc<SupervisionLog>,
         faults: Arc<Mutex<Faults>>,
         late_after: std::time::Duration,
+        header_rules: HeaderRules,
     ) -> Self {
-        Validator { contracts, log, faults, late_after }
+        Validator { contracts, log, faults, late_after, header_rules }
     }
 }
 
@@ -97,15 +100,15 @@ impl Handler<Validate> for Validator {
     fn handle(&mut self, msg: Validate, _: &mut SyncContext<Self>) -> Self::Result {
         let fault = self.faults.lock().unwrap_or_else(|p| p.into_inner()).take_next();
         let mut inject = fault == Some(Fault::Panic);
-        let (contracts, late_after) = (&self.contracts, self.late_after);
+        let (contracts, late_after, rules) = (&self.contracts, self.late_after, &self.header_rules);
         let received_at_ms = crate::ops::health::now_ms();
         let checked = check_batch_with(msg.0, received_at_ms, |r| {
             if std::mem::take(&mut inject) {
                 panic!("injected panic in the validator");
             }
-            contracts
-                .check(r.value.as_deref(), r.coords.clone(), r.timestamp_ms)
-                .map(|event| event.arrived(received_at_ms, late_after))
+            contracts.check(r.value.as_deref(), r.coords.clone(), r.timestamp_ms).map(|event| {
+                event.arrived(received_at_ms, late_after).with_headers(keep(&r.headers, rules))
+            })
         });
         for item in &checked.items {
             if let Checked::Dead(dead) = item {

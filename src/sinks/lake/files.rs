@@ -78,6 +78,8 @@ pub fn lake_schema() -> SchemaRef {
                 Field::new("read_at", utc_micros(), false),
                 Field::new("lateness_ms", DataType::Int64, false),
                 Field::new("late", DataType::Boolean, false),
+                Field::new("headers", DataType::Utf8, true),
+                Field::new("correlation_id", DataType::Utf8, true),
             ]))
         })
         .clone()
@@ -190,6 +192,8 @@ pub fn to_record_batch(
         micros(events.iter().map(|e| Some(e.received_at_ms * 1000)).collect()),
         Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.lateness_ms))),
         Arc::new(BooleanArray::from_iter(events.iter().map(|e| Some(e.late)))),
+        Arc::new(StringArray::from_iter(events.iter().map(|e| e.headers.as_deref()))),
+        Arc::new(StringArray::from_iter(events.iter().map(|e| e.correlation_id.as_deref()))),
     ];
     Ok(RecordBatch::try_new(lake_schema(), columns)?)
 }
@@ -245,6 +249,8 @@ mod tests {
             lateness_ms: 0,
             late: false,
             is_valid: true,
+            headers: None,
+            correlation_id: None,
         }
     }
 

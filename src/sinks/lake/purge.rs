@@ -197,6 +197,8 @@ mod tests {
             lateness_ms: 0,
             late: false,
             is_valid: true,
+            headers: None,
+            correlation_id: None,
         }
     }
 

@@ -119,6 +119,8 @@ struct EventColumns<'a> {
     kafka_timestamp: Vec<Option<DateTime<Utc>>>,
     lateness_ms: Vec<i64>,
     late: Vec<bool>,
+    headers: Vec<Option<&'a str>>,
+    correlation_id: Vec<Option<&'a str>>,
 }
 
 impl<'a> EventColumns<'a> {
@@ -136,6 +138,8 @@ impl<'a> EventColumns<'a> {
         self.kafka_timestamp.push(e.kafka_timestamp_ms.and_then(DateTime::from_timestamp_millis));
         self.lateness_ms.push(e.lateness_ms);
         self.late.push(e.late);
+        self.headers.push(e.headers.as_deref());
+        self.correlation_id.push(e.correlation_id.as_deref());
     }
 
     fn insert_skipping_existing(&self, conn: &mut PgConnection) -> QueryResult<usize> {
@@ -156,6 +160,8 @@ impl<'a> EventColumns<'a> {
             .bind::<Array<Nullable<Timestamptz>>, _>(&self.kafka_timestamp)
             .bind::<Array<BigInt>, _>(&self.lateness_ms)
             .bind::<Array<Bool>, _>(&self.late)
+            .bind::<Array<Nullable<Text>>, _>(&self.headers)
+            .bind::<Array<Nullable<Text>>, _>(&self.correlation_id)
             .execute(conn)
     }
 }
@@ -196,6 +202,8 @@ struct EventRow<'a> {
     kafka_timestamp: Option<DateTime<Utc>>,
     lateness_ms: i64,
     late: bool,
+    headers: Option<JsonText<'a>>,
+    correlation_id: Option<&'a str>,
 }
 
 impl<'a> From<&'a Event> for EventRow<'a> {
@@ -214,6 +222,8 @@ impl<'a> From<&'a Event> for EventRow<'a> {
             kafka_timestamp: e.kafka_timestamp_ms.and_then(DateTime::from_timestamp_millis),
             lateness_ms: e.lateness_ms,
             late: e.late,
+            headers: e.headers.as_deref().map(JsonText),
+            correlation_id: e.correlation_id.as_deref(),
         }
     }
 }
@@ -232,10 +242,10 @@ enum InsertMode {
 
 /// The INSERT of accepted events that skips ids already stored.
 const INSERT_EVENTS_SKIP_EXISTING: &str = "\
-    INSERT INTO events (event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp, lateness_ms, late) \
-    SELECT event_id, event_type, schema_version, source, occurred_at, payload::jsonb, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp, lateness_ms, late \
-    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::timestamptz[], $12::bigint[], $13::boolean[]) \
-        AS t(event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp, lateness_ms, late) \
+    INSERT INTO events (event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp, lateness_ms, late, headers, correlation_id) \
+    SELECT event_id, event_type, schema_version, source, occurred_at, payload::jsonb, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp, lateness_ms, late, headers::jsonb, correlation_id \
+    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::timestamptz[], $12::bigint[], $13::boolean[], $14::text[], $15::text[]) \
+        AS t(event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp, lateness_ms, late, headers, correlation_id) \
     ON CONFLICT (event_id) DO NOTHING";
 
 #[derive(Insertable)]
@@ -262,7 +272,7 @@ impl<'a> From<&'a DeadLetter> for NewDeadLetter<'a> {
             offset: r.coords.offset,
             record_key: r.key.as_deref(),
             record_value: r.value.as_deref(),
-            headers: headers_json(&r.headers),
+            headers: crate::stages::headers::headers_json(&r.headers),
             error_class: d.class.as_str(),
             error_message: &d.reason,
             event_type: d.event_type.as_deref(),
@@ -299,20 +309,6 @@ impl<'a> From<&'a Conflict> for NewConflict<'a> {
             first_offset: c.first_seen.offset,
         }
     }
-}
-
-/// Kafka headers as a JSON array of `{key, value}`, as text: bytes that are not UTF-8,
-/// and NUL characters (which `jsonb` refuses, so a hostile header would fail the whole
-/// write), become U+FFFD. The DLQ topic keeps the original headers byte for byte.
-pub fn headers_json(headers: &[(String, Option<Vec<u8>>)]) -> serde_json::Value {
-    let text = |s: &str| s.replace('\0', "\u{FFFD}");
-    headers
-        .iter()
-        .map(|(k, v)| {
-            let value = v.as_deref().map(|b| text(&String::from_utf8_lossy(b)));
-            serde_json::json!({"key": text(k), "value": value})
-        })
-        .collect()
 }
 
 impl PostgresWriter {
@@ -852,7 +848,8 @@ impl SinkWriter for PostgresWriter {
 
 #[cfg(test)]
 mod tests {
-    use super::{headers_json, may_be_a_refusal, BLAME_UNTAGGED_AFTER_FAILURES};
+    use super::{may_be_a_refusal, BLAME_UNTAGGED_AFTER_FAILURES};
+    use crate::stages::headers::headers_json;
     use diesel::result::{DatabaseErrorKind as Kind, Error};
 
     fn db(kind: Kind) -> Error {
