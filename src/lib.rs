@@ -7,11 +7,11 @@
 //! | folder | what it holds |
 //! | --- | --- |
 //! | [`source`] | the Kafka source actor (consumer, rebalances, batching, back-pressure), the per-partition flow, the guard against a consumer stuck outside its group |
-//! | [`stages`] | contracts and the validator, what a tombstone deletes, the dedup decision (accepted, duplicate, conflict, invalidated, deleted) and its actor, dead letters |
+//! | [`stages`] | contracts and the validator, which Kafka headers an event keeps, what a tombstone deletes, the dedup decision (accepted, duplicate, conflict, invalidated, deleted) and its actor, dead letters |
 //! | [`sinks`] | the writer trait, worker, supervisor and restart policy; [`sinks::postgres`] and [`sinks::lake`]; what Postgres refused, for the lake ([`sinks::verdicts`]) |
 //! | [`offsets`] | resume positions, both sinks' progress, the offset tracker that commits to Kafka |
 //! | [`ops`] | admin server (health, readiness, metrics), supervision log, summary counters |
-//! | [`cli`] | tooling apart from the runtime: produce, generator, status, drills, bench limits |
+//! | [`cli`] | tooling apart from the runtime: produce, generator, status, drills, lake purge, dead-letter replay, bench limits |
 //! | [`db`] | the Postgres pool, migrations and table definitions the stages and sinks share |
 //! | [`record`], [`settings`], [`pipeline`] | shared vocabulary, typed settings, the wiring |
 //! | [`error`] | the crate's [`Error`] over every module's error enum, and the class of each |
