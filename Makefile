@@ -15,7 +15,7 @@ logs:
 	scripts/stack.sh logs
 clean:
 	scripts/stack.sh clean
-	rm -rf lake/event_type=* lake/_eventline reports
+	rm -rf lake/event_type=* lake/_eventline lake/_delta_log lake/_retractions reports
 
 ## Toolchain and build dependencies (apt-get, pip); safe to run twice
 deps:
@@ -28,8 +28,9 @@ build: deps
 demo: deps up build
 	scripts/demo.sh
 
-## The whole test suite, against the real broker and Postgres
-test: deps up
+## The whole test suite, against the real broker, Postgres and an S3 server (moto)
+test: deps
+	scripts/stack.sh up-s3
 	$(CARGO) build --release --bin eventline
 	EVENTLINE_BIN=$(CURDIR)/target/release/eventline $(CARGO) test --release -- --test-threads=4
 

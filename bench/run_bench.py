@@ -40,6 +40,20 @@ def log(msg):
     print(f"bench: {msg}", file=sys.stderr, flush=True)
 
 
+def lake_progress(lake, topic, partitions=16):
+    """The lake's progress summed over partitions: each partition's txn version in the
+    Delta tables (the lower of the events and retractions tables), read with deltalake."""
+    from deltalake import DeltaTable
+    if not pathlib.Path(lake, "_delta_log").exists() or not pathlib.Path(lake, "_retractions/_delta_log").exists():
+        return 0
+    tables = [DeltaTable(lake), DeltaTable(f"{lake}/_retractions")]
+    total = 0
+    for p in range(partitions):
+        versions = [t.transaction_version(f"eventline/{topic}/{p}") for t in tables]
+        total += min(versions) if None not in versions else 0
+    return total
+
+
 class Slice:
     """A topic, a database and a lake folder of their own."""
 
@@ -96,12 +110,7 @@ class Slice:
 
     def progress(self):
         pg = int(psql(self.db, f"SELECT coalesce(sum(next_offset),0) FROM sink_progress WHERE sink='postgres' AND topic='{self.topic}'") or 0)
-        lake = 0
-        for d in pathlib.Path(self.lake, "_eventline/log").glob(f"{self.topic}-*"):
-            entries = sorted(d.glob("*.json"))
-            if entries:
-                lake += json.load(open(entries[-1]))["next_offset"]
-        return pg, lake
+        return pg, lake_progress(self.lake, self.topic)
 
 
 def free_port():
@@ -207,8 +216,8 @@ def latency(rate, seconds):
     pg = [round(float(v), 1) for v in q.split(",")]
     import duckdb
     lake = duckdb.sql(f"""SELECT quantile_cont(d, 0.5), quantile_cont(d, 0.95), quantile_cont(d, 0.99), max(d) FROM (
-        SELECT epoch_ms(ingested_at) - epoch_ms(kafka_timestamp) AS d FROM read_parquet('{s.lake}/**/*.parquet'))""").fetchone()
-    files = list(pathlib.Path(s.lake).glob("event_type=*/**/*.parquet"))
+        SELECT epoch_ms(ingested_at) - epoch_ms(kafka_timestamp) AS d FROM read_parquet('{s.lake}/event_type=*/*/*/*/*.parquet'))""").fetchone()
+    files = list(pathlib.Path(s.lake).glob("event_type=*/*/*/*/*.parquet"))
     return {"rate": rate, "records": n, "postgres_ms": dict(zip(["p50", "p95", "p99", "max"], pg)), "kafka_only_ms": floor,
             "lake_ms": dict(zip(["p50", "p95", "p99", "max"], [round(float(v), 1) for v in lake])),
             "lake_files": len(files), "lake_mean_file_bytes": int(sum(f.stat().st_size for f in files) / max(len(files), 1)),

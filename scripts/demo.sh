@@ -74,9 +74,9 @@ all_accounted() { done_count=$(sql -tAc "SELECT coalesce(sum(count),0) FROM outc
 wait_for 300 "all $total records to get an outcome" all_accounted
 accepted=$(sql -tAc "SELECT count(*) FROM events")
 # The lake as the README reads it: every event, less the deleted ones.
-LAKE_NOT_DELETED="SELECT count(*) FROM read_parquet('lake/**/*.parquet') WHERE event_id NOT IN (SELECT event_id FROM read_parquet('lake/_retractions/*.retractions') WHERE action = 'deleted')"
+LAKE_NOT_DELETED="SELECT count(*) FROM read_parquet('lake/event_type=*/*/*/*/*.parquet') WHERE event_id NOT IN (SELECT event_id FROM read_parquet('lake/_retractions/*.retractions') WHERE action = 'deleted')"
 lake_complete() {
-  in_lake=$(python3 -c "import duckdb,glob;print(duckdb.sql(\"$LAKE_NOT_DELETED\").fetchone()[0] if glob.glob('lake/**/*.parquet', recursive=True) else 0)")
+  in_lake=$(python3 -c "import duckdb,glob;print(duckdb.sql(\"$LAKE_NOT_DELETED\").fetchone()[0] if glob.glob('lake/event_type=*/*/*/*/*.parquet') else 0)")
   [ "$in_lake" = "$accepted" ]
 }
 wait_for 120 "the lake to hold all $accepted accepted events" lake_complete
@@ -102,13 +102,13 @@ sql -c "SELECT 'events' AS table, count(*) FROM events UNION ALL SELECT 'process
 say "Dead letters by reason"
 sql -c "SELECT error_class, count(*), min(left(error_message, 70)) AS example FROM dead_letters GROUP BY error_class ORDER BY 2 DESC"
 say "Lake files per Hive partition (lake/)"
-find lake -name '*.parquet' | sed 's|/[^/]*$||' | sort | uniq -c | sed 's|^ *\([0-9]*\) lake/|\1 file(s)  |'
-say "DuckDB over the lake: read_parquet('lake/**/*.parquet', hive_partitioning=true)"
+find lake -path 'lake/event_type=*' -name '*.parquet' | sed 's|/[^/]*$||' | sort | uniq -c | sed 's|^ *\([0-9]*\) lake/|\1 file(s)  |'
+say "DuckDB over the lake: read_parquet('lake/event_type=*/*/*/*/*.parquet', hive_partitioning=true)"
 python3 - <<'PY'
 import duckdb
 print(duckdb.sql("""
     SELECT event_type, year, month, day, count(*) AS events, count(DISTINCT event_id) AS distinct_ids
-    FROM read_parquet('lake/**/*.parquet', hive_partitioning=true)
+    FROM read_parquet('lake/event_type=*/*/*/*/*.parquet', hive_partitioning=true)
     GROUP BY ALL ORDER BY event_type, year, month, day
 """))
 PY
@@ -118,11 +118,32 @@ import duckdb
 print(duckdb.sql("""
     WITH retractions AS (SELECT event_id, action FROM read_parquet('lake/_retractions/*.retractions'))
     SELECT event_type, count(*) AS valid_events
-    FROM read_parquet('lake/**/*.parquet', hive_partitioning=true)
+    FROM read_parquet('lake/event_type=*/*/*/*/*.parquet', hive_partitioning=true)
     WHERE event_id NOT IN (SELECT event_id FROM retractions)
     GROUP BY ALL ORDER BY event_type
 """))
 print(duckdb.sql("SELECT action, count(*) AS events FROM read_parquet('lake/_retractions/*.retractions') GROUP BY ALL ORDER BY action"))
+PY
+say "The lake as a Delta table: Python deltalake, and DuckDB's delta extension (delta_scan)"
+TOPIC="$TOPIC" python3 - <<'PY'
+import os, duckdb
+from deltalake import DeltaTable
+from duckdb_extensions import import_extension
+events, retractions = DeltaTable("lake"), DeltaTable("lake/_retractions")
+topic = os.environ["TOPIC"]
+txn = {p: events.transaction_version(f"eventline/{topic}/{p}") for p in range(6)}
+print(f"events table version {events.version()}, {events.count()} rows in {len(events.file_uris())} files; "
+      f"retractions table version {retractions.version()}")
+print("txn per partition (next offset the table does not hold):",
+      ", ".join(f"{p}: {v}" for p, v in txn.items() if v is not None))
+import_extension("delta")
+duckdb.sql("LOAD delta")
+print(duckdb.sql("""
+    SELECT e.event_type, count(*) AS valid_events
+    FROM delta_scan('lake') AS e
+    WHERE e.event_id NOT IN (SELECT event_id FROM delta_scan('lake/_retractions'))
+    GROUP BY ALL ORDER BY e.event_type
+"""))
 PY
 say "Erasing deleted events from the lake files (eventline lake purge)"
 "$BIN" lake purge | head -1

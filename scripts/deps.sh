@@ -25,8 +25,9 @@ if ! command -v cargo >/dev/null; then
 fi
 
 # DuckDB reads the lake in the tests and the demo (a reader nobody here wrote);
-# PyYAML parses the Prometheus alert rules in a test.
-if ! python3 -c 'import duckdb, yaml' 2>/dev/null; then
+# PyYAML parses the Prometheus alert rules in a test; deltalake and the delta extension
+# read the lake as a Delta table.
+if ! python3 -c 'import duckdb, yaml, deltalake, duckdb_extensions, duckdb_extension_delta, moto, boto3; assert duckdb.__version__ == "1.5.5"' 2>/dev/null; then
   echo "[deps] pip install -r $ROOT/scripts/requirements.txt" >&2
   python3 -m pip install -q -r "$ROOT/scripts/requirements.txt" \
     || python3 -m pip install -q --break-system-packages -r "$ROOT/scripts/requirements.txt"

@@ -68,6 +68,7 @@ ensure_packages() {
   command -v psql >/dev/null || missing+=(postgresql-client-15)
   command -v python3 >/dev/null || missing+=(python3)
   command -v openssl >/dev/null || missing+=(openssl)
+  command -v curl >/dev/null || missing+=(curl)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} with apt-get"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -282,10 +283,50 @@ kafka_down() {
   rm -f "$KAFKA_DIR/kafka.pid"
 }
 
+# --- S3: moto's server (PyPI), on request (`up-s3`), for the lake on object storage ---
+# moto honours conditional puts (If-None-Match), which Delta commits on S3 rely on. Its
+# objects live in memory: a restart empties every bucket. Credentials are moto's own
+# (any key works); the tests and the demo create a bucket each with `s3-bucket NAME`.
+S3_DIR="$DEV/s3"
+S3_PORT="${EVENTLINE_S3_PORT:-19100}"
+s3_answers() { curl -s -o /dev/null "http://$KAFKA_HOST:$S3_PORT/moto-api/"; }
+s3_up() {
+  if ! command -v moto_server >/dev/null; then
+    log "installing moto[server] with pip"
+    python3 -m pip install -q "moto[server]==5.2.5" \
+      || python3 -m pip install -q --break-system-packages "moto[server]==5.2.5"
+  fi
+  mkdir -p "$S3_DIR"
+  if pid_alive "$S3_DIR/moto.pid" && s3_answers; then return 0; fi
+  log "starting the S3 server (moto) on $KAFKA_HOST:$S3_PORT"
+  nohup moto_server -H "$KAFKA_HOST" -p "$S3_PORT" >"$S3_DIR/moto.log" 2>&1 &
+  echo $! > "$S3_DIR/moto.pid"
+  wait_for "the S3 server" "$S3_DIR/moto.log" s3_answers
+}
+s3_down() {
+  if pid_alive "$S3_DIR/moto.pid"; then
+    log "stopping the S3 server"
+    kill "$(cat "$S3_DIR/moto.pid")" 2>/dev/null || true
+  fi
+  rm -f "$S3_DIR/moto.pid"
+}
+# s3-bucket NAME: creates a bucket (a signed request, as any S3 client makes)
+s3_bucket() {
+  python3 - "$1" "http://$KAFKA_HOST:$S3_PORT" <<'PY'
+import sys, boto3
+name, endpoint = sys.argv[1], sys.argv[2]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                  aws_access_key_id="eventline", aws_secret_access_key="eventline")
+if name not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
+    s3.create_bucket(Bucket=name)
+PY
+}
+
 status() {
   local rc=0
   if pid_alive "$KAFKA_DIR/kafka.pid"; then echo "kafka     running  pid $(cat "$KAFKA_DIR/kafka.pid")  $KAFKA_HOST:$KAFKA_PORT, SASL_SSL on $KAFKA_HOST:$SECURE_PORT"; else echo "kafka     stopped"; rc=1; fi
   if pid_alive "$DEV/postgres.pid" && pg_answers; then echo "postgres  running  pid $(cat "$DEV/postgres.pid")  $PG_HOST:$PG_PORT/$PG_DB"; else echo "postgres  stopped"; rc=1; fi
+  if pid_alive "$S3_DIR/moto.pid"; then echo "s3        running  pid $(cat "$S3_DIR/moto.pid")  http://$KAFKA_HOST:$S3_PORT (moto)"; fi
   return $rc
 }
 
@@ -294,10 +335,14 @@ case "${1:-}" in
   up)     ensure_packages; mkdir -p "$DEV"; pg_up; kafka_up; status ;;
   # tls-dir: where the CA certificate and the SCRAM password are (for tests and the demo)
   tls-dir) echo "$TLS_DIR" ;;
-  down)   kafka_down; pg_down ;;
+  # up-s3: the stack plus the S3 server (what `make test` uses)
+  up-s3)  ensure_packages; mkdir -p "$DEV"; pg_up; kafka_up; s3_up; status ;;
+  s3-bucket) s3_bucket "$2" ;;
+  s3-endpoint) echo "http://$KAFKA_HOST:$S3_PORT" ;;
+  down)   s3_down; kafka_down; pg_down ;;
   status) status ;;
   logs)   tail -n "${LINES_TO_SHOW:-40}" "$KAFKA_DIR/logs/server.log" "$PG_DIR/postgres.log" 2>/dev/null || true ;;
-  clean)  kafka_down; pg_down; rm -rf "$KAFKA_DIR" "$(pg_home)" "$PG_DIR" "$DEV" ;;
+  clean)  s3_down; kafka_down; pg_down; rm -rf "$KAFKA_DIR" "$(pg_home)" "$PG_DIR" "$DEV" ;;
   pg-stop)  pg_down ;;          # used by drills
   pg-start) pg_up ;;
   # topic NAME PARTITIONS [recreate]: create a topic (deleting it first with "recreate")
@@ -312,5 +357,5 @@ case "${1:-}" in
   topics-delete)
     kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_HOST:$KAFKA_PORT" --delete --if-exists --topic "$2" >/dev/null 2>&1 || true ;;
   psql) shift; psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" "$@" ;;
-  *) echo "usage: $0 up|down|status|logs|clean|topic NAME PARTITIONS [recreate]|topics-delete REGEX|psql ARGS" >&2; exit 2 ;;
+  *) echo "usage: $0 up|up-s3|s3-bucket NAME|s3-endpoint|down|status|logs|clean|topic NAME PARTITIONS [recreate]|topics-delete REGEX|psql ARGS" >&2; exit 2 ;;
 esac

@@ -1,6 +1,6 @@
 //! eventline consumes business events from Kafka, checks each against its contract,
 //! drops duplicates by `event_id`, and stores every accepted event exactly once in
-//! PostgreSQL and in a Parquet lake partitioned by `event_type/year/month/day`.
+//! PostgreSQL and in a Delta Lake table (Parquet) partitioned by `event_type/year/month/day`.
 //!
 //! # The layout, in the order an event meets it
 //!
@@ -29,8 +29,9 @@
 //!    [`sinks::postgres::writer`] stores it in one transaction with its progress (a
 //!    record Postgres refuses is split out and dead-lettered), and
 //!    [`sinks::lake::writer`] buffers it and, once Postgres has stored the range, flushes
-//!    Parquet files (and a retraction file for invalidations and deletions) through the
-//!    lake's commit log ([`sinks::lake::commit_log`]).
+//!    Parquet files (and a retraction file for invalidations and deletions) and commits
+//!    them to the lake's Delta tables with the partition's progress as a `txn` action
+//!    ([`sinks::lake::table`]).
 //! 5. [`offsets::tracker`] commits to Kafka the lower of both sinks' durable progress.
 //!
 //! [`pipeline`] starts the actors and wires them; `src/main.rs` maps the command line

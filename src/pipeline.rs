@@ -15,6 +15,7 @@ use crate::ops::stats::Snapshot;
 use crate::ops::supervision_log::SupervisionLog;
 use crate::settings::Settings;
 use crate::sinks::lake::files::FileFormat;
+use crate::sinks::lake::store::LakeStore;
 use crate::sinks::lake::writer::{ParquetWriter, RollLimits};
 use crate::sinks::postgres::writer::PostgresWriter;
 use crate::sinks::progress::ProgressStore;
@@ -66,6 +67,14 @@ pub enum StartError {
         path: String,
         /// Cause.
         source: std::io::Error,
+    },
+    /// The lake's Delta tables could not be opened or created.
+    #[error("lake.root {path}: {message}")]
+    Lake {
+        /// Path from `lake.root`.
+        path: String,
+        /// What failed.
+        message: String,
     },
     /// The supervision log could not be opened.
     #[error("supervision log {path}: {source}")]
@@ -137,11 +146,8 @@ pub fn start(
                 source,
             },
         )?);
-    let progress = ProgressStore {
-        pool: pool.clone(),
-        lake_root: s.lake.root.clone(),
-        topic: s.kafka.topic.clone(),
-    };
+    let progress =
+        ProgressStore { pool: pool.clone(), lake: s.lake.clone(), topic: s.kafka.topic.clone() };
     let group = Arc::new(GroupWatch::default());
     let (consumer, rebalances) = create_consumer(&s.kafka, group.clone())?;
     let consumer = Arc::new(consumer);
@@ -179,9 +185,13 @@ pub fn start(
         parts(&s.faults.postgres, &postgres_status),
     )
     .start();
-    let (root, limits, format) = (s.lake.root.clone(), RollLimits::from(s), FileFormat::from(s));
+    let (limits, format) = (RollLimits::from(s), FileFormat::from(s));
+    let store = LakeStore::from_settings(&s.lake).map_err(|e| StartError::Lake {
+        path: s.lake.root.display().to_string(),
+        message: e.to_string(),
+    })?;
     let lake = SinkSupervisor::new(
-        Arc::new(move || ParquetWriter::new(root.clone(), limits, format, verdicts.clone())),
+        Arc::new(move || ParquetWriter::new(store.clone(), limits, format, verdicts.clone())),
         parts(&s.faults.parquet, &lake_status),
     )
     .start();
@@ -335,6 +345,18 @@ pub fn run(settings: Settings) -> Result<Exit, StartError> {
         path: settings.lake.root.display().to_string(),
         source,
     })?;
+    // The tables exist before anything reads their progress, and files of flushes that
+    // a crash left uncommitted go now, not when the lake writer gets its first batch.
+    let lake_error = |message: String| StartError::Lake {
+        path: settings.lake.root.display().to_string(),
+        message,
+    };
+    let store = LakeStore::from_settings(&settings.lake).map_err(|e| lake_error(e.to_string()))?;
+    let removed = ParquetWriter::prepare_lake(&store, FileFormat::from(&settings))
+        .map_err(|e| lake_error(e.to_string()))?;
+    if removed > 0 {
+        log::info!("lake: removed {removed} files of flushes that never committed");
+    }
     crate::source::consumer::probe(&settings.kafka)?;
     let (contracts, pool) = prepare(&settings)?;
     let timeout = Duration::from_secs(settings.pipeline.shutdown_timeout_s);

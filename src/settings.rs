@@ -168,8 +168,23 @@ pub struct PostgresSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LakeSettings {
-    /// Root folder of the lake (a local path).
+    /// Root of the lake: a local folder, or `s3://bucket/prefix`.
     pub root: PathBuf,
+    /// S3 endpoint, for a server other than AWS (unset: `AWS_ENDPOINT`, or AWS).
+    #[serde(default)]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (unset: `AWS_REGION`).
+    #[serde(default)]
+    pub s3_region: Option<String>,
+    /// S3 access key id (unset: `AWS_ACCESS_KEY_ID`).
+    #[serde(default)]
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key (unset: `AWS_SECRET_ACCESS_KEY`); never printed.
+    #[serde(default)]
+    pub s3_secret_access_key: Option<String>,
+    /// Allow a plain `http://` S3 endpoint (a local server).
+    #[serde(default)]
+    pub s3_allow_http: bool,
     /// Roll (flush) a partition's buffer once it holds this many rows.
     pub max_rows_per_file: usize,
     /// Roll once the buffered JSON payloads reach this many bytes.
@@ -336,6 +351,7 @@ impl Settings {
             .map(|(_, v)| v.clone())
             .collect();
         known.extend(postgres_url::password_of(&self.postgres.url));
+        known.extend(self.lake.s3_secret_access_key.clone());
         secrets::register(known);
         Ok(())
     }

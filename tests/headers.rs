@@ -81,7 +81,7 @@ fn headers_are_stored_in_both_sinks_with_the_correlation_id_apart() {
     let lake = |id: &str| {
         duckdb(&format!(
             "SELECT coalesce(correlation_id, '-') || '|' || coalesce(headers, '-') \
-             FROM read_parquet('{}/**/*.parquet') WHERE event_id = '{id}'",
+             FROM read_parquet('{}/event_type=*/*/*/*/*.parquet') WHERE event_id = '{id}'",
             env.lake.display()
         ))
         .trim()

@@ -72,7 +72,7 @@ fn late_events_are_stored_marked_and_counted_never_dropped() {
         "SELECT count(*) FILTER (WHERE late), \
                 count(*) FILTER (WHERE lateness_ms = epoch_ms(kafka_timestamp) - epoch_ms(occurred_at)), \
                 count(*) FILTER (WHERE read_at >= kafka_timestamp - INTERVAL 1 MINUTE) \
-         FROM read_parquet('{lake}/**/*.parquet')"
+         FROM read_parquet('{lake}/event_type=*/*/*/*/*.parquet')"
     ));
     assert_eq!(in_lake.trim(), "4,14,14", "the lake has the flag, the lateness, the times");
     let day = three_days_ago.format("year=%Y/month=%m/day=%d").to_string();

@@ -52,7 +52,7 @@ fn the_seed_example_event_sent_with_kafkas_console_producer_lands_in_both_sinks(
         "stored as sent, extra payload fields included"
     );
     let in_lake = duckdb(&format!(
-        "SELECT count(*) FROM read_parquet('{}/**/*.parquet') WHERE event_id = '{id}' \
+        "SELECT count(*) FROM read_parquet('{}/event_type=*/*/*/*/*.parquet') WHERE event_id = '{id}' \
          AND payload LIKE '%\"industry\":\"Healthcare\"%'",
         env.lake.display()
     ));

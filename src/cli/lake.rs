@@ -5,6 +5,7 @@ use crate::cli::console::out;
 use crate::settings::Settings;
 use crate::sinks::lake::files::FileFormat;
 use crate::sinks::lake::purge::{purge, PurgeError};
+use crate::sinks::lake::store::LakeStore;
 use std::path::PathBuf;
 
 /// `eventline lake ...`.
@@ -29,8 +30,13 @@ pub enum LakeCommand {
 pub fn run(settings: &Settings, command: LakeCommand) -> Result<i32, LakeCliError> {
     match command {
         LakeCommand::Purge { dry_run, root, json } => {
-            let root = root.unwrap_or_else(|| settings.lake.root.clone());
-            let report = purge(&root, FileFormat::from(settings), dry_run)?;
+            let mut lake = settings.lake.clone();
+            if let Some(root) = root {
+                lake.root = root;
+            }
+            let root = lake.root.clone();
+            let store = LakeStore::from_settings(&lake).map_err(PurgeError::from)?;
+            let report = purge(&store, FileFormat::from(settings), dry_run)?;
             let text = if json {
                 format!("{}\n", serde_json::to_string(&report).expect("a report serialises"))
             } else {

@@ -16,7 +16,7 @@ use crate::db::DbError;
 use crate::offsets::OffsetsError;
 use crate::pipeline::StartError;
 use crate::settings::SettingsError;
-use crate::sinks::lake::{commit_log::LakeLogError, files::LakeFileError};
+use crate::sinks::lake::{files::LakeFileError, table::LakeTableError};
 use crate::sinks::progress::ProgressError;
 use crate::sinks::worker::SinkError;
 use crate::stages::{contract::ContractLoadError, dead_letter::DeadLetterError};
@@ -40,7 +40,7 @@ pub enum Error {
     #[error(transparent)]
     LakeFile(#[from] LakeFileError),
     #[error(transparent)]
-    LakeLog(#[from] LakeLogError),
+    LakeTable(#[from] LakeTableError),
     #[error(transparent)]
     Offsets(#[from] OffsetsError),
     #[error(transparent)]
@@ -67,7 +67,7 @@ impl Classified for Error {
             Error::DeadLetter(e) => e.class(),
             Error::Sink(e) => e.class(),
             Error::LakeFile(e) => e.class(),
-            Error::LakeLog(e) => e.class(),
+            Error::LakeTable(e) => e.class(),
             Error::Offsets(e) => e.class(),
             Error::Progress(e) => e.class(),
             Error::Start(e) => e.class(),
@@ -89,8 +89,9 @@ mod tests {
 
     #[test]
     fn the_crate_error_keeps_its_modules_class() {
-        let fenced = Error::from(LakeLogError::Fenced(7));
-        assert_eq!(fenced.class(), FailureClass::Fenced);
+        let gone = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let file = Error::from(LakeFileError::Io { path: "f".into(), source: gone });
+        assert_eq!(file.class(), FailureClass::Transient);
         let down = Error::from(DbError::Unavailable("connection refused".into()));
         assert_eq!(down.class(), FailureClass::Transient);
         let bad = ContractLoadError::BadSchema { path: "c.json".into(), message: "x".into() };

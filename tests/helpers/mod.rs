@@ -210,15 +210,25 @@ impl TestEnv {
 
     /// Starts the real binary with this test's settings plus `extra` variables.
     pub fn start_processor(&mut self, extra: &[(&str, &str)]) -> usize {
+        self.start_processor_in(&repo(), extra)
+    }
+
+    /// Starts the real binary in its own working folder `dir`, as on a host of its own:
+    /// its supervision log is there too (the settings and contracts paths are absolute).
+    pub fn start_processor_in(&mut self, dir: &Path, extra: &[(&str, &str)]) -> usize {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join(format!("processor-{}.log", self.processors.len())))
             .expect("processor log");
         let mut command = Command::new(binary());
-        command.arg("run").current_dir(repo()).stdout(Stdio::null()).stderr(log);
+        command.arg("run").current_dir(dir).stdout(Stdio::null()).stderr(log);
         for (k, v) in self.processor_env() {
             command.env(k, v);
+        }
+        if dir != repo() {
+            let own_log = dir.join("supervision.jsonl").display().to_string();
+            command.env("EVENTLINE__SUPERVISION__LOG_PATH", own_log);
         }
         for (k, v) in extra {
             command.env(k, v);
@@ -362,7 +372,7 @@ impl TestEnv {
     /// Reads the lake with DuckDB (a reader nobody here wrote): (rows, distinct event_ids).
     pub fn lake_counts_duckdb(&self) -> (i64, i64) {
         let out = duckdb(&format!(
-            "SELECT count(*), count(DISTINCT event_id) FROM read_parquet('{}/**/*.parquet', hive_partitioning=true)",
+            "SELECT count(*), count(DISTINCT event_id) FROM read_parquet('{}/event_type=*/*/*/*/*.parquet', hive_partitioning=true)",
             self.lake.display()
         ));
         let mut parts =
@@ -413,7 +423,9 @@ fn tail(text: &str, lines: usize) -> String {
 
 /// Every published Parquet file under a lake root.
 pub fn lake_files(root: &Path) -> Vec<PathBuf> {
-    eventline::sinks::lake::reader::data_files(root)
+    let store = eventline::sinks::lake::store::LakeStore::local(root).expect("a local lake");
+    let files = eventline::sinks::lake::reader::data_files(&store).expect("the lake reads");
+    files.into_iter().map(|f| root.join(f)).collect()
 }
 
 /// Runs one SQL statement in DuckDB (Python package) and returns its rows as CSV.
@@ -423,6 +435,138 @@ pub fn duckdb(sql: &str) -> String {
         Command::new("python3").arg("-c").arg(script).arg(sql).output().expect("python3 runs");
     assert!(out.status.success(), "duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Runs one SQL statement in DuckDB with its delta extension loaded (from the PyPI
+/// package, no download at run time) and returns its rows as CSV.
+pub fn duckdb_delta(sql: &str) -> String {
+    let script = "import duckdb, sys\nfrom duckdb_extensions import import_extension\nimport_extension('delta')\nduckdb.sql('LOAD delta')\nfor row in duckdb.sql(sys.argv[1]).fetchall():\n    print(','.join(str(v) for v in row))";
+    let out =
+        Command::new("python3").arg("-c").arg(script).arg(sql).output().expect("python3 runs");
+    assert!(out.status.success(), "duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Reads a Delta table with Python `deltalake` (delta-rs's own Python reader): its
+/// version, row count and the txn version of each of `partitions` of `topic`, as JSON.
+pub fn deltalake_summary(table: &Path, topic: &str, partitions: i32) -> serde_json::Value {
+    deltalake_summary_at(&table.display().to_string(), &serde_json::json!({}), topic, partitions)
+}
+
+/// [`deltalake_summary`] of a table at a URI (`s3://...`), with deltalake's storage
+/// options.
+pub fn deltalake_summary_at(
+    uri: &str,
+    options: &serde_json::Value,
+    topic: &str,
+    partitions: i32,
+) -> serde_json::Value {
+    // Rows and distinct ids counted by deltalake's own query engine (DataFusion) over the
+    // files the table names.
+    let script = "import json, sys\nfrom deltalake import DeltaTable, QueryBuilder\nt = DeltaTable(sys.argv[1], storage_options=json.loads(sys.argv[4]))\ntopic, n = sys.argv[2], int(sys.argv[3])\nr = QueryBuilder().register('events', t).execute('SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events').read_all()\nprint(json.dumps({'version': t.version(), 'rows': t.count(), 'scanned': r['n'][0].as_py(), 'distinct': r['d'][0].as_py(), 'partition_columns': t.metadata().partition_columns, 'txn': [t.transaction_version(f'eventline/{topic}/{p}') for p in range(n)]}))";
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(uri)
+        .arg(topic)
+        .arg(partitions.to_string())
+        .arg(options.to_string())
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "deltalake failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON from the script")
+}
+
+/// A bucket of its own on the stack's S3 server (moto), for a lake on object storage.
+pub struct S3Lake {
+    /// The bucket.
+    pub bucket: String,
+    /// The server's URL.
+    pub endpoint: String,
+}
+
+impl S3Lake {
+    /// Creates a bucket with a random name (the stack's S3 server must be up:
+    /// `scripts/stack.sh up-s3`, which `make test` runs).
+    pub fn new() -> Self {
+        let stack = repo().join("scripts/stack.sh");
+        let endpoint = Command::new(&stack).arg("s3-endpoint").output().expect("stack.sh runs");
+        let endpoint = String::from_utf8(endpoint.stdout).expect("utf-8").trim().to_string();
+        let bucket = format!("lake-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let made =
+            Command::new(&stack).args(["s3-bucket", &bucket]).status().expect("stack.sh runs");
+        assert!(
+            made.success(),
+            "creating bucket {bucket} (is the S3 server up? make test starts it)"
+        );
+        S3Lake { bucket, endpoint }
+    }
+
+    /// `lake.root` for this bucket.
+    pub fn root(&self) -> String {
+        format!("s3://{}/lake", self.bucket)
+    }
+
+    /// The processor's settings for a lake in this bucket.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("EVENTLINE__LAKE__ROOT", self.root()),
+            ("EVENTLINE__LAKE__S3_ENDPOINT", self.endpoint.clone()),
+            ("EVENTLINE__LAKE__S3_REGION", "us-east-1".to_string()),
+            ("EVENTLINE__LAKE__S3_ACCESS_KEY_ID", "eventline".to_string()),
+            ("EVENTLINE__LAKE__S3_SECRET_ACCESS_KEY", "eventline".to_string()),
+            ("EVENTLINE__LAKE__S3_ALLOW_HTTP", "true".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// The lake's store, as the processor opens it.
+    pub fn store(&self) -> eventline::sinks::lake::store::LakeStore {
+        let options = eventline::sinks::lake::store::S3Options {
+            endpoint: Some(self.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("eventline".into()),
+            secret_access_key: Some("eventline".into()),
+            allow_http: true,
+        };
+        eventline::sinks::lake::store::LakeStore::open(Path::new(&self.root()), &options)
+            .expect("an S3 lake")
+    }
+
+    /// The lake's progress on a partition (the Delta tables' txn versions).
+    pub fn progress(&self, topic: &str, partition: i32) -> Option<i64> {
+        eventline::sinks::lake::writer::lake_progress(&self.store(), topic, partition)
+            .expect("the lake's tables read")
+    }
+
+    /// Python deltalake's view of the events table.
+    pub fn deltalake_summary(&self, topic: &str, partitions: i32) -> serde_json::Value {
+        let options = serde_json::json!({
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "eventline",
+            "AWS_SECRET_ACCESS_KEY": "eventline",
+            "AWS_ALLOW_HTTP": "true",
+        });
+        deltalake_summary_at(&self.root(), &options, topic, partitions)
+    }
+
+    /// The events the lake holds (eventline's reader of the Delta table), sorted ids.
+    pub fn event_ids(&self, topic: &str) -> Vec<String> {
+        let rows = eventline::sinks::lake::reader::read_rows(&self.store(), Some(topic))
+            .expect("the lake reads");
+        let mut ids: Vec<String> = rows.into_iter().map(|r| r.event_id).collect();
+        ids.sort();
+        ids
+    }
+}
+
+impl Default for S3Lake {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// The binary under test.
@@ -487,7 +631,7 @@ impl TestEnv {
             .map(|t| (t.to_string(), self.count(&format!("SELECT count(*) AS n FROM {t}"))))
             .collect();
         let lake_ids = duckdb(&format!(
-            "SELECT md5(string_agg(event_id, ',' ORDER BY event_id)) FROM read_parquet('{}/**/*.parquet', hive_partitioning=true)",
+            "SELECT md5(string_agg(event_id, ',' ORDER BY event_id)) FROM read_parquet('{}/event_type=*/*/*/*/*.parquet', hive_partitioning=true)",
             self.lake.display()
         ));
         #[derive(QueryableByName)]
@@ -879,14 +1023,24 @@ pub fn admin_get(url: &str) -> (u16, String) {
 }
 
 impl TestEnv {
+    /// Postgres's durable progress on a partition (`sink_progress`).
+    pub fn sink_progress_pg(&self, partition: i32) -> Option<i64> {
+        eventline::db::read_progress(&mut self.pg(), "postgres", &self.topic, partition)
+            .expect("sink_progress reads")
+    }
+
     /// Both sinks' durable progress on a partition: (Postgres `sink_progress`, the
-    /// lake's latest log entry), each the next offset not yet stored.
+    /// lake's Delta txn versions, for the lake in this test's folder), each the next
+    /// offset not yet stored.
     pub fn sink_progress(&self, partition: i32) -> (Option<i64>, Option<i64>) {
         let pg = eventline::db::read_progress(&mut self.pg(), "postgres", &self.topic, partition)
             .expect("sink_progress reads");
-        let lake = eventline::sinks::lake::commit_log::latest(&self.lake, &self.topic, partition)
-            .expect("the lake's log reads")
-            .map(|e| e.next_offset);
+        let lake = eventline::sinks::lake::writer::lake_progress(
+            &eventline::sinks::lake::store::LakeStore::local(&self.lake).expect("a local lake"),
+            &self.topic,
+            partition,
+        )
+        .expect("the lake's tables read");
         (pg, lake)
     }
 }
@@ -896,7 +1050,7 @@ impl TestEnv {
 pub const LAKE_EVENTS_QUERY: &str = "\
     SELECT e.event_id, \
            e.event_id NOT IN (SELECT event_id FROM read_parquet('{lake}/_retractions/*.retractions') WHERE action = 'invalidated') AS is_valid \
-    FROM read_parquet('{lake}/**/*.parquet', hive_partitioning = true) AS e \
+    FROM read_parquet('{lake}/event_type=*/*/*/*/*.parquet', hive_partitioning = true) AS e \
     WHERE e.event_id NOT IN (SELECT event_id FROM read_parquet('{lake}/_retractions/*.retractions') WHERE action = 'deleted')";
 
 impl TestEnv {

@@ -8,7 +8,6 @@ use diesel::sql_types::{BigInt, Text};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// A picture of both sinks and the topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -123,7 +122,7 @@ pub fn pg_counts(
 /// Takes a snapshot.
 pub fn snapshot(
     pool: &PgPool,
-    lake: &Path,
+    lake: &crate::sinks::lake::store::LakeStore,
     kafka: &crate::settings::KafkaSettings,
     group: &str,
     topic: &str,
@@ -141,7 +140,7 @@ pub fn snapshot(
         lake_rows: rows.len() as i64,
         lake_distinct: distinct.len() as i64,
         lake_ids_hash: ids_hash(distinct.iter().copied()),
-        lake_files: crate::sinks::lake::reader::data_files(lake)
+        lake_files: crate::sinks::lake::reader::data_files(lake)?
             .iter()
             .filter(|f| crate::sinks::lake::reader::file_topic(f).as_deref() == Some(topic))
             .count(),

@@ -101,9 +101,9 @@ pub enum StepError {
     /// The lake could not be read.
     #[error("reading the lake: {0}")]
     Lake(#[from] parquet::errors::ParquetError),
-    /// The lake's commit log could not be read.
+    /// The lake's tables could not be read.
     #[error(transparent)]
-    LakeLog(#[from] crate::sinks::lake::commit_log::LakeLogError),
+    LakeTable(#[from] crate::sinks::lake::table::LakeTableError),
     /// A generated record was not the JSON the generator promises.
     #[error("generated record: {0}")]
     Json(#[from] serde_json::Error),

@@ -10,6 +10,8 @@ use crate::cli::publisher::Publisher;
 use crate::db;
 use crate::ops::supervision_log::{read_log, EntryKind};
 use crate::sinks::lake::reader::LakeRow;
+use crate::sinks::lake::store::LakeStore;
+use crate::sinks::lake::table::LakeTableError;
 use diesel::prelude::*;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -38,7 +40,8 @@ pub fn run(name: DrillName, ctx: &DrillContext) -> Report {
 
 fn snap(ctx: &DrillContext) -> Result<(Snapshot, Vec<LakeRow>), StepError> {
     let s = &ctx.settings;
-    snapshot(&ctx.pool, &s.lake.root, &s.kafka, &s.kafka.group_id, &s.kafka.topic)
+    let store = LakeStore::from_settings(&s.lake).map_err(LakeTableError::from)?;
+    snapshot(&ctx.pool, &store, &s.kafka, &s.kafka.group_id, &s.kafka.topic)
 }
 
 fn processor_log(ctx: &DrillContext, drill: &str) -> std::path::PathBuf {
@@ -87,9 +90,10 @@ fn progress_sums(ctx: &DrillContext) -> Result<(i64, i64), StepError> {
     let (mut pg, mut lake) = (0, 0);
     // The lake first: it never passes Postgres, so read in this order a sample never
     // shows it ahead either.
+    let store = LakeStore::from_settings(&s.lake).map_err(LakeTableError::from)?;
+    let tables = crate::sinks::lake::writer::LakeTables::open(&store)?;
     for p in 0..n {
-        lake += crate::sinks::lake::commit_log::latest(&s.lake.root, &s.kafka.topic, p)?
-            .map_or(0, |e| e.next_offset);
+        lake += tables.progress(&s.kafka.topic, p)?.lake().unwrap_or(0);
     }
     for p in 0..n {
         pg += db::read_progress(&mut conn, "postgres", &s.kafka.topic, p)?.unwrap_or(0);

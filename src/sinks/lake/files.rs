@@ -216,6 +216,17 @@ pub fn write_parquet(
     file.sync_all().map_err(io)
 }
 
+/// `batch` as the bytes of a zstd Parquet file, for the lake's store to write whole.
+pub fn encode_parquet(batch: &RecordBatch, format: FileFormat) -> Result<Vec<u8>, LakeFileError> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(format.zstd_level)?))
+        .set_max_row_group_row_count(Some(format.row_group_rows))
+        .build();
+    let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    Ok(writer.into_inner()?)
+}
+
 impl crate::error::class::Classified for LakeFileError {
     fn class(&self) -> crate::error::class::FailureClass {
         match self {

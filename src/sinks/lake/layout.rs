@@ -1,44 +1,23 @@
-//! Names and paths inside the lake, kept pure (DESIGN.md section 4).
+//! Names and paths inside the lake, kept pure.
 //!
 //! ```text
-//! lake/event_type=account_created/year=2026/month=11/day=22/crm.events.raw-1-00000000000000000100-00000000000000000199.parquet
-//! lake/_eventline/log/crm.events.raw-1/00000000000000000007.json     commit log entry 7
-//! lake/_eventline/staging/crm.events.raw-1/00000000000000000007-{writer}/0.staged   before publishing
-//! lake/_retractions/crm.events.raw-1-00000000000000000100-00000000000000000199.retractions
+//! lake/_delta_log/00000000000000000007.json        the events table's Delta log
+//! lake/event_type=account_created/year=2026/month=11/day=22/crm.events.raw-1-00000000000000000100-00000000000000000199-3f9a0c1d2e4b.parquet
+//! lake/_retractions/_delta_log/…                    the retractions table's Delta log
+//! lake/_retractions/crm.events.raw-1-00000000000000000100-00000000000000000199-3f9a0c1d2e4b.retractions
 //! ```
 //!
+//! A file is named by its source topic and partition, the inclusive offset range of the
+//! flush, and a tag of the writer that made it (or of the purge that rewrote it): two
+//! writers racing for the same range (a zombie and the partition's new owner) never
+//! write the same name, so the loser deletes only its own files.
+//!
 //! Retraction files (invalidations and deletions) are Parquet too, but named
-//! `.retractions`, so the events glob `lake/**/*.parquet` never mixes them in.
+//! `.retractions`, so the events glob `lake/event_type=*/event_type=*/*/*/*/*.parquet` never mixes them
+//! in.
 
 use chrono::{Datelike, NaiveDate};
 use std::path::PathBuf;
-
-/// Folder of the commit log entries of one topic partition.
-pub fn log_dir(topic: &str, partition: i32) -> PathBuf {
-    PathBuf::from("_eventline").join("log").join(format!("{topic}-{partition}"))
-}
-
-/// File name of commit log entry `version`.
-pub fn log_entry_name(version: u64) -> String {
-    format!("{version:020}.json")
-}
-
-/// Parses a log entry file name back to its version.
-pub fn parse_log_entry_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".json")?;
-    (digits.len() == 20).then(|| digits.parse().ok()).flatten()
-}
-
-/// Folder of all staged files of one topic partition.
-pub fn staging_root(topic: &str, partition: i32) -> PathBuf {
-    PathBuf::from("_eventline").join("staging").join(format!("{topic}-{partition}"))
-}
-
-/// Folder of the staged (not yet published) files of one flush attempt: the version it
-/// hopes to commit and the writer's own id, so two writers never share a folder.
-pub fn staging_dir(topic: &str, partition: i32, version: u64, writer: &str) -> PathBuf {
-    staging_root(topic, partition).join(format!("{version:020}-{writer}"))
-}
 
 /// The Hive partition folder for an event type and a UTC day.
 pub fn partition_dir(event_type: &str, at: NaiveDate) -> PathBuf {
@@ -48,26 +27,79 @@ pub fn partition_dir(event_type: &str, at: NaiveDate) -> PathBuf {
         .join(format!("day={:02}", at.day()))
 }
 
-/// The final file name: topic, partition and the inclusive offset range of the flush.
-/// Offset ranges of flushes never overlap, so names never collide.
-pub fn data_file_name(topic: &str, partition: i32, first: i64, last: i64) -> String {
-    format!("{topic}-{partition}-{first:020}-{last:020}.parquet")
+/// A file's name: topic, partition, the inclusive offset range and the writer's tag
+/// (no dashes), with `extension`.
+pub fn file_name(
+    topic: &str,
+    partition: i32,
+    (first, last): (i64, i64),
+    tag: &str,
+    extension: &str,
+) -> String {
+    format!("{topic}-{partition}-{first:020}-{last:020}-{tag}.{extension}")
 }
 
-/// Folder of the retraction files (invalidations and deletions).
-pub const RETRACTIONS_DIR: &str = "_retractions";
-
-/// A flush's retraction file: like its data files, named by topic, partition and range.
-pub fn retraction_file(topic: &str, partition: i32, first: i64, last: i64) -> PathBuf {
-    PathBuf::from(RETRACTIONS_DIR)
-        .join(format!("{topic}-{partition}-{first:020}-{last:020}.retractions"))
+/// A data file's name.
+pub fn data_file_name(topic: &str, partition: i32, first: i64, last: i64, tag: &str) -> String {
+    file_name(topic, partition, (first, last), tag, "parquet")
 }
 
-/// An empty retraction file, always present, so that the documented query over
+/// A retraction file's name (at the retractions table's root).
+pub fn retraction_file_name(
+    topic: &str,
+    partition: i32,
+    first: i64,
+    last: i64,
+    tag: &str,
+) -> String {
+    file_name(topic, partition, (first, last), tag, "retractions")
+}
+
+/// What a file name says of its contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOrigin {
+    /// Source topic (may contain dashes).
+    pub topic: String,
+    /// Source partition.
+    pub partition: i32,
+    /// First offset of the flush.
+    pub first: i64,
+    /// Last offset of the flush.
+    pub last: i64,
+}
+
+/// Parses a name made by [`file_name`] (the extension is ignored).
+pub fn parse_file_name(name: &str) -> Option<FileOrigin> {
+    let stem = name.rsplit_once('.')?.0;
+    let mut parts = stem.rsplitn(5, '-');
+    let _tag = parts.next()?;
+    let last = parts.next()?.parse().ok()?;
+    let first = parts.next()?.parse().ok()?;
+    let partition = parts.next()?.parse().ok()?;
+    let topic = parts.next()?.to_string();
+    Some(FileOrigin { topic, partition, first, last })
+}
+
+/// The partition values a data file of this event type and day has in the Delta log
+/// (the folder names' values, the numbers unpadded).
+pub fn partition_values(
+    event_type: &str,
+    at: NaiveDate,
+) -> std::collections::HashMap<String, Option<String>> {
+    [
+        ("event_type", event_type.to_string()),
+        ("year", at.year().to_string()),
+        ("month", at.month().to_string()),
+        ("day", at.day().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), Some(v)))
+    .collect()
+}
+
+/// The name of the retractions table's empty file, so that the documented query over
 /// `_retractions/*.retractions` works on a lake that has none yet.
-pub fn empty_retraction_file() -> PathBuf {
-    PathBuf::from(RETRACTIONS_DIR).join("empty.retractions")
-}
+pub const EMPTY_RETRACTIONS: &str = "empty.retractions";
 
 #[cfg(test)]
 mod tests {
@@ -80,21 +112,22 @@ mod tests {
             partition_dir("account_created", day),
             PathBuf::from("event_type=account_created/year=2026/month=01/day=02")
         );
+        let values = partition_values("account_created", day);
+        assert_eq!(values["month"].as_deref(), Some("1"));
     }
 
     #[test]
-    fn file_names_sort_by_offset() {
-        let a = data_file_name("crm.events.raw", 1, 100, 199);
-        let b = data_file_name("crm.events.raw", 1, 200, 1_000);
-        assert_eq!(a, "crm.events.raw-1-00000000000000000100-00000000000000000199.parquet");
+    fn file_names_sort_by_offset_and_parse_back_even_with_dashes_in_the_topic() {
+        let a = data_file_name("crm-events.raw", 1, 100, 199, "w1");
+        let b = data_file_name("crm-events.raw", 1, 200, 1_000, "w1");
+        assert_eq!(a, "crm-events.raw-1-00000000000000000100-00000000000000000199-w1.parquet");
         assert!(a < b);
-    }
-
-    #[test]
-    fn log_entry_names_round_trip() {
-        assert_eq!(parse_log_entry_name(&log_entry_name(42)), Some(42));
-        assert_eq!(parse_log_entry_name("42.json"), None);
-        assert_eq!(parse_log_entry_name("00000000000000000042.json.tmp"), None);
-        assert_eq!(log_dir("t", 3), PathBuf::from("_eventline/log/t-3"));
+        let origin = parse_file_name(&a).unwrap();
+        assert_eq!(
+            origin,
+            FileOrigin { topic: "crm-events.raw".into(), partition: 1, first: 100, last: 199 }
+        );
+        assert_eq!(parse_file_name("junk.parquet"), None);
+        assert_eq!(parse_file_name(EMPTY_RETRACTIONS), None);
     }
 }

@@ -1,11 +1,13 @@
-//! The Parquet lake sink: [`writer`] buffers per partition and flushes through
-//! [`files`] (Arrow batches to Parquet), [`layout`] (Hive paths and file names) and
-//! [`commit_log`] (the commit log that makes a flush atomic and fences zombies); [`reader`]
-//! lists and reads what was published; [`purge`] erases deleted events from the files.
+//! The lake sink, a Delta Lake table: [`writer`] buffers per partition and flushes
+//! through [`files`] (Arrow batches to Parquet), [`layout`] (Hive paths and file names)
+//! and [`table`] (the Delta tables, whose `txn` actions hold each partition's progress
+//! and fence zombies), on a local folder or S3 ([`store`]); [`reader`] reads what the tables hold; [`purge`] erases deleted
+//! events from the files.
 
-pub mod commit_log;
 pub mod files;
 pub mod layout;
 pub mod purge;
 pub mod reader;
+pub mod store;
+pub mod table;
 pub mod writer;

@@ -1,26 +1,32 @@
 //! `eventline lake purge`: erases deleted events from the lake files, for erasure
-//! requests. The lake's own retraction files say which events were deleted; every data
-//! file holding one is rewritten without it, atomically (written beside the original,
-//! fsynced, renamed over it), so a reader sees the old file or the new one, never half.
+//! requests. The retractions table says which events were deleted; every data file
+//! holding one is rewritten without it, as a new file beside it, and the events table
+//! swaps the two in one Delta commit (remove + add). The replaced file is then deleted,
+//! so the erased rows are gone from the disk, not only from the table's current
+//! version (a reader still reading that old version at that moment fails, rather than
+//! reading rows the purge was asked to erase).
 //!
-//! Nothing else changes: the commit log, the lake's progress and every other row stay
-//! as they were, so exactly-once holds. A file whose rows were all deleted stays, empty,
-//! because its commit-log entry names it. Events deleted later need a later purge.
+//! Nothing else changes: the partitions' progress (txn) and every other row stay as
+//! they were, so exactly-once holds while a processor runs. Events deleted later need
+//! a later purge. Run one purge at a time.
 
-use crate::sinks::lake::commit_log::sync_dir;
-use crate::sinks::lake::files::{write_parquet, FileFormat, LakeFileError};
-use crate::sinks::lake::layout::RETRACTIONS_DIR;
-use crate::sinks::lake::reader::{data_files, read_columns, read_retractions};
+use crate::sinks::lake::files::{encode_parquet, FileFormat, LakeFileError};
+use crate::sinks::lake::layout::{file_name, parse_file_name};
+use crate::sinks::lake::reader::{read_columns, read_file, read_retractions};
+use crate::sinks::lake::store::{LakeStore, StoreError};
+use crate::sinks::lake::table::{add_action, CommitAttempt, LakeTable, LakeTableError, TableKind};
 use arrow::array::{Array, BooleanArray, StringArray};
 use arrow::record_batch::RecordBatch;
+use deltalake_core::kernel::Action;
+use deltalake_core::protocol::DeltaOperation;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// What a purge did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PurgeReport {
-    /// Event ids the retraction files record as deleted.
+    /// Event ids the retractions table records as deleted.
     pub deleted_ids: usize,
     /// Data files read.
     pub files_scanned: usize,
@@ -28,12 +34,12 @@ pub struct PurgeReport {
     pub files_rewritten: Vec<PathBuf>,
     /// Rows erased.
     pub rows_removed: u64,
-    /// Temporary files of an interrupted purge, removed.
+    /// Files of an interrupted purge (never committed), removed.
     pub leftovers_removed: usize,
 }
 
-/// Why a purge stopped. Files it had already rewritten stay rewritten: running it
-/// again finishes the work.
+/// Why a purge stopped. Files it had already swapped stay swapped: running it again
+/// finishes the work.
 #[derive(Debug, thiserror::Error)]
 pub enum PurgeError {
     /// Reading a file failed.
@@ -52,41 +58,54 @@ pub enum PurgeError {
         /// The cause.
         source: LakeFileError,
     },
-    /// Renaming or listing failed.
-    #[error("lake I/O on {path}: {source}")]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
+    /// Removing a replaced file failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The events table could not be read or committed to.
+    #[error("{0}")]
+    Table(#[from] LakeTableError),
+    /// Other writers kept changing the files being swapped.
+    #[error("the events table kept changing under the purge; run it again")]
+    Contended,
 }
 
-const TMP_MARK: &str = ".purge-";
+/// The tag of files a purge writes (no dashes: it ends a file name).
+const PURGE_TAG: &str = "purge";
 
 /// Erases every deleted event's rows from the lake under `root`.
-pub fn purge(root: &Path, format: FileFormat, dry_run: bool) -> Result<PurgeReport, PurgeError> {
-    let deleted = read_retractions(root)
-        .map_err(|source| PurgeError::Read { path: root.join(RETRACTIONS_DIR), source })?
+pub fn purge(
+    store: &LakeStore,
+    format: FileFormat,
+    dry_run: bool,
+) -> Result<PurgeReport, PurgeError> {
+    let deleted = read_retractions(store)
+        .map_err(|source| PurgeError::Read { path: TableKind::Retractions.dir().into(), source })?
         .deleted;
     let mut report = PurgeReport { deleted_ids: deleted.len(), ..PurgeReport::default() };
+    if !store.may_hold_table(TableKind::Events) {
+        return Ok(report);
+    }
+    let mut table = LakeTable::open(store, TableKind::Events)?;
+    let held: Vec<String> = table.files()?.into_iter().map(|(p, _)| p).collect();
     if !dry_run {
-        report.leftovers_removed = remove_leftovers(root)?;
+        report.leftovers_removed = remove_leftovers(store, &held)?;
     }
     if deleted.is_empty() {
         return Ok(report);
     }
-    for file in data_files(root) {
+    let mut swaps: Vec<(String, deltalake_core::kernel::Add, String)> = Vec::new();
+    for relative in &held {
+        let file = PathBuf::from(relative);
         report.files_scanned += 1;
         let read = |source| PurgeError::Read { path: file.clone(), source };
-        let batches = read_batches(&file, None).map_err(read)?;
+        let batches = read_batches(store, relative, None).map_err(read)?;
         let keep: Vec<BooleanArray> = batches.iter().map(|b| keep_mask(b, &deleted)).collect();
         let removed: usize = keep.iter().map(|m| m.len() - m.true_count()).sum();
         if removed == 0 {
             continue;
         }
         report.rows_removed += removed as u64;
-        report.files_rewritten.push(file.strip_prefix(root).unwrap_or(&file).to_path_buf());
+        report.files_rewritten.push(PathBuf::from(relative));
         if dry_run {
             continue;
         }
@@ -98,9 +117,63 @@ pub fn purge(root: &Path, format: FileFormat, dry_run: bool) -> Result<PurgeRepo
             .map_err(|e| read(e.into()))?;
         let schema = batches[0].schema();
         let all = arrow::compute::concat_batches(&schema, &kept).map_err(|e| read(e.into()))?;
-        rewrite(&file, &all, format)?;
+        let new_relative = rewritten_name(relative);
+        let bytes = encode_parquet(&all, format)
+            .map_err(|source| PurgeError::Write { path: file.clone(), source })?;
+        let size = store.put(&new_relative, bytes)?;
+        let values = table.partition_values(relative)?.unwrap_or_default();
+        let add = add_action(new_relative.clone(), values, size, all.num_rows());
+        swaps.push((relative.clone(), add, new_relative));
+    }
+    if swaps.is_empty() {
+        return Ok(report);
+    }
+    if let Err(e) = swap(&mut table, &swaps) {
+        for (_, _, new_path) in &swaps {
+            let _ = store.delete(new_path);
+        }
+        return Err(e);
+    }
+    for (old, _, _) in &swaps {
+        store.delete(old)?;
     }
     Ok(report)
+}
+
+/// The rewritten file's path: the same folder, source and range, the purge's tag.
+fn rewritten_name(relative: &str) -> String {
+    let (dir, name) = relative.rsplit_once('/').unwrap_or(("", relative));
+    let tag = format!("{PURGE_TAG}{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let new_name = match parse_file_name(name) {
+        Some(o) => file_name(&o.topic, o.partition, (o.first, o.last), &tag, "parquet"),
+        None => format!("{}-{tag}.parquet", name.trim_end_matches(".parquet")),
+    };
+    match dir {
+        "" => new_name,
+        dir => format!("{dir}/{new_name}"),
+    }
+}
+
+/// Swaps each old file for its rewrite in one commit, retried on a newer snapshot while
+/// every old file is still there (a processor only adds files meanwhile).
+fn swap(
+    table: &mut LakeTable,
+    swaps: &[(String, deltalake_core::kernel::Add, String)],
+) -> Result<(), PurgeError> {
+    for _ in 0..50 {
+        let mut actions: Vec<Action> = Vec::new();
+        for (old, add, _) in swaps {
+            let Some(remove) = table.remove_action(old)? else { return Err(PurgeError::Contended) };
+            actions.push(remove.into());
+            actions.push(add.clone().into());
+        }
+        let operation = DeltaOperation::Delete { predicate: None };
+        if let CommitAttempt::Landed(_) = table.try_commit(actions, &[], operation)? {
+            return Ok(());
+        }
+        table.refresh()?;
+    }
+    Err(PurgeError::Contended)
 }
 
 /// True for the rows to keep: those whose event was not deleted.
@@ -116,60 +189,32 @@ pub fn keep_mask(batch: &RecordBatch, deleted: &HashSet<String>) -> BooleanArray
 }
 
 fn read_batches(
-    path: &Path,
+    store: &LakeStore,
+    path: &str,
     columns: Option<&[&str]>,
 ) -> Result<Vec<RecordBatch>, parquet::errors::ParquetError> {
+    let file = read_file(store, path)?;
     match columns {
-        Some(columns) => read_columns(path, columns),
-        None => {
-            let file = std::fs::File::open(path)
-                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
-            ParquetRecordBatchReaderBuilder::try_new(file)?
-                .build()?
-                .map(|b| b.map_err(|e| parquet::errors::ParquetError::External(Box::new(e))))
-                .collect()
-        }
+        Some(columns) => read_columns(file, columns),
+        None => ParquetRecordBatchReaderBuilder::try_new(file)?
+            .build()?
+            .map(|b| b.map_err(|e| parquet::errors::ParquetError::External(Box::new(e))))
+            .collect(),
     }
 }
 
-/// Writes `batch` beside `path`, fsyncs it, renames it over `path`, fsyncs the folder.
-fn rewrite(path: &Path, batch: &RecordBatch, format: FileFormat) -> Result<(), PurgeError> {
-    let dir = path.parent().expect("data files live in a partition folder");
-    let name = path.file_name().expect("a file").to_string_lossy();
-    let tmp = dir.join(format!(".{name}{TMP_MARK}{}.tmp", uuid::Uuid::new_v4().simple()));
-    if let Err(source) = write_parquet(&tmp, batch, format) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(PurgeError::Write { path: path.to_path_buf(), source });
-    }
-    std::fs::rename(&tmp, path)
-        .map_err(|source| PurgeError::Io { path: path.to_path_buf(), source })?;
-    sync_dir(dir).map_err(|e| PurgeError::Io {
-        path: dir.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
-    })
-}
-
-/// Removes the temporary files an interrupted purge left (never `*.parquet`, so no
-/// reader ever saw them).
-fn remove_leftovers(root: &Path) -> Result<usize, PurgeError> {
-    fn walk(dir: &Path, removed: &mut usize) -> Result<(), PurgeError> {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.file_name().is_some_and(|n| n == "_eventline") {
-                continue;
-            }
-            if path.is_dir() {
-                walk(&path, removed)?;
-            } else if path.to_string_lossy().contains(TMP_MARK) {
-                std::fs::remove_file(&path)
-                    .map_err(|source| PurgeError::Io { path: path.clone(), source })?;
-                *removed += 1;
-            }
-        }
-        Ok(())
-    }
+/// Removes the files of an interrupted purge: written, never committed.
+fn remove_leftovers(store: &LakeStore, held: &[String]) -> Result<usize, PurgeError> {
+    let held: HashSet<&str> = held.iter().map(String::as_str).collect();
     let mut removed = 0;
-    walk(root, &mut removed)?;
+    for file in crate::sinks::lake::writer::table_files_in_store(store, TableKind::Events)? {
+        let name = file.path.rsplit('/').next().unwrap_or_default();
+        let purge_file = name.rsplit('-').next().is_some_and(|t| t.starts_with(PURGE_TAG));
+        if purge_file && !held.contains(file.path.as_str()) {
+            store.delete(&file.path)?;
+            removed += 1;
+        }
+    }
     Ok(removed)
 }
 
@@ -178,7 +223,6 @@ mod tests {
     use super::*;
     use crate::record::{Coords, Event, Retraction};
     use crate::sinks::lake::files::{retractions_to_record_batch, to_record_batch, Action};
-    use crate::sinks::lake::layout::retraction_file;
 
     const FORMAT: FileFormat = FileFormat { row_group_rows: 2, zstd_level: 1 };
 
@@ -213,8 +257,8 @@ mod tests {
         }
     }
 
-    fn ids_in(path: &Path) -> Vec<String> {
-        read_batches(path, Some(&["event_id"]))
+    fn ids_in(store: &LakeStore, path: &str) -> Vec<String> {
+        read_batches(store, path, Some(&["event_id"]))
             .unwrap()
             .iter()
             .flat_map(|b| {
@@ -224,32 +268,61 @@ mod tests {
             .collect()
     }
 
+    /// Writes `batch` as `relative` under the table's root and commits it.
+    fn commit_file(store: &LakeStore, kind: TableKind, relative: &str, batch: &RecordBatch) {
+        let mut table = LakeTable::open(store, kind).unwrap();
+        let size =
+            store.put(&kind.in_lake(relative), encode_parquet(batch, FORMAT).unwrap()).unwrap();
+        let values = match kind {
+            TableKind::Events => crate::sinks::lake::layout::partition_values(
+                "account_created",
+                chrono::NaiveDate::from_ymd_opt(2025, 11, 22).unwrap(),
+            ),
+            TableKind::Retractions => Default::default(),
+        };
+        let add = add_action(relative.to_string(), values, size, batch.num_rows());
+        let operation = crate::sinks::lake::table::append_operation(kind);
+        let landed = table.try_commit(vec![add.into()], &[("t", 0, 9)], operation).unwrap();
+        assert!(matches!(landed, CommitAttempt::Landed(_)));
+    }
+
     #[test]
     fn only_deleted_rows_are_erased_and_a_second_purge_finds_nothing() {
         let root = tempfile::tempdir().unwrap();
         let root = root.path();
+        let store = &LakeStore::local(root).unwrap();
         let events: Vec<Event> = (0..5).map(event).collect();
-        let dir = root.join("event_type=account_created/year=2025/month=11/day=22");
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("t-0-00000000000000000000-00000000000000000004.parquet");
+        let relative = "event_type=account_created/year=2025/month=11/day=22/t-0-00000000000000000000-00000000000000000004-w1.parquet";
         let refs: Vec<&Event> = events.iter().collect();
-        write_parquet(&file, &to_record_batch(&refs, 0).unwrap(), FORMAT).unwrap();
+        commit_file(store, TableKind::Events, relative, &to_record_batch(&refs, 0).unwrap());
         let (gone, invalid) = (retraction(&events[1], 7), retraction(&events[3], 8));
         let rows = [(&gone, Action::Deleted), (&invalid, Action::Invalidated)];
-        let retractions = root.join(retraction_file("t", 1, 7, 8));
-        std::fs::create_dir_all(retractions.parent().unwrap()).unwrap();
-        write_parquet(&retractions, &retractions_to_record_batch(&rows).unwrap(), FORMAT).unwrap();
-        std::fs::write(dir.join(format!(".x{TMP_MARK}1.tmp")), b"half").unwrap();
+        let name = crate::sinks::lake::layout::retraction_file_name("t", 1, 7, 8, "w1");
+        commit_file(
+            store,
+            TableKind::Retractions,
+            &name,
+            &retractions_to_record_batch(&rows).unwrap(),
+        );
+        let leftover = root.join("event_type=account_created/year=2025/month=11/day=22/t-0-00000000000000000000-00000000000000000004-purge0000.parquet");
+        std::fs::write(&leftover, b"half").unwrap();
 
-        let dry = purge(root, FORMAT, true).unwrap();
+        let dry = purge(store, FORMAT, true).unwrap();
         assert_eq!((dry.rows_removed, dry.leftovers_removed), (1, 0));
-        assert_eq!(ids_in(&file).len(), 5, "a dry run changes nothing");
+        assert_eq!(ids_in(store, relative).len(), 5, "a dry run changes nothing");
 
-        let report = purge(root, FORMAT, false).unwrap();
+        let report = purge(store, FORMAT, false).unwrap();
         assert_eq!((report.deleted_ids, report.rows_removed, report.leftovers_removed), (1, 1, 1));
+        assert!(!root.join(relative).exists(), "the replaced file is erased from the disk");
+        let files = crate::sinks::lake::reader::data_files(store).unwrap();
+        assert_eq!(files.len(), 1, "{files:?}");
         let expected: Vec<String> =
             [0, 2, 3, 4].iter().map(|i| events[*i].event_id.to_string()).collect();
-        assert_eq!(ids_in(&file), expected, "the invalidated event stays, the deleted one goes");
-        assert_eq!(purge(root, FORMAT, false).unwrap().rows_removed, 0);
+        assert_eq!(
+            ids_in(store, &files[0]),
+            expected,
+            "the invalidated event stays, the deleted one goes"
+        );
+        assert_eq!(purge(store, FORMAT, false).unwrap().rows_removed, 0);
     }
 }

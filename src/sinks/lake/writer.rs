@@ -1,33 +1,38 @@
 //! The lake sink. Accepted events are buffered per partition and flushed into Parquet
-//! files when a size or age limit is reached. A flush stages files under `_eventline/`
-//! (invisible to `**/*.parquet` readers), commits by creating the next log entry
-//! (create-new: failing means another writer moved the partition on, i.e. fenced), then
-//! publishes the files by renaming them into their Hive folders.
+//! files when a size or age limit is reached. A flush writes its files under their
+//! final Hive names, then commits them to the lake's Delta tables with the partition's
+//! new progress as a `txn` action ([`table`](crate::sinks::lake::table)): first the
+//! retractions table (invalidations and deletions), then the events table.
 //!
-//! Invalidations and deletions go into a retraction file of the same commit
-//! (`_retractions/`), which the documented lake queries anti-join.
+//! Before each commit the table's txn version of the partition must equal the progress
+//! this writer believes it has (read when it took the partition, moved only by its own
+//! commits): another value means another writer moved the partition on (fenced: its
+//! files are deleted and that partition's buffer dropped), or that the table went back
+//! (the lake was deleted or replaced under a running process: fatal, a restart replays
+//! from the table's progress). So a commit starts exactly where the partition's last
+//! committed range ended.
 //!
 //! A range is flushed only once Postgres has stored it, leaving out the records
-//! Postgres refused ([`PostgresVerdicts`]), so both sinks hold the same events. A
-//! fenced flush drops that partition's buffer only and reports it; the writer stays up.
+//! Postgres refused ([`PostgresVerdicts`]), so both sinks hold the same events.
 
 use crate::error::class::Classified;
 use crate::offsets::progress::write_start;
-use crate::record::Retraction;
-use crate::record::SharedBatch;
-use crate::record::SinkId;
-use crate::sinks::lake::commit_log::{self, LakeLogError, LogEntry, LoggedFile};
+use crate::record::{Event, Retraction, SharedBatch, SinkId};
 use crate::sinks::lake::files::{
-    group_by_folder, retractions_to_record_batch, to_record_batch, write_parquet, Action,
+    encode_parquet, group_by_folder, retractions_to_record_batch, to_record_batch, Action,
     FileFormat,
 };
 use crate::sinks::lake::layout::{
-    data_file_name, empty_retraction_file, retraction_file, staging_dir,
+    data_file_name, parse_file_name, partition_values, retraction_file_name, EMPTY_RETRACTIONS,
+};
+use crate::sinks::lake::store::{LakeStore, Listed};
+use crate::sinks::lake::table::{
+    add_action, append_operation, CommitAttempt, LakeTable, LakeTableError, TableKind,
 };
 use crate::sinks::verdicts::PostgresVerdicts;
 use crate::sinks::worker::{Fencing, SinkError, SinkWriter, WriteReport};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,15 +72,66 @@ pub struct BufferAge {
     pub idle: Duration,
 }
 
+/// A partition's progress in each of the lake's tables: the next offset the table does
+/// not hold (`None`: nothing yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TablesProgress {
+    /// The events table.
+    pub events: Option<i64>,
+    /// The retractions table.
+    pub retractions: Option<i64>,
+}
+
+impl TablesProgress {
+    /// The lake's progress: the lower of both (a table with nothing counts lowest).
+    pub fn lake(&self) -> Option<i64> {
+        Some(self.events?.min(self.retractions?))
+    }
+
+    fn of(&self, kind: TableKind) -> Option<i64> {
+        match kind {
+            TableKind::Events => self.events,
+            TableKind::Retractions => self.retractions,
+        }
+    }
+
+    fn set(&mut self, kind: TableKind, next: Option<i64>) {
+        match kind {
+            TableKind::Events => self.events = next,
+            TableKind::Retractions => self.retractions = next,
+        }
+    }
+}
+
+/// Whether a flush may commit to a table, given the progress the writer believes the
+/// table has and the one the table's snapshot shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitCheck {
+    /// They agree: the commit starts where the last committed range ended.
+    Commit,
+    /// Another writer moved the partition on.
+    Fenced,
+    /// The table holds less than it did: it was deleted or replaced under this process.
+    WentBack,
+}
+
+/// Compares believed and actual progress (a named rule, unit-tested).
+pub fn check_commit(believed: Option<i64>, table: Option<i64>) -> CommitCheck {
+    match (believed, table) {
+        (b, t) if b == t => CommitCheck::Commit,
+        // `None < Some(_)`: a table with nothing is behind any progress.
+        (b, t) if t < b => CommitCheck::WentBack,
+        _ => CommitCheck::Fenced,
+    }
+}
+
 /// A partition's buffered, not yet durable, range and rows.
 #[derive(Debug)]
 struct PartitionBuffer {
     topic: Arc<str>,
     partition: i32,
-    /// Latest committed log version (0: none).
-    version: u64,
-    /// Durable progress: `next_offset` of the latest entry.
-    durable: Option<i64>,
+    /// What this writer believes each table holds of the partition.
+    durable: TablesProgress,
     /// Offsets covered by the buffer: `[first, next)`; `None` while empty.
     range: Option<(i64, i64)>,
     /// The buffered batches and the offset each is stored from. The supervisor holds
@@ -88,9 +144,8 @@ struct PartitionBuffer {
 }
 
 impl PartitionBuffer {
-    /// Empty, at this log version and durable progress.
-    fn reset(&mut self, version: u64, durable: Option<i64>) {
-        self.version = version;
+    /// Empty, at this durable progress.
+    fn reset(&mut self, durable: TablesProgress) {
         self.durable = durable;
         self.range = None;
         self.batches.clear();
@@ -101,7 +156,7 @@ impl PartitionBuffer {
     }
 
     fn expected(&self) -> Option<i64> {
-        self.range.map(|(_, next)| next).or(self.durable)
+        self.range.map(|(_, next)| next).or(self.durable.lake())
     }
 
     fn due(&self, limits: &RollLimits) -> bool {
@@ -110,6 +165,33 @@ impl PartitionBuffer {
             .zip(self.last_batch)
             .map(|(since, last)| BufferAge { oldest: since.elapsed(), idle: last.elapsed() });
         should_flush(self.rows, self.bytes, age, limits)
+    }
+
+    /// The accepted events of `[from, next)` that Postgres stored.
+    fn events<'a>(
+        &'a self,
+        from: i64,
+        refused: &'a std::collections::BTreeSet<i64>,
+    ) -> impl Iterator<Item = &'a Event> + 'a {
+        self.batches.iter().flat_map(move |(batch, start)| {
+            batch.accepted.iter().filter(move |e| {
+                e.coords.offset >= from.max(*start) && !refused.contains(&e.coords.offset)
+            })
+        })
+    }
+
+    /// The retractions of `[from, next)`.
+    fn retractions(&self, from: i64) -> Vec<(&Retraction, Action)> {
+        self.batches
+            .iter()
+            .flat_map(|(batch, start)| {
+                let invalidations = batch.invalidations.iter().map(|r| (r, Action::Invalidated));
+                let deletions = batch.deletions.iter().map(|r| (r, Action::Deleted));
+                invalidations
+                    .chain(deletions)
+                    .filter(move |(r, _)| r.coords.offset >= from.max(*start))
+            })
+            .collect()
     }
 }
 
@@ -127,14 +209,78 @@ pub fn should_flush(
         })
 }
 
-/// Stores decided batches in the Parquet lake.
+/// The lake's two tables, opened together.
+pub struct LakeTables {
+    /// Accepted events.
+    pub events: LakeTable,
+    /// Invalidations and deletions.
+    pub retractions: LakeTable,
+}
+
+impl LakeTables {
+    /// Opens (creating when missing) both tables of the lake `store`.
+    pub fn open(store: &LakeStore) -> Result<Self, LakeTableError> {
+        Ok(LakeTables {
+            events: LakeTable::open(store, TableKind::Events)?,
+            retractions: LakeTable::open(store, TableKind::Retractions)?,
+        })
+    }
+
+    /// The table of `kind`.
+    pub fn table(&mut self, kind: TableKind) -> &mut LakeTable {
+        match kind {
+            TableKind::Events => &mut self.events,
+            TableKind::Retractions => &mut self.retractions,
+        }
+    }
+
+    /// Both tables' progress on a partition, as loaded.
+    pub fn progress(&self, topic: &str, partition: i32) -> Result<TablesProgress, LakeTableError> {
+        Ok(TablesProgress {
+            events: self.events.progress(topic, partition)?,
+            retractions: self.retractions.progress(topic, partition)?,
+        })
+    }
+
+    /// Loads what other writers committed since.
+    pub fn refresh(&mut self) -> Result<(), LakeTableError> {
+        self.events.refresh()?;
+        self.retractions.refresh()
+    }
+}
+
+/// The lake's progress on a partition, read afresh (blocking).
+pub fn lake_progress(
+    store: &LakeStore,
+    topic: &str,
+    partition: i32,
+) -> Result<Option<i64>, LakeTableError> {
+    Ok(LakeTables::open(store)?.progress(topic, partition)?.lake())
+}
+
+/// Stores decided batches in the lake.
 pub struct ParquetWriter {
-    root: PathBuf,
+    store: LakeStore,
     limits: RollLimits,
     format: FileFormat,
     writer_id: String,
+    tables: Option<LakeTables>,
     partitions: HashMap<(Arc<str>, i32), PartitionBuffer>,
     verdicts: Arc<PostgresVerdicts>,
+    /// Files found at start that no table holds but that might still be committed (a
+    /// flush in progress elsewhere, or one that crashed at the partition's progress):
+    /// removed once this writer's own commits pass their first offset.
+    suspects: Vec<Suspect>,
+}
+
+/// A file no table held when this writer started.
+#[derive(Debug)]
+struct Suspect {
+    kind: TableKind,
+    topic: String,
+    partition: i32,
+    first: i64,
+    path: String,
 }
 
 /// What flushing one partition's buffer did.
@@ -142,10 +288,10 @@ pub struct ParquetWriter {
 enum Flushed {
     /// Nothing to flush, or Postgres has not stored the whole range yet.
     Nothing,
-    /// Committed and published: the partition's new durable progress.
+    /// Committed: the partition's new durable progress.
     Durable(i64),
     /// Another writer committed first: the buffer was dropped and the partition's
-    /// progress re-read from the log.
+    /// progress re-read from the tables.
     Fenced(Fencing, Option<i64>),
 }
 
@@ -153,48 +299,79 @@ fn lake_error(e: impl Classified + std::fmt::Display) -> SinkError {
     SinkError::classified(&e)
 }
 
-/// A file system error on `path`, classified (a path that is not a writable folder is
-/// fatal, see [`crate::error::class::io_class`]).
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
-    move |source| lake_error(LakeLogError::Io { path: path.to_path_buf(), source })
+/// Files a flush wrote for one table, not yet committed.
+struct Written {
+    adds: Vec<deltalake_core::kernel::Add>,
+    paths: Vec<String>,
+    bytes: u64,
+}
+
+impl Written {
+    fn discard(&self, store: &LakeStore) {
+        for path in &self.paths {
+            let _ = store.delete(path);
+        }
+    }
 }
 
 impl ParquetWriter {
-    /// A writer for the lake at `root`, following what Postgres decided (`verdicts`).
+    /// A writer for the lake in `store`, following what Postgres decided (`verdicts`).
     pub fn new(
-        root: PathBuf,
+        store: LakeStore,
         limits: RollLimits,
         format: FileFormat,
         verdicts: Arc<PostgresVerdicts>,
     ) -> Self {
         let writer_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-        ParquetWriter { root, limits, format, writer_id, partitions: HashMap::new(), verdicts }
+        ParquetWriter {
+            store,
+            limits,
+            format,
+            writer_id,
+            tables: None,
+            partitions: HashMap::new(),
+            verdicts,
+            suspects: Vec::new(),
+        }
     }
 
     /// Checks at start that `root` is a folder this process can write: makes it, then
-    /// creates and removes a probe file in it.
+    /// creates and removes a probe file in it. (An S3 lake is probed the same way by
+    /// [`Self::prepare_lake`].)
     pub fn check_root(root: &Path) -> std::io::Result<()> {
+        if root.to_string_lossy().contains("://") {
+            return Ok(());
+        }
         std::fs::create_dir_all(root)?;
         let probe = root.join(format!(".eventline-probe-{}", std::process::id()));
         std::fs::write(&probe, b"")?;
         std::fs::remove_file(&probe)
     }
 
-    /// The lake's durable progress on a partition, finishing an interrupted publish
-    /// and removing stale staged files on the way.
-    pub fn recover_partition(
-        root: &Path,
-        topic: &str,
-        partition: i32,
-    ) -> Result<(u64, Option<i64>), LakeLogError> {
-        match commit_log::latest(root, topic, partition)? {
-            Some(entry) => {
-                commit_log::publish(root, &entry)?;
-                commit_log::remove_stale_staging(root, topic, partition, entry.version)?;
-                Ok((entry.version, Some(entry.next_offset)))
-            }
-            None => Ok((0, None)),
+    /// At start, before any writer: checks the lake can be written, creates its tables
+    /// when missing and removes the files no commit can hold any more. Returns how many
+    /// it removed.
+    pub fn prepare_lake(store: &LakeStore, format: FileFormat) -> Result<usize, SinkError> {
+        let probe = format!(".eventline-probe-{}", uuid::Uuid::new_v4().simple());
+        store.put(&probe, Vec::new()).map_err(lake_error)?;
+        store.delete(&probe).map_err(lake_error)?;
+        let limits = RollLimits {
+            max_rows: usize::MAX,
+            max_bytes: usize::MAX,
+            max_age: Duration::MAX,
+            max_idle: None,
+        };
+        let mut writer = ParquetWriter::new(store.clone(), limits, format, Default::default());
+        writer.tables()?;
+        writer.ensure_empty_retractions()?;
+        writer.remove_orphans()
+    }
+
+    fn tables(&mut self) -> Result<&mut LakeTables, SinkError> {
+        if self.tables.is_none() {
+            self.tables = Some(LakeTables::open(&self.store).map_err(lake_error)?);
         }
+        Ok(self.tables.as_mut().expect("opened above"))
     }
 
     fn buffer(
@@ -204,12 +381,12 @@ impl ParquetWriter {
     ) -> Result<&mut PartitionBuffer, SinkError> {
         let key = (topic.clone(), partition);
         if !self.partitions.contains_key(&key) {
-            let (version, durable) =
-                Self::recover_partition(&self.root, topic, partition).map_err(lake_error)?;
+            let tables = self.tables()?;
+            tables.refresh().map_err(lake_error)?;
+            let durable = tables.progress(topic, partition).map_err(lake_error)?;
             let buffer = PartitionBuffer {
                 topic: topic.clone(),
                 partition,
-                version,
                 durable,
                 range: None,
                 batches: Vec::new(),
@@ -223,115 +400,344 @@ impl ParquetWriter {
         Ok(self.partitions.get_mut(&key).expect("inserted above"))
     }
 
-    fn flush_buffer(
-        root: &Path,
-        writer_id: &str,
-        format: FileFormat,
-        verdicts: &PostgresVerdicts,
-        buf: &mut PartitionBuffer,
-    ) -> Result<Flushed, SinkError> {
+    /// Writes the files of one table for `[from, next)` of a buffer.
+    fn write_files(
+        &self,
+        kind: TableKind,
+        buf: &PartitionBuffer,
+        (from, next): (i64, i64),
+        refused: &std::collections::BTreeSet<i64>,
+    ) -> Result<Written, SinkError> {
+        let mut written = Written { adds: Vec::new(), paths: Vec::new(), bytes: 0 };
+        let result = self.write_files_into(kind, buf, (from, next), refused, &mut written);
+        if result.is_err() {
+            written.discard(&self.store);
+        }
+        result.map(|()| written)
+    }
+
+    fn write_files_into(
+        &self,
+        kind: TableKind,
+        buf: &PartitionBuffer,
+        (from, next): (i64, i64),
+        refused: &std::collections::BTreeSet<i64>,
+        written: &mut Written,
+    ) -> Result<(), SinkError> {
+        match kind {
+            TableKind::Retractions => {
+                let rows = buf.retractions(from);
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                let name = retraction_file_name(
+                    &buf.topic,
+                    buf.partition,
+                    from,
+                    next - 1,
+                    &self.writer_id,
+                );
+                let path = kind.in_lake(&name);
+                let batch = retractions_to_record_batch(&rows).map_err(lake_error)?;
+                let bytes = encode_parquet(&batch, self.format).map_err(lake_error)?;
+                written.paths.push(path.clone());
+                let size = self.store.put(&path, bytes).map_err(lake_error)?;
+                written.bytes += size;
+                written.adds.push(add_action(name, HashMap::new(), size, rows.len()));
+            }
+            TableKind::Events => {
+                let groups = group_by_folder(buf.events(from, refused));
+                let name =
+                    data_file_name(&buf.topic, buf.partition, from, next - 1, &self.writer_id);
+                let ingested_at = chrono::Utc::now().timestamp_micros();
+                for (dir, events) in &groups {
+                    let relative = dir.join(&name).to_string_lossy().replace('\\', "/");
+                    let path = kind.in_lake(&relative);
+                    let batch = to_record_batch(events, ingested_at).map_err(lake_error)?;
+                    let bytes = encode_parquet(&batch, self.format).map_err(lake_error)?;
+                    written.paths.push(path.clone());
+                    let size = self.store.put(&path, bytes).map_err(lake_error)?;
+                    written.bytes += size;
+                    let first = events[0];
+                    let values =
+                        partition_values(&first.event_type, first.occurred_at.date_naive());
+                    written.adds.push(add_action(relative, values, size, events.len()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_buffer(&mut self, key: &(Arc<str>, i32)) -> Result<Flushed, SinkError> {
+        let buf = self.partitions.get(key).expect("a buffered partition");
         let Some((first, next)) = buf.range else { return Ok(Flushed::Nothing) };
-        let Some(refused) = verdicts.refused_in(buf.partition, first, next) else {
+        let (topic, partition) = (buf.topic.clone(), buf.partition);
+        let Some(refused) = self.verdicts.refused_in(partition, first, next) else {
             log::debug!(
-                "lake flush of {}/{} [{first}, {next}) waits for Postgres to store it",
-                buf.topic,
-                buf.partition
+                "lake flush of {topic}/{partition} [{first}, {next}) waits for Postgres to store it"
             );
             return Ok(Flushed::Nothing);
         };
-        let version = buf.version + 1;
-        let staging = staging_dir(&buf.topic, buf.partition, version, writer_id);
-        let groups = group_by_folder(buf.batches.iter().flat_map(|(batch, from)| {
-            let refused = &refused;
-            batch
-                .accepted
-                .iter()
-                .filter(move |e| e.coords.offset >= *from && !refused.contains(&e.coords.offset))
-        }));
-        let retractions: Vec<(&Retraction, Action)> = buf
-            .batches
-            .iter()
-            .flat_map(|(batch, from)| {
-                let invalidations = batch.invalidations.iter().map(|r| (r, Action::Invalidated));
-                let deletions = batch.deletions.iter().map(|r| (r, Action::Deleted));
-                invalidations.chain(deletions).filter(move |(r, _)| r.coords.offset >= *from)
-            })
-            .collect();
-        let name = data_file_name(&buf.topic, buf.partition, first, next - 1);
-        let ingested_at = chrono::Utc::now().timestamp_micros();
-        let mut files = Vec::new();
-        if !groups.is_empty() || !retractions.is_empty() {
-            std::fs::create_dir_all(root.join(&staging)).map_err(io_error(&root.join(&staging)))?;
-        }
-        if !retractions.is_empty() {
-            // In the same commit as the events of the range, so a reader never sees an
-            // event without the retractions that came with it.
-            let staged = staging.join("retractions.staged");
-            let batch = retractions_to_record_batch(&retractions).map_err(lake_error)?;
-            write_parquet(&root.join(&staged), &batch, format).map_err(lake_error)?;
-            let path = retraction_file(&buf.topic, buf.partition, first, next - 1);
-            files.push(LoggedFile { staged, path, rows: retractions.len() as u64 });
-        }
-        for (index, (dir, events)) in groups.iter().enumerate() {
-            let staged = staging.join(format!("{index}.staged"));
-            let batch = to_record_batch(events, ingested_at).map_err(lake_error)?;
-            write_parquet(&root.join(&staged), &batch, format).map_err(lake_error)?;
-            files.push(LoggedFile { staged, path: dir.join(&name), rows: events.len() as u64 });
-        }
-        if !files.is_empty() {
-            commit_log::sync_dir(&root.join(&staging)).map_err(lake_error)?;
-        }
-        let entry = LogEntry {
-            version,
-            topic: buf.topic.to_string(),
-            partition: buf.partition,
-            first_offset: first,
-            next_offset: next,
-            files,
-            committed_at: chrono::Utc::now(),
-        };
-        match commit_log::create(root, &entry) {
-            Ok(()) => {}
-            Err(LakeLogError::Fenced(taken)) => {
-                let _ = std::fs::remove_dir_all(root.join(&staging));
-                // Another writer committed this version: drop this partition's buffer
-                // and take the log's progress; the supervisor sends the batches again
-                // and what the other writer stored is skipped.
-                let (version, durable) =
-                    Self::recover_partition(root, &buf.topic, buf.partition).map_err(lake_error)?;
-                let reason = format!(
-                    "log entry {taken} was committed by another writer; the lake now stands at {}",
-                    durable.map_or("nothing".to_string(), |d| format!("offset {d}"))
-                );
-                buf.reset(version, durable);
-                return Ok(Flushed::Fenced(Fencing { partition: buf.partition, reason }, durable));
-            }
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(root.join(&staging));
-                return Err(lake_error(e));
-            }
-        }
-        commit_log::publish(root, &entry).map_err(lake_error)?;
+        let mut durable = buf.durable;
         let m = crate::ops::metrics::metrics();
-        for file in &entry.files {
-            m.lake_files.inc();
-            m.lake_bytes
-                .inc_by(std::fs::metadata(root.join(&file.path)).map(|md| md.len()).unwrap_or(0));
+        for kind in TableKind::COMMIT_ORDER {
+            let believed = durable.of(kind);
+            if believed.is_some_and(|b| b >= next) {
+                continue;
+            }
+            let from = believed.map_or(first, |b| b.max(first));
+            let buf = self.partitions.get(key).expect("a buffered partition");
+            let written = self.write_files(kind, buf, (from, next), &refused)?;
+            let tables = self.tables()?;
+            let table = tables.table(kind);
+            let committed =
+                commit_checked(table, written.adds.clone(), (&topic, partition), believed, next);
+            match committed {
+                Ok(None) => {}
+                Ok(Some(now)) => {
+                    written.discard(&self.store);
+                    // Another writer moved the partition on: drop this partition's
+                    // buffer and take the tables' progress; the supervisor sends the
+                    // batches again and what the other writer stored is skipped.
+                    let tables = self.tables()?;
+                    let fresh = tables.progress(&topic, partition).map_err(lake_error)?;
+                    let reason = format!(
+                        "the lake's {} table holds partition {partition} up to {} (this writer \
+                         believed {}); another writer committed first",
+                        kind_name(kind),
+                        describe(now),
+                        describe(believed),
+                    );
+                    let buf = self.partitions.get_mut(key).expect("a buffered partition");
+                    buf.reset(fresh);
+                    return Ok(Flushed::Fenced(Fencing { partition, reason }, fresh.lake()));
+                }
+                Err(e) => {
+                    written.discard(&self.store);
+                    return Err(e);
+                }
+            }
+            durable.set(kind, Some(next));
+            self.remove_passed_suspects(kind, (&topic, partition), next);
+            for _ in &written.adds {
+                m.lake_files.inc();
+            }
+            m.lake_bytes.inc_by(written.bytes);
         }
-        commit_log::remove_stale_staging(root, &buf.topic, buf.partition, version)
-            .map_err(lake_error)?;
-        verdicts.passed(buf.partition, next);
-        buf.reset(version, Some(next));
+        self.verdicts.passed(partition, next);
+        let buf = self.partitions.get_mut(key).expect("a buffered partition");
+        buf.reset(durable);
         Ok(Flushed::Durable(next))
     }
+
+    /// Removes files no table holds and none can hold any more: those of a flush that
+    /// wrote and then crashed or was fenced before committing. A file can still be
+    /// committed only if its range starts at or above its table's progress (a flush in
+    /// progress elsewhere), so only files starting below it are removed.
+    fn remove_orphans(&mut self) -> Result<usize, SinkError> {
+        let store = self.store.clone();
+        let mut removed = 0;
+        let mut found = Vec::new();
+        for kind in TableKind::COMMIT_ORDER {
+            let table = self.tables()?.table(kind);
+            table.refresh().map_err(lake_error)?;
+            let held: HashSet<String> = table
+                .files()
+                .map_err(lake_error)?
+                .into_iter()
+                .map(|(p, _)| kind.in_lake(&p))
+                .collect();
+            let mut progress: HashMap<(String, i32), Option<i64>> = HashMap::new();
+            for listed in table_files_in_store(&store, kind).map_err(lake_error)? {
+                let name = listed.path.rsplit('/').next().unwrap_or_default().to_string();
+                let stray_tmp = name.starts_with('.') && name.ends_with(".tmp");
+                let orphan = if stray_tmp {
+                    // A temporary file older than a minute: its writer is gone.
+                    let age = chrono::Utc::now() - listed.modified;
+                    age > chrono::Duration::seconds(60)
+                } else if held.contains(&listed.path) {
+                    false
+                } else if let Some(origin) = parse_file_name(&name) {
+                    let key = (origin.topic.clone(), origin.partition);
+                    let at = match progress.get(&key) {
+                        Some(at) => *at,
+                        None => {
+                            let at = table
+                                .progress(&origin.topic, origin.partition)
+                                .map_err(lake_error)?;
+                            progress.insert(key, at);
+                            at
+                        }
+                    };
+                    let passed = at.is_some_and(|at| origin.first < at);
+                    if !passed {
+                        found.push(Suspect {
+                            kind,
+                            topic: origin.topic,
+                            partition: origin.partition,
+                            first: origin.first,
+                            path: listed.path.clone(),
+                        });
+                    }
+                    passed
+                } else {
+                    false
+                };
+                if orphan && store.delete(&listed.path).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        self.suspects = found;
+        Ok(removed)
+    }
+
+    /// Removes the suspects of a partition that a commit up to `next` passed: no commit
+    /// can hold them any more.
+    fn remove_passed_suspects(
+        &mut self,
+        kind: TableKind,
+        (topic, partition): (&str, i32),
+        next: i64,
+    ) {
+        let store = &self.store;
+        self.suspects.retain(|s| {
+            let passed =
+                s.kind == kind && s.partition == partition && s.topic == topic && s.first < next;
+            if passed {
+                let _ = store.delete(&s.path);
+            }
+            !passed
+        });
+    }
+
+    /// Gives the retractions table its empty file, so the documented glob over
+    /// `_retractions/*.retractions` always finds one.
+    fn ensure_empty_retractions(&mut self) -> Result<(), SinkError> {
+        let path = TableKind::Retractions.in_lake(EMPTY_RETRACTIONS);
+        let (format, store) = (self.format, self.store.clone());
+        let table = &mut self.tables()?.retractions;
+        if table.files().map_err(lake_error)?.iter().any(|(p, _)| p == EMPTY_RETRACTIONS) {
+            return Ok(());
+        }
+        let batch = retractions_to_record_batch(&[]).map_err(lake_error)?;
+        let bytes = encode_parquet(&batch, format).map_err(lake_error)?;
+        let size = store.put(&path, bytes).map_err(lake_error)?;
+        let add = add_action(EMPTY_RETRACTIONS.to_string(), HashMap::new(), size, 0);
+        for _ in 0..20 {
+            let attempt = table
+                .try_commit(vec![add.clone().into()], &[], append_operation(TableKind::Retractions))
+                .map_err(lake_error)?;
+            if let CommitAttempt::Landed(_) = attempt {
+                return Ok(());
+            }
+            table.refresh().map_err(lake_error)?;
+            if table.files().map_err(lake_error)?.iter().any(|(p, _)| p == EMPTY_RETRACTIONS) {
+                return Ok(());
+            }
+        }
+        Err(SinkError::Retryable("could not add the empty retractions file".into()))
+    }
+}
+
+fn kind_name(kind: TableKind) -> &'static str {
+    match kind {
+        TableKind::Events => "events",
+        TableKind::Retractions => "retractions",
+    }
+}
+
+fn describe(progress: Option<i64>) -> String {
+    progress.map_or("nothing".to_string(), |p| format!("offset {p}"))
+}
+
+/// Commits `adds` and the partition's new progress `next` to `table`, if the table's
+/// progress is still `believed`. A commit that loses the race to another writer is
+/// checked again on the newer snapshot and retried. `Ok(None)`: committed;
+/// `Ok(Some(now))`: fenced, the table holds `now`.
+fn commit_checked(
+    table: &mut LakeTable,
+    adds: Vec<deltalake_core::kernel::Add>,
+    (topic, partition): (&str, i32),
+    believed: Option<i64>,
+    next: i64,
+) -> Result<Option<Option<i64>>, SinkError> {
+    const ATTEMPTS: u32 = 50;
+    for attempt in 0..ATTEMPTS {
+        let now = table.progress(topic, partition).map_err(lake_error)?;
+        match check_commit(believed, now) {
+            CommitCheck::Commit => {}
+            CommitCheck::Fenced => return Ok(Some(now)),
+            CommitCheck::WentBack => {
+                return Err(SinkError::Fatal(format!(
+                    "the lake's {} table at {} holds {topic}/{partition} only up to {}, less \
+                     than this process stored there ({}): the lake was deleted or replaced \
+                     while eventline ran; restart it to replay from the lake's progress",
+                    kind_name(table.kind()),
+                    table.path(),
+                    describe(now),
+                    describe(believed),
+                )))
+            }
+        }
+        let actions = adds.iter().cloned().map(Into::into).collect();
+        let operation = append_operation(table.kind());
+        match table
+            .try_commit(actions, &[(topic, partition, next)], operation)
+            .map_err(lake_error)?
+        {
+            CommitAttempt::Landed(_) => return Ok(None),
+            CommitAttempt::Lost => {
+                // Several processes commit to one table: back off a little, so that
+                // the same two do not keep colliding.
+                let pause =
+                    Duration::from_millis(2 + u64::from(attempt) * 3 + rand::random::<u64>() % 10);
+                std::thread::sleep(pause);
+                table.refresh().map_err(lake_error)?;
+            }
+        }
+    }
+    Err(SinkError::Retryable(format!(
+        "could not commit {topic}/{partition} to the lake's {} table: {ATTEMPTS} commits by other \
+         writers came first",
+        kind_name(table.kind())
+    )))
+}
+
+/// Every file in the store that the table of `kind` could hold (data files of the
+/// events table in its Hive folders, retraction files at the retractions table's root),
+/// and the writers' temporary files beside them; never the Delta logs.
+pub fn table_files_in_store(
+    store: &LakeStore,
+    kind: TableKind,
+) -> Result<Vec<Listed>, crate::sinks::lake::store::StoreError> {
+    let listed = store.list(kind.dir())?;
+    Ok(listed
+        .into_iter()
+        .filter(|l| match kind {
+            TableKind::Events => {
+                l.path.starts_with("event_type=")
+                    && (l.path.ends_with(".parquet") || l.path.ends_with(".tmp"))
+            }
+            TableKind::Retractions => {
+                let rest = l.path.strip_prefix(&format!("{}/", kind.dir())).unwrap_or("/");
+                !rest.contains('/') && (rest.ends_with(".retractions") || rest.ends_with(".tmp"))
+            }
+        })
+        .collect())
 }
 
 impl SinkWriter for ParquetWriter {
     const ID: SinkId = SinkId::Lake;
 
     fn open(&mut self) -> Result<(), SinkError> {
-        std::fs::create_dir_all(&self.root).map_err(io_error(&self.root))?;
-        ensure_empty_retraction_file(&self.root, self.format)
+        self.tables()?;
+        self.ensure_empty_retractions()?;
+        let removed = self.remove_orphans()?;
+        if removed > 0 {
+            log::info!("lake: removed {removed} files of flushes that never committed");
+        }
+        Ok(())
     }
 
     fn write(&mut self, batches: &[SharedBatch], _failures: u32) -> Result<WriteReport, SinkError> {
@@ -349,35 +755,18 @@ impl SinkWriter for ParquetWriter {
     }
 }
 
-/// Writes the lake's empty retraction file unless it exists (atomically: a reader never
-/// sees a half-written one).
-fn ensure_empty_retraction_file(root: &Path, format: FileFormat) -> Result<(), SinkError> {
-    let path = root.join(empty_retraction_file());
-    if path.exists() {
-        return Ok(());
-    }
-    let dir = path.parent().expect("in the retractions folder");
-    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    let tmp = dir.join(format!(".empty.{}.tmp", uuid::Uuid::new_v4().simple()));
-    let batch = retractions_to_record_batch(&[]).map_err(lake_error)?;
-    write_parquet(&tmp, &batch, format).map_err(lake_error)?;
-    std::fs::rename(&tmp, &path).map_err(io_error(&path))
-}
-
 impl ParquetWriter {
     fn write_one(
         &mut self,
         batch: &SharedBatch,
         report: &mut WriteReport,
     ) -> Result<(), SinkError> {
-        let (root, writer_id, format, limits) =
-            (self.root.clone(), self.writer_id.clone(), self.format, self.limits);
-        let verdicts = self.verdicts.clone();
+        let limits = self.limits;
         let buf = self.buffer(&batch.topic, batch.partition)?;
         let span = (batch.first_offset, batch.next_offset);
         let at = (&*batch.topic, batch.partition);
         let Some(from) = write_start("Parquet", at, buf.expected(), span) else {
-            report.progress.extend(buf.durable.map(|d| (batch.partition, d)));
+            report.progress.extend(buf.durable.lake().map(|d| (batch.partition, d)));
             return Ok(());
         };
         for event in batch.accepted.iter().filter(|e| e.coords.offset >= from) {
@@ -391,19 +780,23 @@ impl ParquetWriter {
         buf.since.get_or_insert_with(Instant::now);
         buf.last_batch = Some(Instant::now());
         if buf.due(&limits) {
-            let flushed = Self::flush_buffer(&root, &writer_id, format, &verdicts, buf)?;
-            flushed.report(buf.partition, report);
+            let key = (batch.topic.clone(), batch.partition);
+            let flushed = self.flush_buffer(&key)?;
+            flushed.report(batch.partition, report);
         }
         Ok(())
     }
 
     fn flush_due(&mut self, only_if_due: bool, report: &mut WriteReport) -> Result<(), SinkError> {
-        for buf in self.partitions.values_mut() {
-            if buf.range.is_some() && (!only_if_due || buf.due(&self.limits)) {
-                let (root, id, format) = (&self.root, &self.writer_id, self.format);
-                let flushed = Self::flush_buffer(root, id, format, &self.verdicts, buf)?;
-                flushed.report(buf.partition, report);
-            }
+        let keys: Vec<(Arc<str>, i32)> = self
+            .partitions
+            .iter()
+            .filter(|(_, buf)| buf.range.is_some() && (!only_if_due || buf.due(&self.limits)))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in keys {
+            let flushed = self.flush_buffer(&key)?;
+            flushed.report(key.1, report);
         }
         Ok(())
     }
@@ -447,6 +840,20 @@ mod tests {
         assert!(should_flush(1, 1000, None, &LIMITS));
         assert!(should_flush(1, 1, age(5_000, 10), &LIMITS));
         assert!(!should_flush(0, 0, None, &LIMITS));
+    }
+
+    #[test]
+    fn a_commit_starts_exactly_where_the_table_stands() {
+        assert_eq!(check_commit(None, None), CommitCheck::Commit);
+        assert_eq!(check_commit(Some(381), Some(381)), CommitCheck::Commit);
+        assert_eq!(check_commit(Some(381), Some(500)), CommitCheck::Fenced);
+        assert_eq!(check_commit(None, Some(10)), CommitCheck::Fenced);
+        // The incident of issue 18: a writer that believed 1133 over a table at 381.
+        assert_eq!(check_commit(Some(1133), Some(381)), CommitCheck::WentBack);
+        assert_eq!(check_commit(Some(1133), None), CommitCheck::WentBack);
+        let p = TablesProgress { events: Some(10), retractions: Some(12) };
+        assert_eq!(p.lake(), Some(10));
+        assert_eq!(TablesProgress { events: Some(10), retractions: None }.lake(), None);
     }
 
     #[test]

@@ -1,0 +1,384 @@
+//! The lake's two Delta Lake tables (delta-rs), seen from a blocking caller:
+//!
+//! - the events table at the lake root, partitioned by `event_type/year/month/day`;
+//! - the retractions table at `_retractions/` (invalidations and deletions).
+//!
+//! Each Kafka partition's progress in a table is a `txn` action in that table's own log
+//! (app id `eventline/{topic}/{partition}`, version = the next offset not stored), as
+//! kafka-delta-ingest keeps it: the table is the lake's offset store. A commit is
+//! attempted on the snapshot its caller checked, with no automatic retry, so a commit
+//! that lands proves that no other writer moved any partition in between (the commit
+//! file is created with create-new semantics: `O_EXCL` locally, `If-None-Match` on S3).
+//!
+//! delta-rs is async; the lake writer runs on its own thread, so this module owns a
+//! small current-thread runtime and blocks on it.
+
+use crate::sinks::lake::files::{lake_schema, retraction_schema};
+use crate::sinks::lake::store::{LakeStore, StoreError};
+use arrow::datatypes::{DataType, Field, Schema};
+use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake_core::kernel::{Action, Add, Remove, StructType, Transaction};
+use deltalake_core::operations::create::CreateBuilder;
+use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The retractions table's folder under the lake root.
+pub const RETRACTIONS_TABLE: &str = "_retractions";
+
+/// The Hive partition columns of the events table, in folder order.
+pub const PARTITION_COLUMNS: [&str; 4] = ["event_type", "year", "month", "day"];
+
+/// Commits between checkpoints: a reader replays at most this many JSON entries.
+pub const CHECKPOINT_INTERVAL: u64 = 100;
+
+/// Which of the lake's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TableKind {
+    /// Accepted events.
+    Events,
+    /// Invalidations and deletions.
+    Retractions,
+}
+
+impl TableKind {
+    /// Both, in the order a flush commits them: retractions first, so a reader never
+    /// sees an event without the retractions that arrived with it.
+    pub const COMMIT_ORDER: [TableKind; 2] = [TableKind::Retractions, TableKind::Events];
+
+    /// Folder under the lake root ("" for the root itself).
+    pub fn dir(self) -> &'static str {
+        match self {
+            TableKind::Events => "",
+            TableKind::Retractions => RETRACTIONS_TABLE,
+        }
+    }
+
+    /// A path relative to this table's root, as a path relative to the lake root.
+    pub fn in_lake(self, relative: &str) -> String {
+        match self.dir() {
+            "" => relative.to_string(),
+            dir => format!("{dir}/{relative}"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            TableKind::Events => "events",
+            TableKind::Retractions => "retractions",
+        }
+    }
+
+    /// The table schema: the file columns, plus the partition columns of the events
+    /// table (which live in folder names and in the log, not in the files).
+    fn schema(self) -> Schema {
+        match self {
+            TableKind::Events => {
+                let mut fields: Vec<Field> =
+                    lake_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+                fields.push(Field::new("event_type", DataType::Utf8, false));
+                for column in ["year", "month", "day"] {
+                    fields.push(Field::new(column, DataType::Int32, false));
+                }
+                Schema::new(fields)
+            }
+            TableKind::Retractions => retraction_schema().as_ref().clone(),
+        }
+    }
+
+    fn partition_columns(self) -> &'static [&'static str] {
+        match self {
+            TableKind::Events => &PARTITION_COLUMNS,
+            TableKind::Retractions => &[],
+        }
+    }
+}
+
+/// The txn app id of a Kafka partition. Keyed by topic and partition, as Postgres's
+/// `sink_progress` is, not by consumer group: a new group id must not make the lake
+/// forget what it holds while Postgres remembers.
+pub fn app_id(topic: &str, partition: i32) -> String {
+    format!("eventline/{topic}/{partition}")
+}
+
+/// Delta table errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeTableError {
+    /// delta-rs failed on a table.
+    #[error("delta table {table}: {source}")]
+    Delta {
+        /// The table's path.
+        table: String,
+        /// The cause (boxed: delta-rs's error is large).
+        source: Box<DeltaTableError>,
+    },
+    /// The lake's storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl crate::error::class::Classified for LakeTableError {
+    fn class(&self) -> crate::error::class::FailureClass {
+        use crate::error::class::FailureClass;
+        match self {
+            LakeTableError::Delta { source, .. } => match source.as_ref() {
+                DeltaTableError::Io { source } => crate::error::class::io_class(source),
+                DeltaTableError::ObjectStore { .. }
+                | DeltaTableError::Transaction { .. }
+                | DeltaTableError::VersionAlreadyExists(_)
+                | DeltaTableError::KernelError(_)
+                | DeltaTableError::Kernel { .. } => FailureClass::Transient,
+                // A log or schema this version cannot use: a person must look.
+                _ => FailureClass::Fatal,
+            },
+            LakeTableError::Store(e) => e.class(),
+        }
+    }
+}
+
+/// What a commit attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitAttempt {
+    /// Landed as this table version.
+    Landed(u64),
+    /// Another writer committed first: refresh, check again, retry or fence.
+    Lost,
+}
+
+/// One of the lake's Delta tables, with blocking calls.
+pub struct LakeTable {
+    kind: TableKind,
+    path: String,
+    table: DeltaTable,
+    runtime: Arc<tokio::runtime::Runtime>,
+}
+
+/// Lets delta-rs open `s3://` tables on a store we build (its own AWS crate is not
+/// used): the default log store, whose commits are create-new puts (`If-None-Match`).
+struct S3LogStores;
+
+impl deltalake_core::logstore::LogStoreFactory for S3LogStores {
+    fn with_options(
+        &self,
+        prefixed: deltalake_core::logstore::ObjectStoreRef,
+        root: deltalake_core::logstore::ObjectStoreRef,
+        location: &url::Url,
+        options: &deltalake_core::logstore::StorageConfig,
+    ) -> deltalake_core::DeltaResult<Arc<dyn deltalake_core::logstore::LogStore>> {
+        Ok(deltalake_core::logstore::default_logstore(prefixed, root, location, options))
+    }
+}
+
+fn register_s3_log_stores() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let scheme = url::Url::parse("s3://").expect("a URL");
+        deltalake_core::logstore::logstore_factories().insert(scheme, Arc::new(S3LogStores));
+    });
+}
+
+impl LakeTable {
+    /// Opens the table of `kind` in the lake `store`, creating it when missing. Two
+    /// processes creating it at once is fine: the loser loads the winner's table.
+    pub fn open(store: &LakeStore, kind: TableKind) -> Result<Self, LakeTableError> {
+        let url = store.table_url(kind)?;
+        let path = url.to_string();
+        let delta =
+            |source| LakeTableError::Delta { table: path.clone(), source: Box::new(source) };
+        let runtime = store.runtime();
+        let backend = store.s3_root_store();
+        let table = runtime.block_on(open_or_create(url.clone(), backend, kind)).map_err(delta)?;
+        Ok(LakeTable { kind, path, table, runtime })
+    }
+
+    /// The table's URL.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Which table this is.
+    pub fn kind(&self) -> TableKind {
+        self.kind
+    }
+
+    fn delta_error(&self, source: DeltaTableError) -> LakeTableError {
+        LakeTableError::Delta { table: self.path.clone(), source: Box::new(source) }
+    }
+
+    /// Loads the commits made since this handle last looked.
+    pub fn refresh(&mut self) -> Result<(), LakeTableError> {
+        let result = self.runtime.block_on(self.table.update_state());
+        result.map_err(|e| self.delta_error(e))
+    }
+
+    /// The loaded version.
+    pub fn version(&self) -> u64 {
+        self.table.version().unwrap_or(0)
+    }
+
+    /// The loaded snapshot's progress of `topic/partition`: the next offset it does not
+    /// hold, or `None` when it holds nothing of that partition.
+    pub fn progress(&self, topic: &str, partition: i32) -> Result<Option<i64>, LakeTableError> {
+        let snapshot = self.table.snapshot().map_err(|e| self.delta_error(e))?;
+        let log_store = self.table.log_store();
+        let read = snapshot.transaction_version(log_store.as_ref(), app_id(topic, partition));
+        self.runtime.block_on(read).map_err(|e| self.delta_error(e))
+    }
+
+    /// The loaded snapshot's files: path relative to the table root, and rows.
+    pub fn files(&self) -> Result<Vec<(String, Option<usize>)>, LakeTableError> {
+        let snapshot = self.table.snapshot().map_err(|e| self.delta_error(e))?;
+        let mut files: Vec<(String, Option<usize>)> =
+            snapshot.log_data().iter().map(|f| (f.path().into_owned(), f.num_records())).collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// The remove action for one of the loaded snapshot's files.
+    pub fn remove_action(&self, path: &str) -> Result<Option<Remove>, LakeTableError> {
+        let snapshot = self.table.snapshot().map_err(|e| self.delta_error(e))?;
+        let found = snapshot.log_data().iter().find(|f| f.path() == path);
+        Ok(found.map(|f| {
+            let mut remove = f.remove_action(true);
+            remove.deletion_timestamp = Some(chrono::Utc::now().timestamp_millis());
+            remove
+        }))
+    }
+
+    /// The partition values of one of the loaded snapshot's files.
+    pub fn partition_values(
+        &self,
+        path: &str,
+    ) -> Result<Option<HashMap<String, Option<String>>>, LakeTableError> {
+        let snapshot = self.table.snapshot().map_err(|e| self.delta_error(e))?;
+        let found = snapshot.log_data().iter().find(|f| f.path() == path);
+        Ok(found.map(|f| f.partition_values_map()))
+    }
+
+    /// Commits `actions` plus one txn per `(topic, partition, next offset)`, on the
+    /// loaded snapshot exactly: if another writer committed since, nothing lands and
+    /// the answer is [`CommitAttempt::Lost`].
+    pub fn try_commit(
+        &mut self,
+        actions: Vec<Action>,
+        progress: &[(&str, i32, i64)],
+        operation: DeltaOperation,
+    ) -> Result<CommitAttempt, LakeTableError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut actions = actions;
+        actions.extend(progress.iter().map(|(topic, partition, next)| {
+            Action::Txn(Transaction::new_with_last_update(
+                app_id(topic, *partition),
+                *next,
+                Some(now),
+            ))
+        }));
+        let version = self.version();
+        // Expired log entries are cleaned only when a checkpoint is written: cleaning
+        // lists the whole log, which is too much for every commit.
+        let checkpoint_next = (version + 2).is_multiple_of(CHECKPOINT_INTERVAL);
+        let properties = CommitProperties::default()
+            .with_max_retries(0)
+            .with_create_checkpoint(true)
+            .with_cleanup_expired_logs(Some(checkpoint_next));
+        let snapshot = self.table.snapshot().map_err(|e| self.delta_error(e))?;
+        let commit = CommitBuilder::from(properties).with_actions(actions).build(
+            Some(snapshot),
+            self.table.log_store(),
+            operation,
+        );
+        match self.runtime.block_on(async move { commit.await }) {
+            Ok(finalized) => {
+                let landed = finalized.version();
+                self.table.state = Some(finalized.snapshot());
+                Ok(CommitAttempt::Landed(landed))
+            }
+            Err(DeltaTableError::Transaction {
+                source: TransactionError::MaxCommitAttempts(_),
+            })
+            | Err(DeltaTableError::VersionAlreadyExists(_)) => Ok(CommitAttempt::Lost),
+            Err(e) => Err(self.delta_error(e)),
+        }
+    }
+}
+
+/// The operation a flush records in the table's history.
+pub fn append_operation(kind: TableKind) -> DeltaOperation {
+    let columns = kind.partition_columns();
+    DeltaOperation::Write {
+        mode: SaveMode::Append,
+        partition_by: (!columns.is_empty())
+            .then(|| columns.iter().map(|c| c.to_string()).collect()),
+        predicate: None,
+    }
+}
+
+/// An add action for a file of `rows` rows and `size` bytes at `path` (relative to the
+/// table root, `/`-separated).
+pub fn add_action(
+    path: String,
+    partition_values: HashMap<String, Option<String>>,
+    size: u64,
+    rows: usize,
+) -> Add {
+    Add {
+        path,
+        partition_values,
+        size: size as i64,
+        modification_time: chrono::Utc::now().timestamp_millis(),
+        data_change: true,
+        stats: Some(serde_json::json!({ "numRecords": rows }).to_string()),
+        ..Default::default()
+    }
+}
+
+fn builder(
+    url: &url::Url,
+    backend: &Option<deltalake_core::logstore::ObjectStoreRef>,
+) -> Result<DeltaTable, DeltaTableError> {
+    let builder = DeltaTableBuilder::from_url(url.clone())?;
+    match backend {
+        Some(root) => {
+            register_s3_log_stores();
+            builder.with_storage_backend(root.clone(), url.clone()).build()
+        }
+        None => builder.build(),
+    }
+}
+
+async fn open_or_create(
+    url: url::Url,
+    backend: Option<deltalake_core::logstore::ObjectStoreRef>,
+    kind: TableKind,
+) -> Result<DeltaTable, DeltaTableError> {
+    let mut table = builder(&url, &backend)?;
+    match table.load().await {
+        Ok(()) => return Ok(table),
+        Err(DeltaTableError::NotATable(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let schema: StructType =
+        (&kind.schema()).try_into_kernel().map_err(|e| DeltaTableError::Generic(e.to_string()))?;
+    let created = CreateBuilder::new()
+        .with_log_store(table.log_store())
+        .with_table_name(kind.name())
+        .with_columns(schema.fields().cloned())
+        .with_partition_columns(kind.partition_columns().iter().copied())
+        .with_configuration_property(
+            TableProperty::CheckpointInterval,
+            Some(CHECKPOINT_INTERVAL.to_string()),
+        )
+        .with_save_mode(SaveMode::Ignore)
+        .await;
+    match created {
+        Ok(table) => Ok(table),
+        // Another process created it between our load and our create.
+        Err(_) => {
+            let mut table = builder(&url, &backend)?;
+            table.load().await?;
+            Ok(table)
+        }
+    }
+}
