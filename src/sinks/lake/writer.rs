@@ -518,7 +518,7 @@ impl ParquetWriter {
                 }
             }
             durable.set(kind, Some(next));
-            self.remove_passed_suspects(kind, (&topic, partition), next);
+            self.remove_passed_suspects(kind, (&topic, partition), next)?;
             for _ in &written.adds {
                 m.lake_files.inc();
             }
@@ -539,6 +539,11 @@ impl ParquetWriter {
         let mut removed = 0;
         let mut found = Vec::new();
         for kind in TableKind::COMMIT_ORDER {
+            // List first, then load the table: a file another process commits after the
+            // listing is not listed, and every listed file that was committed by then
+            // is in the snapshot. (The other way round, a file committed in between
+            // would look like an orphan.)
+            let listed = table_files_in_store(&store, kind).map_err(lake_error)?;
             let table = self.tables()?.table(kind);
             table.refresh().map_err(lake_error)?;
             let held: HashSet<String> = table
@@ -548,7 +553,7 @@ impl ParquetWriter {
                 .map(|(p, _)| kind.in_lake(&p))
                 .collect();
             let mut progress: HashMap<(String, i32), Option<i64>> = HashMap::new();
-            for listed in table_files_in_store(&store, kind).map_err(lake_error)? {
+            for listed in listed {
                 let name = listed.path.rsplit('/').next().unwrap_or_default().to_string();
                 let stray_tmp = name.starts_with('.') && name.ends_with(".tmp");
                 let orphan = if stray_tmp {
@@ -594,21 +599,40 @@ impl ParquetWriter {
 
     /// Removes the suspects of a partition that a commit up to `next` passed: no commit
     /// can hold them any more.
+    ///
+    /// A suspect may also have been committed since by the process that wrote it (it
+    /// owned the partition then): the table, just committed to, is asked first.
     fn remove_passed_suspects(
         &mut self,
         kind: TableKind,
         (topic, partition): (&str, i32),
         next: i64,
-    ) {
-        let store = &self.store;
+    ) -> Result<(), SinkError> {
+        let passes = |s: &Suspect| {
+            s.kind == kind && s.partition == partition && s.topic == topic && s.first < next
+        };
+        if !self.suspects.iter().any(passes) {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let held: HashSet<String> = self
+            .tables()?
+            .table(kind)
+            .files()
+            .map_err(lake_error)?
+            .into_iter()
+            .map(|(p, _)| kind.in_lake(&p))
+            .collect();
         self.suspects.retain(|s| {
-            let passed =
-                s.kind == kind && s.partition == partition && s.topic == topic && s.first < next;
-            if passed {
+            if !passes(s) {
+                return true;
+            }
+            if !held.contains(&s.path) {
                 let _ = store.delete(&s.path);
             }
-            !passed
+            false
         });
+        Ok(())
     }
 
     /// Gives the retractions table its empty file, so the documented glob over
