@@ -31,7 +31,7 @@
 //!    [`sinks::lake::writer`] buffers it and, once Postgres has stored the range, flushes
 //!    Parquet files (and a retraction file for invalidations and deletions) and commits
 //!    them to the lake's Delta tables with the partition's progress as a `txn` action
-//!    ([`sinks::lake::table`]).
+//!    ([`sinks::lake::table`]), on a local folder or S3 ([`sinks::lake::store`]).
 //! 5. [`offsets::tracker`] commits to Kafka the lower of both sinks' durable progress.
 //!
 //! [`pipeline`] starts the actors and wires them; `src/main.rs` maps the command line

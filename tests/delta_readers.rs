@@ -6,16 +6,12 @@
 mod helpers;
 
 use helpers::*;
-use std::time::Duration;
 
 #[test]
 fn delta_readers_see_exactly_what_postgres_holds() {
     let mut env = TestEnv::new(3);
     let (records, ids) = mixed_records(600, 30, 5, 5);
-    env.produce(&records);
-    let p = env.start_processor(&[]);
-    env.wait_drained(3, Duration::from_secs(60));
-    assert_eq!(env.stop_processor(p), 0);
+    env.store_all(3, &records, ids.len());
     let n = ids.len() as i64;
 
     let summary = deltalake_summary(&env.lake, &env.topic, 3);

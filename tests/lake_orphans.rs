@@ -14,13 +14,7 @@ use std::time::Duration;
 fn files_of_a_flush_that_never_committed_are_removed_and_never_read() {
     let mut env = TestEnv::new(3);
     let (records, ids) = mixed_records(300, 0, 0, 0);
-    env.produce(&records);
-    let p = env.start_processor(&[]);
-    env.wait_drained(3, Duration::from_secs(60));
-    wait_until("the lake holds every accepted event", Duration::from_secs(30), || {
-        env.lake_rows() == ids.len() as i64
-    });
-    assert_eq!(env.stop_processor(p), 0);
+    env.store_all(3, &records, ids.len());
 
     // Two files no commit names, as a kill -9 between writing and committing leaves
     // them: a copy of a committed range (below the progress), and one at the progress.

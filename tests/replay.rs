@@ -11,13 +11,7 @@ use std::time::Duration;
 fn a_group_reset_and_a_lake_rebuild_give_the_same_content_and_outcomes() {
     let mut env = TestEnv::new(3);
     let (records, ids) = mixed_records(400, 40, 10, 10);
-    env.produce(&records);
-    let p = env.start_processor(&[]);
-    env.wait_drained(3, Duration::from_secs(60));
-    wait_until("the lake holds every accepted event", Duration::from_secs(30), || {
-        env.lake_rows() == ids.len() as i64
-    });
-    assert_eq!(env.stop_processor(p), 0);
+    env.store_all(3, &records, ids.len());
     let before = env.snapshot();
     assert_eq!(before.lake, (400, 400));
     assert_eq!(

@@ -13,9 +13,14 @@ fn sigterm_mid_backlog_flushes_commits_exits_0_and_loses_nothing() {
     let mut env = TestEnv::new(3);
     let (records, ids) = mixed_records(99_000, 1_000, 0, 0);
     env.produce(&records);
-    // The lake would keep its buffers for a minute: only the shutdown flushes them.
-    let hold =
-        [("EVENTLINE__LAKE__MAX_FILE_AGE_MS", "60000"), ("EVENTLINE__LAKE__IDLE_FLUSH_MS", "0")];
+    // The lake would keep its buffers for a minute: only the shutdown flushes them. The
+    // sinks hold at most 4 MiB in flight (not the default 32 MiB, about the whole
+    // backlog), so the SIGTERM finds most of the backlog still unread.
+    let hold = [
+        ("EVENTLINE__LAKE__MAX_FILE_AGE_MS", "60000"),
+        ("EVENTLINE__LAKE__IDLE_FLUSH_MS", "0"),
+        ("EVENTLINE__PIPELINE__SINK_QUEUE_BYTES", "4194304"),
+    ];
     let p = env.start_processor(&hold);
     wait_until("the backlog is being stored", Duration::from_secs(60), || {
         env.outcomes_total() > 5_000

@@ -19,6 +19,11 @@ fn the_log_rotates_and_is_read_across_its_files() {
     // an entry), so three runs fill several files.
     for _ in 0..3 {
         let p = env.start_processor(&rotation);
+        // Past start-up (the Delta tables opened, the signal handler set): a SIGTERM
+        // before that ends the process by the default action, not by a clean stop.
+        wait_until("the processor has its partition", Duration::from_secs(60), || {
+            env.processor_log(p).contains("assigned")
+        });
         env.wait_drained(1, Duration::from_secs(60));
         assert_eq!(env.stop_processor(p), 0);
     }

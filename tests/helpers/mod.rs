@@ -208,6 +208,18 @@ impl TestEnv {
         .collect()
     }
 
+    /// Produces `records` to a topic of `partitions` partitions, runs a processor until
+    /// both sinks hold the `accepted` events, and stops it (exit 0).
+    pub fn store_all(&mut self, partitions: i32, records: &[TestRecord], accepted: usize) {
+        self.produce(records);
+        let p = self.start_processor(&[]);
+        self.wait_drained(partitions, Duration::from_secs(60));
+        wait_until("the lake holds every accepted event", Duration::from_secs(30), || {
+            self.lake_rows() == accepted as i64
+        });
+        assert_eq!(self.stop_processor(p), 0);
+    }
+
     /// Starts the real binary with this test's settings plus `extra` variables.
     pub fn start_processor(&mut self, extra: &[(&str, &str)]) -> usize {
         self.start_processor_in(&repo(), extra)

@@ -70,7 +70,7 @@ pub enum PurgeError {
 }
 
 /// The tag of files a purge writes (no dashes: it ends a file name).
-const PURGE_TAG: &str = "purge";
+pub const PURGE_TAG: &str = "purge";
 
 /// Erases every deleted event's rows from the lake under `root`.
 pub fn purge(
@@ -209,7 +209,7 @@ fn remove_leftovers(store: &LakeStore, held: &[String]) -> Result<usize, PurgeEr
     let mut removed = 0;
     for file in crate::sinks::lake::writer::table_files_in_store(store, TableKind::Events)? {
         let name = file.path.rsplit('/').next().unwrap_or_default();
-        let purge_file = name.rsplit('-').next().is_some_and(|t| t.starts_with(PURGE_TAG));
+        let purge_file = crate::sinks::lake::writer::is_rewrite(name);
         if purge_file && !held.contains(file.path.as_str()) {
             store.delete(&file.path)?;
             removed += 1;

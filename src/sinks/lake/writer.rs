@@ -141,6 +141,9 @@ struct PartitionBuffer {
     bytes: usize,
     since: Option<Instant>,
     last_batch: Option<Instant>,
+    /// The tables, read again, still end below the buffer's first offset: records
+    /// Kafka no longer has (retention), which the buffer may skip.
+    gap_confirmed: bool,
 }
 
 impl PartitionBuffer {
@@ -153,6 +156,7 @@ impl PartitionBuffer {
         self.bytes = 0;
         self.since = None;
         self.last_batch = None;
+        self.gap_confirmed = false;
     }
 
     fn expected(&self) -> Option<i64> {
@@ -394,6 +398,7 @@ impl ParquetWriter {
                 bytes: 0,
                 since: None,
                 last_batch: None,
+                gap_confirmed: false,
             };
             self.partitions.insert(key.clone(), buffer);
         }
@@ -485,6 +490,24 @@ impl ParquetWriter {
             if believed.is_some_and(|b| b >= next) {
                 continue;
             }
+            let gap_confirmed = self.partitions.get(key).is_some_and(|b| b.gap_confirmed);
+            if believed.is_some_and(|b| b < first) && !gap_confirmed {
+                // The buffer starts above what this table holds: committing it would
+                // mark offsets [believed, first) stored without their rows. Drop the
+                // buffer and read the progress again; the batches are sent again.
+                let tables = self.tables()?;
+                tables.refresh().map_err(lake_error)?;
+                let fresh = tables.progress(&topic, partition).map_err(lake_error)?;
+                let reason = format!(
+                    "the buffer starts at offset {first} but the lake's {} table holds \
+                     partition {partition} only up to {}",
+                    kind_name(kind),
+                    describe(believed),
+                );
+                let buf = self.partitions.get_mut(key).expect("a buffered partition");
+                buf.reset(fresh);
+                return Ok(Flushed::Fenced(Fencing { partition, reason }, fresh.lake()));
+            }
             let from = believed.map_or(first, |b| b.max(first));
             let buf = self.partitions.get(key).expect("a buffered partition");
             let written = self.write_files(kind, buf, (from, next), &refused)?;
@@ -574,8 +597,13 @@ impl ParquetWriter {
                             at
                         }
                     };
-                    let passed = at.is_some_and(|at| origin.first < at);
-                    if !passed {
+                    // A purge's rewrite keeps the range of the file it replaces, so it lies
+                    // below the progress while the purge has yet to commit it: it is only
+                    // an orphan once it is old enough that no purge can still be running.
+                    let rewrite = is_rewrite(&name);
+                    let old = chrono::Utc::now() - listed.modified > chrono::Duration::hours(1);
+                    let passed = at.is_some_and(|at| origin.first < at) && (!rewrite || old);
+                    if !passed && !rewrite {
                         found.push(Suspect {
                             kind,
                             topic: origin.topic,
@@ -662,6 +690,12 @@ impl ParquetWriter {
         }
         Err(SinkError::Retryable("could not add the empty retractions file".into()))
     }
+}
+
+/// Whether a file name is a purge's rewrite rather than a flush's file.
+pub fn is_rewrite(name: &str) -> bool {
+    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+    stem.rsplit('-').next().is_some_and(|tag| tag.starts_with(crate::sinks::lake::purge::PURGE_TAG))
 }
 
 fn kind_name(kind: TableKind) -> &'static str {
@@ -787,6 +821,21 @@ impl ParquetWriter {
     ) -> Result<(), SinkError> {
         let limits = self.limits;
         let buf = self.buffer(&batch.topic, batch.partition)?;
+        let stale =
+            buf.range.is_none() && buf.durable.lake().is_some_and(|d| d < batch.first_offset);
+        if stale {
+            // A batch that starts above what this writer believes the lake holds, with
+            // nothing buffered: the partition was probably owned by another process in
+            // between (a rebalance), which moved it on. Read the tables again rather
+            // than take the difference for records Kafka no longer has.
+            let tables = self.tables()?;
+            tables.refresh().map_err(lake_error)?;
+            let fresh = tables.progress(&batch.topic, batch.partition).map_err(lake_error)?;
+            let buf = self.buffer(&batch.topic, batch.partition)?;
+            buf.durable = fresh;
+            buf.gap_confirmed = fresh.lake().is_some_and(|d| d < batch.first_offset);
+        }
+        let buf = self.buffer(&batch.topic, batch.partition)?;
         let span = (batch.first_offset, batch.next_offset);
         let at = (&*batch.topic, batch.partition);
         let Some(from) = write_start("Parquet", at, buf.expected(), span) else {
@@ -864,6 +913,12 @@ mod tests {
         assert!(should_flush(1, 1000, None, &LIMITS));
         assert!(should_flush(1, 1, age(5_000, 10), &LIMITS));
         assert!(!should_flush(0, 0, None, &LIMITS));
+    }
+
+    #[test]
+    fn a_purge_rewrite_is_told_from_a_flush_file() {
+        assert!(is_rewrite("t-0-00000000000000000000-00000000000000000004-purge1a2b3c4d.parquet"));
+        assert!(!is_rewrite("t-0-00000000000000000000-00000000000000000004-3f9a0c1d2e4b.parquet"));
     }
 
     #[test]
