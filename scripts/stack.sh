@@ -292,9 +292,11 @@ S3_PORT="${EVENTLINE_S3_PORT:-19100}"
 s3_answers() { curl -s -o /dev/null "http://$KAFKA_HOST:$S3_PORT/moto-api/"; }
 s3_up() {
   if ! command -v moto_server >/dev/null; then
-    log "installing moto[server] with pip"
-    python3 -m pip install -q "moto[server]==5.2.5" \
-      || python3 -m pip install -q --break-system-packages "moto[server]==5.2.5"
+    # The same pins as scripts/deps.sh: installing moto alone and the rest later
+    # changed flask under a running server once, which then answered 500.
+    log "installing the Python requirements (moto[server]) with pip"
+    python3 -m pip install -q -r "$ROOT/scripts/requirements.txt" \
+      || python3 -m pip install -q --break-system-packages -r "$ROOT/scripts/requirements.txt"
   fi
   mkdir -p "$S3_DIR"
   if pid_alive "$S3_DIR/moto.pid" && s3_answers; then return 0; fi

@@ -28,6 +28,19 @@ fn a_frozen_process_holds_no_one_hostage_and_its_late_writes_are_fenced() {
     let in_transaction = "SELECT count(*) AS n FROM pg_stat_activity \
         WHERE datname = current_database() AND state = 'idle in transaction' \
         AND pid <> pg_backend_pid()";
+    // Only once A's lake writer has buffered a batch (the first write loads the Delta
+    // table, which can take longer than Postgres takes to open its transaction): A
+    // must hold a late lake write when it wakes. This also rules out taking one of A's
+    // migrations for a writer transaction.
+    wait_until("A's lake writer holds a batch", Duration::from_secs(60), || {
+        env.processor_log(a).contains("Admin server listening") && {
+            let (_, metrics) = admin_get(&format!("{}/metrics", env.admin_url(a)));
+            metrics.lines().any(|l| {
+                l.starts_with("eventline_sink_write_seconds_count{sink=\"lake\"}")
+                    && !l.ends_with(" 0")
+            })
+        }
+    });
     wait_until("A is inside a writer transaction", Duration::from_secs(60), || {
         env.count(in_transaction) >= 1
     });

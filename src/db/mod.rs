@@ -105,13 +105,27 @@ pub fn kept_or_new(kept: &mut Option<PgConn>, pool: &PgPool) -> Result<PgConn, D
 }
 
 /// Runs pending migrations while holding a session advisory lock.
+///
+/// The wait for the lock is not bounded by the session's `lock_timeout`: a process
+/// frozen while it migrated holds the lock until the server ends its session
+/// (`idle_in_transaction_session_timeout`), and a process starting meanwhile should
+/// wait for that rather than exit (the zombie test once froze one mid-migration).
 pub fn migrate(conn: &mut PgConnection) -> Result<usize, DbError> {
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        lock_timeout: String,
+    }
+    let kept = diesel::sql_query("SHOW lock_timeout").get_result::<Setting>(conn)?;
+    diesel::sql_query("SET lock_timeout = 0").execute(conn)?;
     diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).execute(conn)?;
     let result = conn
         .run_pending_migrations(MIGRATIONS)
         .map(|done| done.len())
         .map_err(|e| DbError::Migration(e.to_string()));
     diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).execute(conn)?;
+    // The connection goes back to the pool: give it back its bound.
+    diesel::sql_query(format!("SET lock_timeout = '{}'", kept.lock_timeout)).execute(conn)?;
     result
 }
 

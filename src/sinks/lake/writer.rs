@@ -473,7 +473,10 @@ impl ParquetWriter {
         Ok(())
     }
 
-    fn flush_buffer(&mut self, key: &(Arc<str>, i32)) -> Result<Flushed, SinkError> {
+    /// Flushes one partition's buffer. `forced` (a drain or a stop, not a roll
+    /// limit): when Postgres has not decided the range yet, the tables are read again
+    /// so that a buffer another writer overtook is fenced now rather than kept.
+    fn flush_buffer(&mut self, key: &(Arc<str>, i32), forced: bool) -> Result<Flushed, SinkError> {
         let buf = self.partitions.get(key).expect("a buffered partition");
         let Some((first, next)) = buf.range else { return Ok(Flushed::Nothing) };
         let (topic, partition) = (buf.topic.clone(), buf.partition);
@@ -481,6 +484,11 @@ impl ParquetWriter {
             log::debug!(
                 "lake flush of {topic}/{partition} [{first}, {next}) waits for Postgres to store it"
             );
+            // A zombie's Postgres writer was fenced and may never decide this range;
+            // without this check its lake buffer would linger until the process ends.
+            if forced {
+                return self.fence_if_overtaken(key);
+            }
             return Ok(Flushed::Nothing);
         };
         let mut durable = buf.durable;
@@ -551,6 +559,32 @@ impl ParquetWriter {
         let buf = self.partitions.get_mut(key).expect("a buffered partition");
         buf.reset(durable);
         Ok(Flushed::Durable(next))
+    }
+
+    /// Reads the tables again; if another writer moved the partition past what this
+    /// writer believes, drops the buffer (the batches are sent again, and what the other
+    /// writer stored is skipped) and reports the fencing.
+    fn fence_if_overtaken(&mut self, key: &(Arc<str>, i32)) -> Result<Flushed, SinkError> {
+        let partition = key.1;
+        let tables = self.tables()?;
+        tables.refresh().map_err(lake_error)?;
+        let fresh = tables.progress(&key.0, partition).map_err(lake_error)?;
+        let buf = self.partitions.get_mut(key).expect("a buffered partition");
+        let believed = buf.durable;
+        // A table that went back is left to the commit, which stops the process.
+        let overtaken = TableKind::COMMIT_ORDER
+            .iter()
+            .any(|&k| check_commit(believed.of(k), fresh.of(k)) == CommitCheck::Fenced);
+        if !overtaken {
+            return Ok(Flushed::Nothing);
+        }
+        let reason = format!(
+            "the lake holds partition {partition} up to {} (this writer believed {});              another writer committed it while this one held a buffer",
+            describe(fresh.lake()),
+            describe(believed.lake()),
+        );
+        buf.reset(fresh);
+        Ok(Flushed::Fenced(Fencing { partition, reason }, fresh.lake()))
     }
 
     /// Removes files no table holds and none can hold any more: those of a flush that
@@ -836,6 +870,13 @@ impl ParquetWriter {
             buf.gap_confirmed = fresh.lake().is_some_and(|d| d < batch.first_offset);
         }
         let buf = self.buffer(&batch.topic, batch.partition)?;
+        if buf.range.is_some_and(|(_, next)| next < batch.first_offset) {
+            // The batch leaves a gap after what is buffered: the partition was revoked
+            // and assigned again, and another process may have moved it meanwhile.
+            let key = (batch.topic.clone(), batch.partition);
+            self.fence_if_overtaken(&key)?.report(batch.partition, report);
+        }
+        let buf = self.buffer(&batch.topic, batch.partition)?;
         let span = (batch.first_offset, batch.next_offset);
         let at = (&*batch.topic, batch.partition);
         let Some(from) = write_start("Parquet", at, buf.expected(), span) else {
@@ -854,7 +895,7 @@ impl ParquetWriter {
         buf.last_batch = Some(Instant::now());
         if buf.due(&limits) {
             let key = (batch.topic.clone(), batch.partition);
-            let flushed = self.flush_buffer(&key)?;
+            let flushed = self.flush_buffer(&key, false)?;
             flushed.report(batch.partition, report);
         }
         Ok(())
@@ -868,7 +909,7 @@ impl ParquetWriter {
             .map(|(key, _)| key.clone())
             .collect();
         for key in keys {
-            let flushed = self.flush_buffer(&key)?;
+            let flushed = self.flush_buffer(&key, !only_if_due)?;
             flushed.report(key.1, report);
         }
         Ok(())
