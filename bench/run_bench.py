@@ -218,10 +218,14 @@ def latency(rate, seconds):
     lake = duckdb.sql(f"""SELECT quantile_cont(d, 0.5), quantile_cont(d, 0.95), quantile_cont(d, 0.99), max(d) FROM (
         SELECT epoch_ms(ingested_at) - epoch_ms(kafka_timestamp) AS d FROM read_parquet('{s.lake}/event_type=*/*/*/*/*.parquet'))""").fetchone()
     files = list(pathlib.Path(s.lake).glob("event_type=*/*/*/*/*.parquet"))
+    # Paced traffic makes small files: what `eventline lake compact` makes of them.
+    started = time.time()
+    compaction = json.loads(run([BIN, "lake", "compact", "--json"], env=s.env))
+    compaction["seconds"] = round(time.time() - started, 2)
     return {"rate": rate, "records": n, "postgres_ms": dict(zip(["p50", "p95", "p99", "max"], pg)), "kafka_only_ms": floor,
             "lake_ms": dict(zip(["p50", "p95", "p99", "max"], [round(float(v), 1) for v in lake])),
             "lake_files": len(files), "lake_mean_file_bytes": int(sum(f.stat().st_size for f in files) / max(len(files), 1)),
-            "peak_rss_bytes": rss, "cpu_seconds": cpu}
+            "compaction": compaction, "peak_rss_bytes": rss, "cpu_seconds": cpu}
 
 
 def svg_chart(result, path):
@@ -335,6 +339,9 @@ def print_latency(l):
     print(f"latency at {l['rate']:>7,}/s: postgres p50/p95/p99/max {l['postgres_ms']['p50']}/{l['postgres_ms']['p95']}/{l['postgres_ms']['p99']}/{l['postgres_ms']['max']} ms "
           f"(Kafka alone {k['p50']}/{k['p95']}/{k['p99']}/{k['max']} ms); "
           f"lake p99 {l['lake_ms']['p99']} ms, {l['lake_files']} files of {l['lake_mean_file_bytes'] / 1024:.0f} KiB; peak RSS {l['peak_rss_bytes'] / 2**20:.0f} MiB")
+    c = l["compaction"]
+    print(f"  lake compact: {c['files_before']} files ({c['bytes_before'] / 2**20:.1f} MiB) -> {c['files_after']} files "
+          f"({c['bytes_after'] / 2**20:.1f} MiB) in {c['seconds']} s")
 
 
 if __name__ == "__main__":

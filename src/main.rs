@@ -82,7 +82,7 @@ enum Command {
     },
     /// Print the supervision log (writer starts, failures, restarts, recoveries).
     Supervision(supervision::SupervisionArgs),
-    /// Lake maintenance: `purge` erases deleted events from the files.
+    /// Lake maintenance: `purge` erases deleted events, `compact` merges small files, `vacuum` deletes replaced ones.
     #[command(subcommand)]
     Lake(lake::LakeCommand),
     /// Dead letters: `replay` sends them back to their source topic once they pass.

@@ -11,15 +11,26 @@ use std::time::Duration;
 fn a_crashing_parquet_writer_restarts_while_postgres_keeps_consuming() {
     let mut env = TestEnv::new(3);
     let (records, ids) = mixed_records(1_000, 50, 0, 5);
-    env.produce(&records);
-    // An error, another error, then a panic, after two good batches: with a 1 s initial
-    // backoff the lake is down for about 1 + 2 + 4 seconds.
+    // An error, another error, then a panic, after two good writes: with a 1 s initial
+    // backoff the lake is down for about 1 + 2 + 4 seconds. The records go in three
+    // parts, each after the lake writer finished a write, so that two writes pass
+    // before the faults (a writer busy with its first write once took every batch
+    // that queued meanwhile in its second, and no fault was left to fire).
     let p = env.start_processor(&[
         ("EVENTLINE__FAULTS__PARQUET", "error,error,panic"),
         ("EVENTLINE__FAULTS__AFTER_BATCHES", "2"),
         ("EVENTLINE__PIPELINE__BATCH_MAX_RECORDS", "50"),
         ("EVENTLINE__SUPERVISION__BACKOFF_INITIAL_MS", "1000"),
     ]);
+    env.produce(&records[..50]);
+    wait_until("the lake's first write", Duration::from_secs(60), || {
+        env.sink_writes(p, "lake") >= 1
+    });
+    env.produce(&records[50..100]);
+    wait_until("the lake's second write", Duration::from_secs(60), || {
+        env.sink_writes(p, "lake") >= 2
+    });
+    env.produce(&records[100..]);
     let log = env.supervision_log.clone();
     let recovered = |actor: &str| {
         read_entries(&log)

@@ -33,13 +33,7 @@ fn a_frozen_process_holds_no_one_hostage_and_its_late_writes_are_fenced() {
     // must hold a late lake write when it wakes. This also rules out taking one of A's
     // migrations for a writer transaction.
     wait_until("A's lake writer holds a batch", Duration::from_secs(60), || {
-        env.processor_log(a).contains("Admin server listening") && {
-            let (_, metrics) = admin_get(&format!("{}/metrics", env.admin_url(a)));
-            metrics.lines().any(|l| {
-                l.starts_with("eventline_sink_write_seconds_count{sink=\"lake\"}")
-                    && !l.ends_with(" 0")
-            })
-        }
+        env.sink_writes(a, "lake") >= 1
     });
     wait_until("A is inside a writer transaction", Duration::from_secs(60), || {
         env.count(in_transaction) >= 1

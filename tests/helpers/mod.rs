@@ -255,6 +255,20 @@ impl TestEnv {
             .unwrap_or_default()
     }
 
+    /// How many write calls a processor's `sink` writer (`postgres` or `lake`) has
+    /// completed (from its metrics; 0 until its admin server answers).
+    pub fn sink_writes(&self, index: usize, sink: &str) -> u64 {
+        if !self.processor_log(index).contains("Admin server listening") {
+            return 0;
+        }
+        let (_, metrics) = admin_get(&format!("{}/metrics", self.admin_url(index)));
+        let prefix = format!("eventline_sink_write_seconds_count{{sink=\"{sink}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).and_then(|n| n.trim().parse().ok()))
+            .unwrap_or(0)
+    }
+
     /// The admin server's base URL, read from the processor's start-up log line.
     pub fn admin_url(&self, index: usize) -> String {
         let mut url = String::new();

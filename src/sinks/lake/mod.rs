@@ -2,8 +2,9 @@
 //! through [`files`] (Arrow batches to Parquet), [`layout`] (Hive paths and file names)
 //! and [`table`] (the Delta tables, whose `txn` actions hold each partition's progress
 //! and fence zombies), on a local folder or S3 ([`store`]); [`reader`] reads what the tables hold; [`purge`] erases deleted
-//! events from the files.
+//! events from the files; [`compact`] merges small files and vacuums replaced ones.
 
+pub mod compact;
 pub mod files;
 pub mod layout;
 pub mod purge;

@@ -22,7 +22,7 @@ use deltalake_core::kernel::{Action, Add, Remove, StructType, Transaction};
 use deltalake_core::operations::create::CreateBuilder;
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// The retractions table's folder under the lake root.
@@ -236,12 +236,71 @@ impl LakeTable {
         Ok(files)
     }
 
-    /// The remove action for one of the loaded snapshot's files.
+    /// The loaded snapshot's files: path relative to the table root, and size in bytes.
+    pub fn file_sizes(&self) -> Result<Vec<(String, i64)>, LakeTableError> {
+        let snapshot = self.table.snapshot().map_err(|e| self.delta_error(e))?;
+        let mut files: Vec<(String, i64)> =
+            snapshot.log_data().iter().map(|f| (f.path().into_owned(), f.size())).collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// Files the table removed but keeps for readers of older versions until a vacuum
+    /// deletes them (paths relative to the table root).
+    pub fn tombstones(&self) -> Result<HashSet<String>, LakeTableError> {
+        use futures::TryStreamExt;
+        let snapshot = self.table.snapshot().map_err(|e| self.delta_error(e))?;
+        let log_store = self.table.log_store();
+        // Inside the runtime: delta-rs builds its engine from the current one.
+        let read = async {
+            snapshot
+                .all_tombstones(log_store.as_ref())
+                .map_ok(|t| t.path().into_owned())
+                .try_collect::<HashSet<String>>()
+                .await
+        };
+        self.runtime.block_on(read).map_err(|e| self.delta_error(e))
+    }
+
+    /// Deletes the files that commits removed more than `retention` ago (delta-rs's
+    /// vacuum in its `lite` mode: only files the log says were removed, never a file
+    /// a writer has written and not committed yet). Returns the deleted paths.
+    pub fn vacuum(
+        &mut self,
+        retention: chrono::Duration,
+        dry_run: bool,
+    ) -> Result<Vec<String>, LakeTableError> {
+        use deltalake_core::operations::vacuum::VacuumMode;
+        let vacuum = self
+            .table
+            .clone()
+            .vacuum()
+            .with_mode(VacuumMode::Lite)
+            .with_retention_period(retention)
+            .with_enforce_retention_duration(false)
+            .with_dry_run(dry_run);
+        let (table, metrics) =
+            self.runtime.block_on(async move { vacuum.await }).map_err(|e| self.delta_error(e))?;
+        self.table = table;
+        Ok(metrics.files_deleted)
+    }
+
+    /// The remove action for one of the loaded snapshot's files; `data_change` false
+    /// for a rewrite that keeps the rows (compaction).
     pub fn remove_action(&self, path: &str) -> Result<Option<Remove>, LakeTableError> {
+        self.remove_action_with(path, true)
+    }
+
+    /// [`Self::remove_action`], saying whether the removal changes the table's data.
+    pub fn remove_action_with(
+        &self,
+        path: &str,
+        data_change: bool,
+    ) -> Result<Option<Remove>, LakeTableError> {
         let snapshot = self.table.snapshot().map_err(|e| self.delta_error(e))?;
         let found = snapshot.log_data().iter().find(|f| f.path() == path);
         Ok(found.map(|f| {
-            let mut remove = f.remove_action(true);
+            let mut remove = f.remove_action(data_change);
             remove.deletion_timestamp = Some(chrono::Utc::now().timestamp_millis());
             remove
         }))

@@ -18,6 +18,7 @@
 use crate::error::class::Classified;
 use crate::offsets::progress::write_start;
 use crate::record::{Event, Retraction, SharedBatch, SinkId};
+use crate::sinks::lake::compact::is_compaction_file;
 use crate::sinks::lake::files::{
     encode_parquet, group_by_folder, retractions_to_record_batch, to_record_batch, Action,
     FileFormat,
@@ -603,11 +604,16 @@ impl ParquetWriter {
             let listed = table_files_in_store(&store, kind).map_err(lake_error)?;
             let table = self.tables()?.table(kind);
             table.refresh().map_err(lake_error)?;
+            // Files a compaction or a purge removed stay for readers of older versions
+            // until a vacuum: they are no orphans.
+            let tombstones = table.tombstones().map_err(lake_error)?;
             let held: HashSet<String> = table
                 .files()
                 .map_err(lake_error)?
                 .into_iter()
-                .map(|(p, _)| kind.in_lake(&p))
+                .map(|(p, _)| p)
+                .chain(tombstones)
+                .map(|p| kind.in_lake(&p))
                 .collect();
             let mut progress: HashMap<(String, i32), Option<i64>> = HashMap::new();
             for listed in listed {
@@ -631,10 +637,10 @@ impl ParquetWriter {
                             at
                         }
                     };
-                    // A purge's rewrite keeps the range of the file it replaces, so it lies
-                    // below the progress while the purge has yet to commit it: it is only
-                    // an orphan once it is old enough that no purge can still be running.
-                    let rewrite = is_rewrite(&name);
+                    // A purge's rewrite or a compaction's merged file lies below the
+                    // progress while its maker has yet to commit it: it is only an orphan
+                    // once it is old enough that no purge or compaction can still run.
+                    let rewrite = is_rewrite(&name) || is_compaction_file(&name);
                     let old = chrono::Utc::now() - listed.modified > chrono::Duration::hours(1);
                     let passed = at.is_some_and(|at| origin.first < at) && (!rewrite || old);
                     if !passed && !rewrite {
