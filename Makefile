@@ -15,7 +15,7 @@ logs:
 	scripts/stack.sh logs
 clean:
 	scripts/stack.sh clean
-	rm -rf lake/event_type=* lake/_eventline lake/_delta_log lake/_retractions reports
+	rm -rf lake/event_type=* lake/_eventline lake/_delta_log lake/_retractions lake/_dead_letters reports
 
 ## Toolchain and build dependencies (apt-get, pip); safe to run twice
 deps:

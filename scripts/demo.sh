@@ -144,9 +144,16 @@ print(duckdb.sql("""
     WHERE e.event_id NOT IN (SELECT event_id FROM delta_scan('lake/_retractions'))
     GROUP BY ALL ORDER BY e.event_type
 """))
+print("dead letters in the lake (lake/_dead_letters, the DLQ as a Delta table):")
+print(duckdb.sql("""
+    SELECT error_class, count(*) AS records FROM delta_scan('lake/_dead_letters')
+    GROUP BY ALL ORDER BY records DESC
+"""))
 PY
 say "Erasing deleted events from the lake files (eventline lake purge)"
 "$BIN" lake purge | head -1
+say "Merging small lake files (eventline lake compact)"
+"$BIN" lake compact | head -2
 say "Supervision log (eventline supervision)"
 "$BIN" supervision
 say "Result"

@@ -3,10 +3,10 @@
 //! The Hive partition columns (`event_type`, `year`, `month`, `day`) live in the folder
 //! names only: Spark refuses a column that is both in the file and in the path.
 
-use crate::record::{Event, Retraction};
+use crate::record::{DeadLetter, Event, Retraction};
 use crate::sinks::lake::layout::partition_dir;
 use arrow::array::{
-    ArrayRef, BooleanArray, Int32Array, Int64Array, StringArray, StringBuilder,
+    ArrayRef, BinaryArray, BooleanArray, Int32Array, Int64Array, StringArray, StringBuilder,
     TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -142,6 +142,53 @@ pub fn retractions_to_record_batch(
         micros(rows.iter().map(|(r, _)| Some(r.received_at_ms * 1000)).collect()),
     ];
     Ok(RecordBatch::try_new(retraction_schema(), columns)?)
+}
+
+/// The schema of dead-letter files: the record as it came (key and value bytes,
+/// untouched), why it was refused, and where it came from.
+pub fn dead_letter_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                Field::new("topic", DataType::Utf8, false),
+                Field::new("partition", DataType::Int32, false),
+                Field::new("offset", DataType::Int64, false),
+                Field::new("record_key", DataType::Binary, true),
+                Field::new("record_value", DataType::Binary, true),
+                Field::new("error_class", DataType::Utf8, false),
+                Field::new("error_message", DataType::Utf8, false),
+                Field::new("event_type", DataType::Utf8, true),
+                Field::new("schema_version", DataType::Int32, true),
+                Field::new("kafka_timestamp", utc_micros(), true),
+                Field::new("rejected_at", utc_micros(), false),
+            ]))
+        })
+        .clone()
+}
+
+/// One Arrow batch of dead letters, rejected at `rejected_at_micros`.
+pub fn dead_letters_to_record_batch(
+    rows: &[&DeadLetter],
+    rejected_at_micros: i64,
+) -> Result<RecordBatch, LakeFileError> {
+    let micros = |values: Vec<Option<i64>>| -> ArrayRef {
+        Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC"))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|d| &*d.record.coords.topic))),
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(|d| d.record.coords.partition))),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|d| d.record.coords.offset))),
+        Arc::new(BinaryArray::from_iter(rows.iter().map(|d| d.record.key.as_deref()))),
+        Arc::new(BinaryArray::from_iter(rows.iter().map(|d| d.record.value.as_deref()))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|d| d.class.as_str()))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|d| d.reason.as_str()))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|d| d.event_type.as_deref()))),
+        Arc::new(Int32Array::from_iter(rows.iter().map(|d| d.schema_version))),
+        micros(rows.iter().map(|d| d.record.timestamp_ms.map(|ms| ms * 1000)).collect()),
+        micros(vec![Some(rejected_at_micros); rows.len()]),
+    ];
+    Ok(RecordBatch::try_new(dead_letter_schema(), columns)?)
 }
 
 /// Events grouped by their Hive folder (event type and UTC day), in folder order. The

@@ -278,7 +278,7 @@ mod tests {
                 "account_created",
                 chrono::NaiveDate::from_ymd_opt(2025, 11, 22).unwrap(),
             ),
-            TableKind::Retractions => Default::default(),
+            TableKind::Retractions | TableKind::DeadLetters => Default::default(),
         };
         let add = add_action(relative.to_string(), values, size, batch.num_rows());
         let operation = crate::sinks::lake::table::append_operation(kind);

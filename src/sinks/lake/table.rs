@@ -13,7 +13,7 @@
 //! delta-rs is async; the lake writer runs on its own thread, so this module owns a
 //! small current-thread runtime and blocks on it.
 
-use crate::sinks::lake::files::{lake_schema, retraction_schema};
+use crate::sinks::lake::files::{dead_letter_schema, lake_schema, retraction_schema};
 use crate::sinks::lake::store::{LakeStore, StoreError};
 use arrow::datatypes::{DataType, Field, Schema};
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
@@ -28,6 +28,9 @@ use std::sync::Arc;
 /// The retractions table's folder under the lake root.
 pub const RETRACTIONS_TABLE: &str = "_retractions";
 
+/// The dead letters' table, under the lake root.
+pub const DEAD_LETTERS_TABLE: &str = "_dead_letters";
+
 /// The Hive partition columns of the events table, in folder order.
 pub const PARTITION_COLUMNS: [&str; 4] = ["event_type", "year", "month", "day"];
 
@@ -41,18 +44,25 @@ pub enum TableKind {
     Events,
     /// Invalidations and deletions.
     Retractions,
+    /// Records refused by the contracts (the DLQ as a table).
+    DeadLetters,
 }
 
 impl TableKind {
-    /// Both, in the order a flush commits them: retractions first, so a reader never
-    /// sees an event without the retractions that arrived with it.
-    pub const COMMIT_ORDER: [TableKind; 2] = [TableKind::Retractions, TableKind::Events];
+    /// All three, in the order a flush commits them: dead letters first (their table
+    /// gets a commit only when a range has some, so its progress may lag the others';
+    /// committing it first means every dead letter below the lake's progress is in it),
+    /// then retractions, so a reader never sees an event without the retractions that
+    /// arrived with it.
+    pub const COMMIT_ORDER: [TableKind; 3] =
+        [TableKind::DeadLetters, TableKind::Retractions, TableKind::Events];
 
     /// Folder under the lake root ("" for the root itself).
     pub fn dir(self) -> &'static str {
         match self {
             TableKind::Events => "",
             TableKind::Retractions => RETRACTIONS_TABLE,
+            TableKind::DeadLetters => DEAD_LETTERS_TABLE,
         }
     }
 
@@ -64,10 +74,12 @@ impl TableKind {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// The table's name in its metadata and in messages.
+    pub fn name(self) -> &'static str {
         match self {
             TableKind::Events => "events",
             TableKind::Retractions => "retractions",
+            TableKind::DeadLetters => "dead_letters",
         }
     }
 
@@ -85,13 +97,14 @@ impl TableKind {
                 Schema::new(fields)
             }
             TableKind::Retractions => retraction_schema().as_ref().clone(),
+            TableKind::DeadLetters => dead_letter_schema().as_ref().clone(),
         }
     }
 
     fn partition_columns(self) -> &'static [&'static str] {
         match self {
             TableKind::Events => &PARTITION_COLUMNS,
-            TableKind::Retractions => &[],
+            TableKind::Retractions | TableKind::DeadLetters => &[],
         }
     }
 }

@@ -17,11 +17,11 @@
 
 use crate::error::class::Classified;
 use crate::offsets::progress::write_start;
-use crate::record::{Event, Retraction, SharedBatch, SinkId};
+use crate::record::{DeadLetter, Event, Retraction, SharedBatch, SinkId};
 use crate::sinks::lake::compact::is_compaction_file;
 use crate::sinks::lake::files::{
-    encode_parquet, group_by_folder, retractions_to_record_batch, to_record_batch, Action,
-    FileFormat,
+    dead_letters_to_record_batch, encode_parquet, group_by_folder, retractions_to_record_batch,
+    to_record_batch, Action, FileFormat,
 };
 use crate::sinks::lake::layout::{
     data_file_name, parse_file_name, partition_values, retraction_file_name, EMPTY_RETRACTIONS,
@@ -81,6 +81,9 @@ pub struct TablesProgress {
     pub events: Option<i64>,
     /// The retractions table.
     pub retractions: Option<i64>,
+    /// The dead letters' table, which gets a commit only for ranges that have dead
+    /// letters: it may lag, and does not count in the lake's progress.
+    pub dead_letters: Option<i64>,
 }
 
 impl TablesProgress {
@@ -93,6 +96,7 @@ impl TablesProgress {
         match kind {
             TableKind::Events => self.events,
             TableKind::Retractions => self.retractions,
+            TableKind::DeadLetters => self.dead_letters,
         }
     }
 
@@ -100,6 +104,7 @@ impl TablesProgress {
         match kind {
             TableKind::Events => self.events = next,
             TableKind::Retractions => self.retractions = next,
+            TableKind::DeadLetters => self.dead_letters = next,
         }
     }
 }
@@ -185,6 +190,16 @@ impl PartitionBuffer {
         })
     }
 
+    /// The dead letters of `[from, next)`.
+    fn dead_letters(&self, from: i64) -> Vec<&DeadLetter> {
+        self.batches
+            .iter()
+            .flat_map(|(batch, start)| {
+                batch.dead.iter().filter(move |d| d.record.coords.offset >= from.max(*start))
+            })
+            .collect()
+    }
+
     /// The retractions of `[from, next)`.
     fn retractions(&self, from: i64) -> Vec<(&Retraction, Action)> {
         self.batches
@@ -220,6 +235,8 @@ pub struct LakeTables {
     pub events: LakeTable,
     /// Invalidations and deletions.
     pub retractions: LakeTable,
+    /// Dead letters.
+    pub dead_letters: LakeTable,
 }
 
 impl LakeTables {
@@ -228,6 +245,7 @@ impl LakeTables {
         Ok(LakeTables {
             events: LakeTable::open(store, TableKind::Events)?,
             retractions: LakeTable::open(store, TableKind::Retractions)?,
+            dead_letters: LakeTable::open(store, TableKind::DeadLetters)?,
         })
     }
 
@@ -236,6 +254,7 @@ impl LakeTables {
         match kind {
             TableKind::Events => &mut self.events,
             TableKind::Retractions => &mut self.retractions,
+            TableKind::DeadLetters => &mut self.dead_letters,
         }
     }
 
@@ -244,13 +263,15 @@ impl LakeTables {
         Ok(TablesProgress {
             events: self.events.progress(topic, partition)?,
             retractions: self.retractions.progress(topic, partition)?,
+            dead_letters: self.dead_letters.progress(topic, partition)?,
         })
     }
 
     /// Loads what other writers committed since.
     pub fn refresh(&mut self) -> Result<(), LakeTableError> {
         self.events.refresh()?;
-        self.retractions.refresh()
+        self.retractions.refresh()?;
+        self.dead_letters.refresh()
     }
 }
 
@@ -431,6 +452,22 @@ impl ParquetWriter {
         written: &mut Written,
     ) -> Result<(), SinkError> {
         match kind {
+            TableKind::DeadLetters => {
+                let rows = buf.dead_letters(from);
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                let name =
+                    data_file_name(&buf.topic, buf.partition, from, next - 1, &self.writer_id);
+                let path = kind.in_lake(&name);
+                let now = chrono::Utc::now().timestamp_micros();
+                let batch = dead_letters_to_record_batch(&rows, now).map_err(lake_error)?;
+                let bytes = encode_parquet(&batch, self.format).map_err(lake_error)?;
+                written.paths.push(path.clone());
+                let size = self.store.put(&path, bytes).map_err(lake_error)?;
+                written.bytes += size;
+                written.adds.push(add_action(name, HashMap::new(), size, rows.len()));
+            }
             TableKind::Retractions => {
                 let rows = buf.retractions(from);
                 if rows.is_empty() {
@@ -499,8 +536,17 @@ impl ParquetWriter {
             if believed.is_some_and(|b| b >= next) {
                 continue;
             }
-            let gap_confirmed = self.partitions.get(key).is_some_and(|b| b.gap_confirmed);
-            if believed.is_some_and(|b| b < first) && !gap_confirmed {
+            let buf = self.partitions.get(key).expect("a buffered partition");
+            let from = believed.map_or(first, |b| b.max(first));
+            if kind == TableKind::DeadLetters && buf.dead_letters(from).is_empty() {
+                // Only ranges with dead letters get a commit there (one commit less per
+                // flush); committed first, so none below the lake's progress is missing.
+                continue;
+            }
+            let gap_confirmed = buf.gap_confirmed;
+            // The dead letters' table lags by design: a range starting above it is fine.
+            let lagging = kind == TableKind::DeadLetters;
+            if believed.is_some_and(|b| b < first) && !gap_confirmed && !lagging {
                 // The buffer starts above what this table holds: committing it would
                 // mark offsets [believed, first) stored without their rows. Drop the
                 // buffer and read the progress again; the batches are sent again.
@@ -510,14 +556,13 @@ impl ParquetWriter {
                 let reason = format!(
                     "the buffer starts at offset {first} but the lake's {} table holds \
                      partition {partition} only up to {}",
-                    kind_name(kind),
+                    kind.name(),
                     describe(believed),
                 );
                 let buf = self.partitions.get_mut(key).expect("a buffered partition");
                 buf.reset(fresh);
                 return Ok(Flushed::Fenced(Fencing { partition, reason }, fresh.lake()));
             }
-            let from = believed.map_or(first, |b| b.max(first));
             let buf = self.partitions.get(key).expect("a buffered partition");
             let written = self.write_files(kind, buf, (from, next), &refused)?;
             let tables = self.tables()?;
@@ -536,7 +581,7 @@ impl ParquetWriter {
                     let reason = format!(
                         "the lake's {} table holds partition {partition} up to {} (this writer \
                          believed {}); another writer committed first",
-                        kind_name(kind),
+                        kind.name(),
                         describe(now),
                         describe(believed),
                     );
@@ -738,13 +783,6 @@ pub fn is_rewrite(name: &str) -> bool {
     stem.rsplit('-').next().is_some_and(|tag| tag.starts_with(crate::sinks::lake::purge::PURGE_TAG))
 }
 
-fn kind_name(kind: TableKind) -> &'static str {
-    match kind {
-        TableKind::Events => "events",
-        TableKind::Retractions => "retractions",
-    }
-}
-
 fn describe(progress: Option<i64>) -> String {
     progress.map_or("nothing".to_string(), |p| format!("offset {p}"))
 }
@@ -771,7 +809,7 @@ fn commit_checked(
                     "the lake's {} table at {} holds {topic}/{partition} only up to {}, less \
                      than this process stored there ({}): the lake was deleted or replaced \
                      while eventline ran; restart it to replay from the lake's progress",
-                    kind_name(table.kind()),
+                    table.kind().name(),
                     table.path(),
                     describe(now),
                     describe(believed),
@@ -798,7 +836,7 @@ fn commit_checked(
     Err(SinkError::Retryable(format!(
         "could not commit {topic}/{partition} to the lake's {} table: {ATTEMPTS} commits by other \
          writers came first",
-        kind_name(table.kind())
+        table.kind().name()
     )))
 }
 
@@ -820,6 +858,10 @@ pub fn table_files_in_store(
             TableKind::Retractions => {
                 let rest = l.path.strip_prefix(&format!("{}/", kind.dir())).unwrap_or("/");
                 !rest.contains('/') && (rest.ends_with(".retractions") || rest.ends_with(".tmp"))
+            }
+            TableKind::DeadLetters => {
+                let rest = l.path.strip_prefix(&format!("{}/", kind.dir())).unwrap_or("/");
+                !rest.contains('/') && (rest.ends_with(".parquet") || rest.ends_with(".tmp"))
             }
         })
         .collect())
@@ -895,6 +937,7 @@ impl ParquetWriter {
         }
         let retractions = batch.invalidations.iter().chain(&batch.deletions);
         buf.rows += retractions.filter(|r| r.coords.offset >= from).count();
+        buf.rows += batch.dead.iter().filter(|d| d.record.coords.offset >= from).count();
         buf.batches.push((batch.clone(), from));
         buf.range = Some((buf.range.map_or(from, |(first, _)| first), batch.next_offset));
         buf.since.get_or_insert_with(Instant::now);
@@ -977,9 +1020,12 @@ mod tests {
         // The incident of issue 18: a writer that believed 1133 over a table at 381.
         assert_eq!(check_commit(Some(1133), Some(381)), CommitCheck::WentBack);
         assert_eq!(check_commit(Some(1133), None), CommitCheck::WentBack);
-        let p = TablesProgress { events: Some(10), retractions: Some(12) };
+        let p = TablesProgress { events: Some(10), retractions: Some(12), dead_letters: None };
         assert_eq!(p.lake(), Some(10));
-        assert_eq!(TablesProgress { events: Some(10), retractions: None }.lake(), None);
+        assert_eq!(
+            TablesProgress { events: Some(10), retractions: None, dead_letters: Some(10) }.lake(),
+            None
+        );
     }
 
     #[test]
