@@ -110,3 +110,50 @@ fn a_writer_that_keeps_failing_makes_the_supervisor_give_up_and_the_process_exit
     assert_eq!(code, 3, "exit code 3 after giving up:\n{}", env.processor_log(p));
     assert_eq!(env.committed(1), vec![-1], "nothing committed past what Postgres stored");
 }
+
+#[test]
+fn a_crashing_lake_writer_on_s3_restarts_and_the_bucket_holds_every_event_once() {
+    let mut env = TestEnv::new(2);
+    let s3 = S3Lake::new();
+    let records = valid_records(600);
+    let ids: std::collections::BTreeSet<String> = records.iter().map(event_id_of).collect();
+    let mut settings = s3.env();
+    for (k, v) in [
+        ("EVENTLINE__FAULTS__PARQUET", "error,panic"),
+        ("EVENTLINE__FAULTS__AFTER_BATCHES", "1"),
+        ("EVENTLINE__PIPELINE__BATCH_MAX_RECORDS", "50"),
+        ("EVENTLINE__SUPERVISION__BACKOFF_INITIAL_MS", "200"),
+    ] {
+        settings.push((k.to_string(), v.to_string()));
+    }
+    let extra: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let p = env.start_processor(&extra);
+    // One good write to the bucket first, then the faults on the next ones.
+    env.produce(&records[..50]);
+    wait_until("the lake's first write", Duration::from_secs(60), || {
+        env.sink_writes(p, "lake") >= 1
+    });
+    env.produce(&records[50..]);
+    env.wait_drained(2, Duration::from_secs(90));
+    wait_until("the bucket holds every event", Duration::from_secs(60), || {
+        s3.event_ids(&env.topic).len() >= ids.len()
+    });
+    assert_eq!(env.stop_processor(p), 0, "{}", env.processor_log(p));
+
+    let in_bucket = s3.event_ids(&env.topic);
+    assert_eq!(in_bucket.len(), ids.len(), "each event once in the bucket");
+    assert_eq!(in_bucket.into_iter().collect::<std::collections::BTreeSet<_>>(), ids);
+    let summary = s3.deltalake_summary(&env.topic, 2);
+    assert_eq!(summary["distinct"].as_i64(), Some(600), "{summary}");
+    let pg: Vec<serde_json::Value> =
+        (0..2).map(|p| serde_json::json!(env.sink_progress_pg(p))).collect();
+    assert_eq!(summary["txn"], serde_json::json!(pg), "the bucket's progress is Postgres's");
+    let kinds: Vec<EntryKind> = read_entries(&env.supervision_log)
+        .unwrap()
+        .iter()
+        .filter(|e| e.actor == "parquet_writer")
+        .map(|e| e.kind)
+        .collect();
+    use EntryKind::*;
+    assert_eq!(kinds, vec![Start, Failure, Restart, Failure, Restart, Recovered, Stop]);
+}

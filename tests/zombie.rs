@@ -15,16 +15,44 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn a_frozen_process_holds_no_one_hostage_and_its_late_writes_are_fenced() {
+    frozen_process(None);
+}
+
+#[test]
+fn the_same_with_the_lake_in_s3() {
+    frozen_process(Some(S3Lake::new()));
+}
+
+/// (rows, distinct event ids) in the lake: DuckDB over the local folder, or eventline's
+/// reader of the Delta table in the bucket.
+fn lake_counts(env: &TestEnv, s3: &Option<S3Lake>) -> (i64, i64) {
+    match s3 {
+        None if env.lake_rows() == 0 => (0, 0),
+        None => env.lake_counts_duckdb(),
+        Some(s3) => {
+            let ids = s3.event_ids(&env.topic);
+            let distinct = ids.iter().collect::<std::collections::BTreeSet<_>>().len();
+            (ids.len() as i64, distinct as i64)
+        }
+    }
+}
+
+fn frozen_process(s3: Option<S3Lake>) {
     let mut env = TestEnv::new(3);
     let before_takeover = valid_records(3000);
     env.produce(&before_takeover);
+    let bucket: Vec<(String, String)> = s3.as_ref().map(S3Lake::env).unwrap_or_default();
+    let b_settings: Vec<(&str, &str)> =
+        bucket.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     // A: every transaction waits 3 s after its rows; the lake holds its buffers (60 s
     // files, no idle flush), so A has late writes in both sinks when it wakes.
-    let a = env.start_processor(&[
+    let mut a_settings = b_settings.clone();
+    a_settings.extend([
         ("EVENTLINE__FAULTS__POSTGRES_PAUSE_IN_TRANSACTION_MS", "3000"),
         ("EVENTLINE__LAKE__MAX_FILE_AGE_MS", "60000"),
         ("EVENTLINE__LAKE__IDLE_FLUSH_MS", "0"),
     ]);
+    let a = env.start_processor(&a_settings);
     let in_transaction = "SELECT count(*) AS n FROM pg_stat_activity \
         WHERE datname = current_database() AND state = 'idle in transaction' \
         AND pid <> pg_backend_pid()";
@@ -41,9 +69,9 @@ fn a_frozen_process_holds_no_one_hostage_and_its_late_writes_are_fenced() {
     env.signal_processor(a, "STOP");
     let frozen = Instant::now();
 
-    let b = env.start_processor(&[]);
+    let b = env.start_processor(&b_settings);
     wait_until("B stored everything produced before the takeover", Duration::from_secs(90), || {
-        env.count("SELECT count(*) AS n FROM events") == 3000 && env.lake_rows() == 3000
+        env.count("SELECT count(*) AS n FROM events") == 3000 && lake_counts(&env, &s3).0 == 3000
     });
     let takeover = frozen.elapsed();
     assert_eq!(env.count(in_transaction), 0, "the server rolled A's frozen transaction back");
@@ -56,13 +84,15 @@ fn a_frozen_process_holds_no_one_hostage_and_its_late_writes_are_fenced() {
     env.signal_processor(a, "CONT");
     env.produce(&valid_records(1000));
     env.wait_drained(3, Duration::from_secs(120));
-    wait_until("the lake holds every event", Duration::from_secs(60), || env.lake_rows() == 5000);
+    wait_until("the lake holds every event", Duration::from_secs(60), || {
+        lake_counts(&env, &s3).0 == 5000
+    });
     let a_pid = env.processor_pid(a);
     assert_eq!(env.stop_processor(b), 0, "{}", env.processor_log(b));
     assert_eq!(env.stop_processor(a), 0, "{}", env.processor_log(a));
 
     assert_eq!(env.count("SELECT count(*) AS n FROM events"), 5000);
-    assert_eq!(env.lake_counts_duckdb(), (5000, 5000), "each event once in the lake");
+    assert_eq!(lake_counts(&env, &s3), (5000, 5000), "each event once in the lake");
     let outcomes = env.outcomes();
     assert_eq!(outcomes.get("accepted"), Some(&5000), "{outcomes:?}");
     assert_eq!(env.outcomes_total(), 5000, "one outcome per record");
