@@ -8,6 +8,11 @@ use helpers::*;
 use std::time::Duration;
 
 fn drill(env: &TestEnv, args: &[&str]) -> (i32, String) {
+    drill_with(env, args, &[])
+}
+
+/// [`drill`] with settings of its own (a lake in the S3 server).
+fn drill_with(env: &TestEnv, args: &[&str], extra: &[(String, String)]) -> (i32, String) {
     let reports = env.dir().join("reports");
     let mut all = vec!["drill"];
     all.extend_from_slice(args);
@@ -15,7 +20,7 @@ fn drill(env: &TestEnv, args: &[&str]) -> (i32, String) {
     all.extend_from_slice(&["--reports-dir", &reports, "--timeout", "120s"]);
     let mut command = std::process::Command::new(binary());
     command.args(&all).current_dir(repo());
-    for (k, v) in env.processor_env() {
+    for (k, v) in env.processor_env().into_iter().chain(extra.iter().cloned()) {
         command.env(k, v);
     }
     let out = command.output().expect("eventline drill runs");
@@ -253,4 +258,54 @@ fn resend_and_replay_drills_pass_on_processed_data() {
         "{out}"
     );
     sinks_agree(&env);
+}
+
+#[test]
+fn replay_rebuilds_a_lake_in_s3() {
+    let mut env = TestEnv::new(2);
+    let s3 = S3Lake::new();
+    let settings = s3.env();
+    let extra: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (records, ids) = mixed_records(400, 20, 0, 10);
+    env.produce(&records);
+    let p = env.start_processor(&extra);
+    env.wait_drained(2, Duration::from_secs(60));
+    wait_until("the bucket holds every event", Duration::from_secs(30), || {
+        s3.event_ids(&env.topic).len() == ids.len()
+    });
+    assert_eq!(env.stop_processor(p), 0);
+    let before = s3.deltalake_summary(&env.topic, 2);
+
+    let (code, out) = drill_with(&env, &["replay", "--rebuild-lake"], &settings);
+    assert_eq!(code, 0, "{out}");
+    let rebuilt = format!(
+        "PASS  rebuilt lake: exactly the same events: {n} rows, {n} distinct",
+        n = ids.len()
+    );
+    assert!(out.contains(&rebuilt), "{out}");
+    assert!(out.contains("-before-replay-"), "moved aside within the bucket: {out}");
+    let in_bucket = s3.event_ids(&env.topic);
+    assert_eq!(in_bucket.into_iter().collect::<std::collections::BTreeSet<_>>(), ids);
+    let after = s3.deltalake_summary(&env.topic, 2);
+    assert_eq!(after["txn"], before["txn"], "the rebuilt table holds the same progress");
+    assert_eq!(after["distinct"], before["distinct"]);
+    let aside = eventline::sinks::lake::store::LakeStore::open(
+        std::path::Path::new(&format!("s3://{}", s3.bucket)),
+        &eventline::sinks::lake::store::S3Options {
+            endpoint: Some(s3.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("eventline".into()),
+            secret_access_key: Some("eventline".into()),
+            allow_http: true,
+        },
+    )
+    .expect("the bucket");
+    let left: Vec<String> = aside
+        .list_everything()
+        .expect("the bucket lists")
+        .into_iter()
+        .map(|o| o.path)
+        .filter(|p| p.contains("-before-replay-"))
+        .collect();
+    assert!(left.is_empty(), "the old lake is deleted once the rebuilt one passed: {left:?}");
 }

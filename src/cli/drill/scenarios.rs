@@ -498,16 +498,38 @@ fn replay(ctx: &DrillContext, report: &mut Report) -> DrillResult {
     if !ctx.rebuild_lake {
         return Ok(());
     }
-    let aside = ctx
-        .reports_dir
-        .join(format!("lake-before-replay-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S")));
-    std::fs::create_dir_all(&ctx.reports_dir)
-        .map_err(StepError::io("creating the reports folder"))?;
-    std::fs::rename(&s.lake.root, &aside)
-        .map_err(StepError::io(format!("moving the lake aside to {}", aside.display())))?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
+    let store = LakeStore::from_settings(&s.lake).map_err(LakeTableError::from)?;
+    let aside = if store.local_root().is_some() {
+        let aside = ctx.reports_dir.join(format!("lake-before-replay-{stamp}"));
+        std::fs::create_dir_all(&ctx.reports_dir)
+            .map_err(StepError::io("creating the reports folder"))?;
+        std::fs::rename(&s.lake.root, &aside)
+            .map_err(StepError::io(format!("moving the lake aside to {}", aside.display())))?;
+        Aside::Folder(aside)
+    } else {
+        // Object storage has no rename: copy every object under a sibling prefix, then
+        // delete the originals.
+        let mut lake = s.lake.clone();
+        let root = s.lake.root.display().to_string();
+        lake.root = format!("{}-before-replay-{stamp}", root.trim_end_matches('/')).into();
+        let copy = LakeStore::from_settings(&lake).map_err(LakeTableError::from)?;
+        let failed = |e: crate::sinks::lake::store::StoreError| {
+            StepError::Failed(format!("moving the lake aside to {}: {e}", lake.root.display()))
+        };
+        let objects = store.list_everything().map_err(failed)?;
+        for object in &objects {
+            copy.put(&object.path, store.get(&object.path).map_err(failed)?.to_vec())
+                .map_err(failed)?;
+        }
+        for object in &objects {
+            store.delete(&object.path).map_err(failed)?;
+        }
+        Aside::Prefix(copy, lake.root.display().to_string())
+    };
     report.step(format!(
         "moved the lake aside to {} and replayed the whole log into a new one",
-        aside.display()
+        aside.describe()
     ));
     let child = ChildProcessor::start(&[], &log)?;
     wait_drained(ctx)?;
@@ -530,9 +552,38 @@ fn replay(ctx: &DrillContext, report: &mut Report) -> DrillResult {
         format!("exit code {code}"),
     );
     if report.passed {
-        let _ = std::fs::remove_dir_all(&aside);
+        aside.remove();
     }
     Ok(())
+}
+
+/// Where `replay --rebuild-lake` moved the lake: a folder, or a prefix in the bucket.
+enum Aside {
+    Folder(std::path::PathBuf),
+    Prefix(LakeStore, String),
+}
+
+impl Aside {
+    fn describe(&self) -> String {
+        match self {
+            Aside::Folder(path) => path.display().to_string(),
+            Aside::Prefix(_, root) => root.clone(),
+        }
+    }
+
+    /// Deletes the old lake once the rebuilt one passed.
+    fn remove(&self) {
+        match self {
+            Aside::Folder(path) => {
+                let _ = std::fs::remove_dir_all(path);
+            }
+            Aside::Prefix(store, _) => {
+                for object in store.list_everything().unwrap_or_default() {
+                    let _ = store.delete(&object.path);
+                }
+            }
+        }
+    }
 }
 
 fn resend(ctx: &DrillContext, report: &mut Report) -> DrillResult {

@@ -339,9 +339,18 @@ impl LakeStore {
     /// Every file under the folder `relative` ("" for the whole lake), recursively,
     /// except the Delta logs.
     pub fn list(&self, relative: &str) -> Result<Vec<Listed>, StoreError> {
+        self.list_files(relative, false)
+    }
+
+    /// Every object of the lake, the Delta logs too (to move or delete a whole lake).
+    pub fn list_everything(&self) -> Result<Vec<Listed>, StoreError> {
+        self.list_files("", true)
+    }
+
+    fn list_files(&self, relative: &str, with_logs: bool) -> Result<Vec<Listed>, StoreError> {
         let mut out = Vec::new();
         if let Some(root) = self.local_root() {
-            walk_local(root, &root.join(relative), &mut out);
+            walk_local(root, &root.join(relative), with_logs, &mut out);
         } else {
             let store = self.s3.as_ref().expect("an S3 lake has a store");
             let base = self.key("");
@@ -361,7 +370,7 @@ impl LakeStore {
                         key.strip_prefix(base).unwrap_or(key).trim_start_matches('/').to_string()
                     }
                 };
-                if !rel.split('/').any(|part| part == "_delta_log") {
+                if with_logs || !rel.split('/').any(|part| part == "_delta_log") {
                     out.push(Listed { path: rel, modified: meta.last_modified });
                 }
             }
@@ -371,14 +380,14 @@ impl LakeStore {
     }
 }
 
-fn walk_local(root: &Path, dir: &Path, out: &mut Vec<Listed>) {
+fn walk_local(root: &Path, dir: &Path, with_logs: bool, out: &mut Vec<Listed>) {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();
-        if path.file_name().is_some_and(|n| n == "_delta_log") {
+        if !with_logs && path.file_name().is_some_and(|n| n == "_delta_log") {
             continue;
         }
         if path.is_dir() {
-            walk_local(root, &path, out);
+            walk_local(root, &path, with_logs, out);
         } else if let Ok(meta) = entry.metadata() {
             let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
             let modified = meta.modified().map(chrono::DateTime::from).unwrap_or_default();
