@@ -70,7 +70,7 @@ fn lake_store(
     if let Some(root) = root {
         lake.root = root;
     }
-    let store = LakeStore::from_settings(&lake)?;
+    let store = LakeStore::from_settings(&lake).map_err(CompactError::from)?;
     Ok((store, lake.root))
 }
 
@@ -82,12 +82,7 @@ fn to_json(report: &impl serde::Serialize) -> String {
 pub fn run(settings: &Settings, command: LakeCommand) -> Result<i32, LakeCliError> {
     match command {
         LakeCommand::Purge { dry_run, root, json } => {
-            let mut lake = settings.lake.clone();
-            if let Some(root) = root {
-                lake.root = root;
-            }
-            let root = lake.root.clone();
-            let store = LakeStore::from_settings(&lake).map_err(PurgeError::from)?;
+            let (store, root) = lake_store(settings, root)?;
             let report = purge(&store, FileFormat::from(settings), dry_run)?;
             let text = if json {
                 format!("{}\n", serde_json::to_string(&report).expect("a report serialises"))

@@ -23,12 +23,11 @@
 
 use crate::sinks::lake::files::{encode_parquet, FileFormat, LakeFileError};
 use crate::sinks::lake::layout::{file_name, parse_file_name};
-use crate::sinks::lake::reader::read_file;
+use crate::sinks::lake::purge::read_batches;
 use crate::sinks::lake::store::{LakeStore, StoreError};
 use crate::sinks::lake::table::{add_action, CommitAttempt, LakeTable, LakeTableError, TableKind};
 use deltalake_core::kernel::Action;
 use deltalake_core::protocol::DeltaOperation;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::BTreeMap;
 
 /// The tag of files a compaction writes (no dashes: it ends a file name).
@@ -256,11 +255,7 @@ fn merge(
     let mut batches = Vec::new();
     for file in &run {
         let read = |source| CompactError::Read { path: file.path.clone(), source };
-        let bytes = read_file(store, &file.path).map_err(read)?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(read)?;
-        for batch in reader.build().map_err(read)? {
-            batches.push(batch.map_err(|e| read(e.into()))?);
-        }
+        batches.extend(read_batches(store, &file.path, None).map_err(read)?);
     }
     let Some(first) = batches.first() else { return Ok(None) };
     let all = match arrow::compute::concat_batches(&first.schema(), &batches) {

@@ -188,7 +188,8 @@ pub fn keep_mask(batch: &RecordBatch, deleted: &HashSet<String>) -> BooleanArray
     }
 }
 
-fn read_batches(
+/// The record batches of one lake file (only `columns`, when given).
+pub(crate) fn read_batches(
     store: &LakeStore,
     path: &str,
     columns: Option<&[&str]>,

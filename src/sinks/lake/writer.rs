@@ -297,6 +297,9 @@ pub struct ParquetWriter {
     /// flush in progress elsewhere, or one that crashed at the partition's progress):
     /// removed once this writer's own commits pass their first offset.
     suspects: Vec<Suspect>,
+    /// When a flush waiting on Postgres last re-read the tables: a full queue asks for
+    /// such flushes every 100 ms, and each re-read lists three Delta logs.
+    overtaken_checked: Option<Instant>,
 }
 
 /// A file no table held when this writer started.
@@ -358,6 +361,7 @@ impl ParquetWriter {
             partitions: HashMap::new(),
             verdicts,
             suspects: Vec::new(),
+            overtaken_checked: None,
         }
     }
 
@@ -524,7 +528,9 @@ impl ParquetWriter {
             );
             // A zombie's Postgres writer was fenced and may never decide this range;
             // without this check its lake buffer would linger until the process ends.
-            if forced {
+            let recently = self.overtaken_checked.is_some_and(|t| t.elapsed() < OVERTAKEN_RECHECK);
+            if forced && !recently {
+                self.overtaken_checked = Some(Instant::now());
                 return self.fence_if_overtaken(key);
             }
             return Ok(Flushed::Nothing);
@@ -776,6 +782,10 @@ impl ParquetWriter {
         Err(SinkError::Retryable("could not add the empty retractions file".into()))
     }
 }
+
+/// How often a flush waiting on Postgres may re-read the tables to find out whether
+/// another writer overtook its buffer.
+const OVERTAKEN_RECHECK: Duration = Duration::from_secs(1);
 
 /// Whether a file name is a purge's rewrite rather than a flush's file.
 pub fn is_rewrite(name: &str) -> bool {
