@@ -15,6 +15,7 @@ use crate::ops::stats::Snapshot;
 use crate::ops::supervision_log::SupervisionLog;
 use crate::settings::Settings;
 use crate::sinks::lake::files::FileFormat;
+use crate::sinks::lake::payload_columns::PayloadColumns;
 use crate::sinks::lake::store::LakeStore;
 use crate::sinks::lake::writer::{ParquetWriter, RollLimits};
 use crate::sinks::postgres::writer::PostgresWriter;
@@ -190,8 +191,12 @@ pub fn start(
         path: s.lake.root.display().to_string(),
         message: e.to_string(),
     })?;
+    let columns = Arc::new(PayloadColumns::from_contracts(&contracts));
     let lake = SinkSupervisor::new(
-        Arc::new(move || ParquetWriter::new(store.clone(), limits, format, verdicts.clone())),
+        Arc::new(move || {
+            ParquetWriter::new(store.clone(), limits, format, verdicts.clone())
+                .with_columns(columns.clone())
+        }),
         parts(&s.faults.parquet, &lake_status),
     )
     .start();
@@ -351,14 +356,15 @@ pub fn run(settings: Settings) -> Result<Exit, StartError> {
         path: settings.lake.root.display().to_string(),
         message,
     };
+    let (contracts, pool) = prepare(&settings)?;
     let store = LakeStore::from_settings(&settings.lake).map_err(|e| lake_error(e.to_string()))?;
-    let removed = ParquetWriter::prepare_lake(&store, FileFormat::from(&settings))
+    let columns = PayloadColumns::from_contracts(&contracts);
+    let removed = ParquetWriter::prepare_lake(&store, FileFormat::from(&settings), &columns)
         .map_err(|e| lake_error(e.to_string()))?;
     if removed > 0 {
         log::info!("lake: removed {removed} files of flushes that never committed");
     }
     crate::source::consumer::probe(&settings.kafka)?;
-    let (contracts, pool) = prepare(&settings)?;
     let timeout = Duration::from_secs(settings.pipeline.shutdown_timeout_s);
     let system = actix::System::new();
     system.block_on(async move {

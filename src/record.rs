@@ -69,9 +69,18 @@ pub struct Event {
     pub headers: Option<String>,
     /// The value of `headers.correlation_header`.
     pub correlation_id: Option<String>,
+    /// The payload after its event type's transforms, as compact JSON text; `None` when
+    /// no transform applies (the payload is then the normalised form too).
+    pub normalized: Option<String>,
 }
 
 impl Event {
+    /// The payload's fields as stored in typed columns and state: the normalised payload
+    /// when transforms made one, else the payload itself.
+    pub fn fields(&self) -> &str {
+        self.normalized.as_deref().unwrap_or(&self.payload)
+    }
+
     /// Attaches what it keeps of its record's headers.
     pub fn with_headers(mut self, kept: crate::stages::headers::KeptHeaders) -> Event {
         self.headers = kept.json;
@@ -452,6 +461,7 @@ mod approx_bytes_tests {
             is_valid: true,
             headers: None,
             correlation_id: None,
+            normalized: None,
         }
     }
 

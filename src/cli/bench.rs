@@ -8,6 +8,7 @@ use crate::settings::Settings;
 use crate::sinks::lake::files::{
     group_by_folder, to_record_batch, write_parquet, FileFormat, LakeFileError,
 };
+use crate::sinks::lake::payload_columns::PayloadColumns;
 use crate::stages::contract::{ContractLoadError, Contracts};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -165,6 +166,8 @@ pub fn lake_only(
             events.entry(partition).or_default().push(event);
         }
     })?;
+    // The lake's typed columns are part of what a lake write costs.
+    let columns = PayloadColumns::from_contracts(contracts);
     let started = Instant::now();
     let mut rows = 0u64;
     for (partition, list) in &events {
@@ -173,7 +176,7 @@ pub fn lake_only(
                 let folder = root.join(dir);
                 std::fs::create_dir_all(&folder)
                     .map_err(|source| BenchError::Io { path: folder.clone(), source })?;
-                let batch = to_record_batch(&group, 0)?;
+                let batch = to_record_batch(&group, 0, &columns)?;
                 write_parquet(
                     &folder.join(format!("{topic}-{partition}-{chunk_index}.parquet")),
                     &batch,

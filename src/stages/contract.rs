@@ -5,10 +5,11 @@
 //! Pure logic: no Kafka, no database. The validator actor and the producer share it.
 
 use crate::record::{Coords, ErrorClass, Event};
+use crate::stages::payload_fields::{fields_of, FieldType, PayloadField};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Contracts could not be loaded.
@@ -80,6 +81,7 @@ impl Default for Limits {
 pub struct Contracts {
     envelope: jsonschema::Validator,
     payloads: HashMap<(String, i32), jsonschema::Validator>,
+    fields: HashMap<(String, i32), Vec<PayloadField>>,
     limits: Limits,
 }
 
@@ -96,6 +98,7 @@ impl Contracts {
     pub fn load(dir: &Path, limits: Limits) -> Result<Contracts, ContractLoadError> {
         let envelope = compile(&dir.join("envelope.schema.json"))?;
         let mut payloads = HashMap::new();
+        let mut fields = HashMap::new();
         for entry in read_dir(dir)? {
             let type_dir = entry.path();
             if !type_dir.is_dir() {
@@ -105,11 +108,38 @@ impl Contracts {
             for file in read_dir(&type_dir)? {
                 let name = file.file_name().to_string_lossy().into_owned();
                 if let Some(version) = parse_version_file_name(&name) {
-                    payloads.insert((event_type.clone(), version), compile(&file.path())?);
+                    let (validator, schema) = compile_with_source(&file.path())?;
+                    payloads.insert((event_type.clone(), version), validator);
+                    fields.insert((event_type.clone(), version), fields_of(&schema));
                 }
             }
         }
-        Ok(Contracts { envelope, payloads, limits })
+        Ok(Contracts { envelope, payloads, fields, limits })
+    }
+
+    /// Each event type's payload fields over all its versions, by name: a field two
+    /// versions type differently gets the type both fit in ([`FieldType::widen`]).
+    pub fn fields_by_type(&self) -> BTreeMap<String, Vec<PayloadField>> {
+        let mut by_type: BTreeMap<String, BTreeMap<String, FieldType>> = BTreeMap::new();
+        for ((event_type, _), fields) in &self.fields {
+            let known = by_type.entry(event_type.clone()).or_default();
+            for field in fields {
+                known
+                    .entry(field.name.clone())
+                    .and_modify(|t| *t = t.widen(field.field_type))
+                    .or_insert(field.field_type);
+            }
+        }
+        by_type
+            .into_iter()
+            .map(|(event_type, fields)| {
+                let fields = fields
+                    .into_iter()
+                    .map(|(name, field_type)| PayloadField { name, field_type })
+                    .collect();
+                (event_type, fields)
+            })
+            .collect()
     }
 
     /// The (event_type, version) pairs known, sorted.
@@ -252,6 +282,7 @@ impl Contracts {
             // Attached by the validator from the record (Event::with_headers).
             headers: None,
             correlation_id: None,
+            normalized: None,
         })
     }
 }
@@ -292,14 +323,20 @@ fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>, ContractLoadError> {
 }
 
 fn compile(path: &Path) -> Result<jsonschema::Validator, ContractLoadError> {
+    compile_with_source(path).map(|(validator, _)| validator)
+}
+
+/// The compiled schema and the JSON it was compiled from.
+fn compile_with_source(path: &Path) -> Result<(jsonschema::Validator, Value), ContractLoadError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| ContractLoadError::Io { path: path.into(), source })?;
     let bad = |message: String| ContractLoadError::BadSchema { path: path.into(), message };
     let schema: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    jsonschema::options()
+    let validator = jsonschema::options()
         .should_validate_formats(true)
         .build(&schema)
-        .map_err(|e| bad(e.to_string()))
+        .map_err(|e| bad(e.to_string()))?;
+    Ok((validator, schema))
 }
 
 /// `v3.schema.json` -> 3.

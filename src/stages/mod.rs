@@ -2,7 +2,8 @@
 //! ([`contract`], run by [`validator`]), the replay-stable dedup decision
 //! ([`dedup_decision`], run by [`deduplicator`]) the dead-letter queue
 //! ([`dead_letter`]), what a tombstone deletes ([`tombstone`]), and which Kafka headers
-//! an accepted event keeps ([`headers`]).
+//! an accepted event keeps ([`headers`]), the typed fields a contract declares
+//! ([`payload_fields`]).
 
 pub mod contract;
 pub mod dead_letter;
@@ -10,5 +11,6 @@ pub mod dedup_decision;
 pub mod deduplicator;
 pub mod headers;
 pub mod lateness;
+pub mod payload_fields;
 pub mod tombstone;
 pub mod validator;

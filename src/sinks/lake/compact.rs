@@ -21,7 +21,7 @@
 //!   so a writer starting while a compaction runs does not take it for the orphan of a
 //!   crashed flush (files with a maintenance tag get an hour of grace).
 
-use crate::sinks::lake::files::{encode_parquet, FileFormat, LakeFileError};
+use crate::sinks::lake::files::{concat_by_name, encode_parquet, FileFormat, LakeFileError};
 use crate::sinks::lake::layout::{file_name, parse_file_name};
 use crate::sinks::lake::purge::read_batches;
 use crate::sinks::lake::store::{LakeStore, StoreError};
@@ -145,13 +145,13 @@ pub enum CompactError {
         /// The cause.
         source: parquet::errors::ParquetError,
     },
-    /// Files of one run do not share a schema (written by different versions).
+    /// Files of one run type a column differently.
     #[error("merging {path}: {source}")]
     Merge {
         /// The run's first file.
         path: String,
         /// The cause.
-        source: arrow::error::ArrowError,
+        source: crate::sinks::lake::files::LakeFileError,
     },
     /// Writing the merged file failed.
     #[error("writing {path}: {source}")]
@@ -257,11 +257,14 @@ fn merge(
         let read = |source| CompactError::Read { path: file.path.clone(), source };
         batches.extend(read_batches(store, &file.path, None).map_err(read)?);
     }
-    let Some(first) = batches.first() else { return Ok(None) };
-    let all = match arrow::compute::concat_batches(&first.schema(), &batches) {
+    if batches.is_empty() {
+        return Ok(None);
+    }
+    // Files written under different contract versions merge by column name.
+    let all = match concat_by_name(&batches) {
         Ok(all) => all,
         Err(e) => {
-            // Files written by different versions: left as they are.
+            // Columns that share a name but not a type: left as they are.
             log::warn!(
                 "lake compact: {}",
                 CompactError::Merge { path: run[0].path.clone(), source: e }

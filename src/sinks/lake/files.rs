@@ -5,6 +5,7 @@
 
 use crate::record::{DeadLetter, Event, Retraction};
 use crate::sinks::lake::layout::partition_dir;
+use crate::sinks::lake::payload_columns::PayloadColumns;
 use arrow::array::{
     ArrayRef, BinaryArray, BooleanArray, Int32Array, Int64Array, StringArray, StringBuilder,
     TimestampMicrosecondArray,
@@ -206,10 +207,12 @@ pub fn group_by_folder<'a>(
         .collect()
 }
 
-/// One Arrow batch of events, all columns typed, timestamps in UTC microseconds.
+/// One Arrow batch of events of one event type, all columns typed, timestamps in UTC
+/// microseconds: the envelope columns, then the type's payload columns (`columns`).
 pub fn to_record_batch(
     events: &[&Event],
     ingested_at_us: i64,
+    columns: &PayloadColumns,
 ) -> Result<RecordBatch, LakeFileError> {
     // Borrowed strings: the payloads go straight into the Arrow buffer, without a copy each.
     let strings = |f: &dyn Fn(&Event) -> &str| -> ArrayRef {
@@ -224,7 +227,10 @@ pub fn to_record_batch(
     for e in events {
         ids.append_value(e.event_id.hyphenated().encode_lower(&mut id_text));
     }
-    let columns: Vec<ArrayRef> = vec![
+    let event_type = events.first().map(|e| e.event_type.as_str()).unwrap_or_default();
+    let schema = columns.schema_of(event_type);
+    let typed = columns.arrays(event_type, events);
+    let mut columns: Vec<ArrayRef> = vec![
         Arc::new(ids.finish()),
         Arc::new(Int32Array::from_iter_values(events.iter().map(|e| e.schema_version))),
         strings(&|e| &e.source),
@@ -242,7 +248,39 @@ pub fn to_record_batch(
         Arc::new(StringArray::from_iter(events.iter().map(|e| e.headers.as_deref()))),
         Arc::new(StringArray::from_iter(events.iter().map(|e| e.correlation_id.as_deref()))),
     ];
-    Ok(RecordBatch::try_new(lake_schema(), columns)?)
+    columns.extend(typed);
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// The batches of several files of one event type as one batch, by column name: a
+/// column some files lack (written under an older contract) is null in their rows, as
+/// a reader of the table sees it. Columns that share a name but not a type are an
+/// error.
+pub fn concat_by_name(batches: &[RecordBatch]) -> Result<RecordBatch, LakeFileError> {
+    let mut fields: Vec<Arc<Field>> = Vec::new();
+    for batch in batches {
+        for field in batch.schema().fields() {
+            if !fields.iter().any(|f| f.name() == field.name()) {
+                fields.push(Arc::new(field.as_ref().clone().with_nullable(true)));
+            }
+        }
+    }
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    let aligned = batches
+        .iter()
+        .map(|batch| {
+            let columns: Vec<ArrayRef> = schema
+                .fields()
+                .iter()
+                .map(|f| match batch.column_by_name(f.name()) {
+                    Some(column) => column.clone(),
+                    None => arrow::array::new_null_array(f.data_type(), batch.num_rows()),
+                })
+                .collect();
+            RecordBatch::try_new(schema.clone(), columns)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(arrow::compute::concat_batches(&schema, &aligned)?)
 }
 
 /// Writes `batch` as a zstd Parquet file at `path` and fsyncs it.
@@ -309,6 +347,7 @@ mod tests {
             is_valid: true,
             headers: None,
             correlation_id: None,
+            normalized: None,
         }
     }
 
@@ -345,7 +384,7 @@ mod tests {
         let refs: Vec<&Event> = events.iter().collect();
         write_parquet(
             &path,
-            &to_record_batch(&refs, 42).unwrap(),
+            &to_record_batch(&refs, 42, &PayloadColumns::default()).unwrap(),
             FileFormat { row_group_rows: 2, zstd_level: 3 },
         )
         .unwrap();

@@ -244,6 +244,7 @@ mod tests {
             is_valid: true,
             headers: None,
             correlation_id: None,
+            normalized: None,
         }
     }
 
@@ -295,7 +296,12 @@ mod tests {
         let events: Vec<Event> = (0..5).map(event).collect();
         let relative = "event_type=account_created/year=2025/month=11/day=22/t-0-00000000000000000000-00000000000000000004-w1.parquet";
         let refs: Vec<&Event> = events.iter().collect();
-        commit_file(store, TableKind::Events, relative, &to_record_batch(&refs, 0).unwrap());
+        commit_file(
+            store,
+            TableKind::Events,
+            relative,
+            &to_record_batch(&refs, 0, &Default::default()).unwrap(),
+        );
         let (gone, invalid) = (retraction(&events[1], 7), retraction(&events[3], 8));
         let rows = [(&gone, Action::Deleted), (&invalid, Action::Invalidated)];
         let name = crate::sinks::lake::layout::retraction_file_name("t", 1, 7, 8, "w1");

@@ -130,6 +130,18 @@ pub enum LakeTableError {
     /// The lake's storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A contract types a column the table already has differently.
+    #[error("delta table {table}: column `{column}` is {held} in the table, but the contracts now make it {wanted}; Delta cannot change a column's type: give the field a new name in the new contract version")]
+    ColumnType {
+        /// The table's path.
+        table: String,
+        /// The column.
+        column: String,
+        /// Its type in the table.
+        held: String,
+        /// The type the contracts give it.
+        wanted: String,
+    },
 }
 
 impl crate::error::class::Classified for LakeTableError {
@@ -147,6 +159,7 @@ impl crate::error::class::Classified for LakeTableError {
                 _ => FailureClass::Fatal,
             },
             LakeTableError::Store(e) => e.class(),
+            LakeTableError::ColumnType { .. } => FailureClass::Fatal,
         }
     }
 }
@@ -296,6 +309,56 @@ impl LakeTable {
             self.runtime.block_on(async move { vacuum.await }).map_err(|e| self.delta_error(e))?;
         self.table = table;
         Ok(metrics.files_deleted)
+    }
+
+    /// Adds the `wanted` columns the table lacks, in one metadata commit (a contract
+    /// that gained a field adds a column; files written before read it as null). A
+    /// column the table already has with another type is refused: Delta cannot change a
+    /// column's type in place. Returns how many columns it added.
+    pub fn ensure_columns(&mut self, wanted: &[Field]) -> Result<usize, LakeTableError> {
+        let kernel = |f: &Field| -> Result<deltalake_core::kernel::StructField, LakeTableError> {
+            f.try_into_kernel()
+                .map_err(|e| self.delta_error(DeltaTableError::Generic(e.to_string())))
+        };
+        let wanted: Vec<deltalake_core::kernel::StructField> =
+            wanted.iter().map(kernel).collect::<Result<_, _>>()?;
+        for _ in 0..10 {
+            let schema = self.table.snapshot().map_err(|e| self.delta_error(e))?.schema();
+            let mut missing = Vec::new();
+            for field in &wanted {
+                match schema.field(field.name()) {
+                    None => missing.push(field.clone()),
+                    Some(held) if held.data_type() != field.data_type() => {
+                        return Err(LakeTableError::ColumnType {
+                            table: self.path.clone(),
+                            column: field.name().to_string(),
+                            held: held.data_type().to_string(),
+                            wanted: field.data_type().to_string(),
+                        })
+                    }
+                    Some(_) => {}
+                }
+            }
+            if missing.is_empty() {
+                return Ok(0);
+            }
+            let added = missing.len();
+            let add = self.table.clone().add_columns().with_fields(missing);
+            match self.runtime.block_on(async move { add.await }) {
+                Ok(table) => {
+                    self.table = table;
+                    return Ok(added);
+                }
+                // Another process changed the table first: look again.
+                Err(
+                    DeltaTableError::Transaction { .. } | DeltaTableError::VersionAlreadyExists(_),
+                ) => self.refresh()?,
+                Err(e) => return Err(self.delta_error(e)),
+            }
+        }
+        Err(self.delta_error(DeltaTableError::Generic(
+            "adding columns: other writers kept changing the table".into(),
+        )))
     }
 
     /// The remove action for one of the loaded snapshot's files; `data_change` false

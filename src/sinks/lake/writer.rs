@@ -26,6 +26,7 @@ use crate::sinks::lake::files::{
 use crate::sinks::lake::layout::{
     data_file_name, parse_file_name, partition_values, retraction_file_name, EMPTY_RETRACTIONS,
 };
+use crate::sinks::lake::payload_columns::PayloadColumns;
 use crate::sinks::lake::store::{LakeStore, Listed};
 use crate::sinks::lake::table::{
     add_action, append_operation, CommitAttempt, LakeTable, LakeTableError, TableKind,
@@ -300,6 +301,8 @@ pub struct ParquetWriter {
     /// When a flush waiting on Postgres last re-read the tables: a full queue asks for
     /// such flushes every 100 ms, and each re-read lists three Delta logs.
     overtaken_checked: Option<Instant>,
+    /// Each event type's typed payload columns.
+    columns: Arc<PayloadColumns>,
 }
 
 /// A file no table held when this writer started.
@@ -362,7 +365,14 @@ impl ParquetWriter {
             verdicts,
             suspects: Vec::new(),
             overtaken_checked: None,
+            columns: Arc::default(),
         }
+    }
+
+    /// Writes each event type's payload fields as typed columns too.
+    pub fn with_columns(mut self, columns: Arc<PayloadColumns>) -> Self {
+        self.columns = columns;
+        self
     }
 
     /// Checks at start that `root` is a folder this process can write: makes it, then
@@ -381,7 +391,11 @@ impl ParquetWriter {
     /// At start, before any writer: checks the lake can be written, creates its tables
     /// when missing and removes the files no commit can hold any more. Returns how many
     /// it removed.
-    pub fn prepare_lake(store: &LakeStore, format: FileFormat) -> Result<usize, SinkError> {
+    pub fn prepare_lake(
+        store: &LakeStore,
+        format: FileFormat,
+        columns: &PayloadColumns,
+    ) -> Result<usize, SinkError> {
         let probe = format!(".eventline-probe-{}", uuid::Uuid::new_v4().simple());
         store.put(&probe, Vec::new()).map_err(lake_error)?;
         store.delete(&probe).map_err(lake_error)?;
@@ -392,7 +406,11 @@ impl ParquetWriter {
             max_idle: None,
         };
         let mut writer = ParquetWriter::new(store.clone(), limits, format, Default::default());
-        writer.tables()?;
+        let wanted: Vec<_> = columns.table_columns().iter().map(|c| c.arrow_field()).collect();
+        let added = writer.tables()?.events.ensure_columns(&wanted).map_err(lake_error)?;
+        if added > 0 {
+            log::info!("lake: added {added} typed payload columns to the events table");
+        }
         writer.ensure_empty_retractions()?;
         writer.remove_orphans()
     }
@@ -500,7 +518,8 @@ impl ParquetWriter {
                 for (dir, events) in &groups {
                     let relative = dir.join(&name).to_string_lossy().replace('\\', "/");
                     let path = kind.in_lake(&relative);
-                    let batch = to_record_batch(events, ingested_at).map_err(lake_error)?;
+                    let batch =
+                        to_record_batch(events, ingested_at, &self.columns).map_err(lake_error)?;
                     let bytes = encode_parquet(&batch, self.format).map_err(lake_error)?;
                     written.paths.push(path.clone());
                     let size = self.store.put(&path, bytes).map_err(lake_error)?;
