@@ -44,6 +44,7 @@ pub mod error;
 pub mod offsets;
 pub mod ops;
 pub mod pipeline;
+pub mod projections;
 pub mod record;
 pub mod settings;
 pub mod sinks;

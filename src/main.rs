@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use eventline::cli::{bench, console, dlq, drill, lake, produce, status, supervision};
+use eventline::cli::{bench, console, dlq, drill, lake, produce, state, status, supervision};
 use eventline::ops::log_format::{self, LogFormat};
 use eventline::settings::Settings;
 use std::path::{Path, PathBuf};
@@ -88,6 +88,16 @@ enum Command {
     /// Dead letters: `replay` sends them back to their source topic once they pass.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// One entity's current state and the events that made it (exit 1 when it has none).
+    State {
+        /// The entity, as a contract's `x-entity` names it (account, order, ...).
+        entity: String,
+        /// Its key.
+        id: String,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() {
@@ -142,6 +152,7 @@ fn execute(cli: Cli) -> Result<i32> {
         Command::Produce(args) => Ok(produce::run(&settings()?, args).context("producing")?),
         Command::Lake(command) => Ok(lake::run(&settings()?, command)?),
         Command::Dlq(command) => Ok(dlq::run(&settings()?, command)?),
+        Command::State { entity, id, json } => Ok(state::run(&settings()?, &entity, &id, json)?),
         Command::Supervision(args) => {
             let path = match &args.file {
                 Some(path) => path.clone(),

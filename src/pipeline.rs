@@ -13,6 +13,7 @@ use crate::ops::faults::Faults;
 use crate::ops::health::{Health, SinkStatus};
 use crate::ops::stats::Snapshot;
 use crate::ops::supervision_log::SupervisionLog;
+use crate::projections::refresh::Projections;
 use crate::settings::Settings;
 use crate::sinks::lake::files::FileFormat;
 use crate::sinks::lake::payload_columns::PayloadColumns;
@@ -69,6 +70,9 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The current-state tables could not be made or altered.
+    #[error("current-state tables: {0}")]
+    StateTables(String),
     /// The lake's Delta tables could not be opened or created.
     #[error("lake.root {path}: {message}")]
     Lake {
@@ -126,10 +130,22 @@ pub struct Running {
 pub fn prepare(settings: &Settings) -> Result<(Arc<Contracts>, PgPool), StartError> {
     let contracts = Arc::new(Contracts::load(&settings.pipeline.contracts_dir, settings.into())?);
     let pool = db::pool(&settings.postgres);
-    let applied = db::migrate(&mut *db::conn(&pool)?)?;
+    let mut conn = db::conn(&pool)?;
+    let applied = db::migrate(&mut conn)?;
     if applied > 0 {
         log::info!("Applied {applied} migration(s)");
     }
+    let projections = Projections::new(contracts.entities().clone());
+    projections.ensure_tables(&mut conn).map_err(|e| StartError::StateTables(e.to_string()))?;
+    for entity in &projections.entities().0 {
+        log::info!(
+            "current state: {} <- {} (key {})",
+            entity.table(),
+            entity.event_types.join(", "),
+            entity.key
+        );
+    }
+    drop(conn);
     Ok((contracts, pool))
 }
 
@@ -178,10 +194,12 @@ pub fn start(
     let verdicts = Arc::new(PostgresVerdicts::default());
     let pg_verdicts = verdicts.clone();
     let pause = Duration::from_millis(s.faults.postgres_pause_in_transaction_ms);
+    let projections = Arc::new(Projections::new(contracts.entities().clone()));
     let postgres = SinkSupervisor::new(
         Arc::new(move || {
             PostgresWriter::new(pg_pool.clone(), pg_verdicts.clone())
                 .with_pause_in_transaction(pause)
+                .with_projections(projections.clone())
         }),
         parts(&s.faults.postgres, &postgres_status),
     )

@@ -72,6 +72,8 @@ pub struct Event {
     /// The payload after its event type's transforms, as compact JSON text; `None` when
     /// no transform applies (the payload is then the normalised form too).
     pub normalized: Option<String>,
+    /// The key of the entity it folds into, when its contract declares one (`x-entity`).
+    pub entity_key: Option<String>,
 }
 
 impl Event {
@@ -119,6 +121,20 @@ pub struct Retraction {
     /// Where the event was first seen, when the dedup decision knew it: the Postgres
     /// writer waits for that partition's write in flight before applying this.
     pub target: Option<Coords>,
+    /// The entity key of the event, when the record carries it (invalidations do).
+    pub entity_key: Option<String>,
+}
+
+/// A tombstone keyed by an entity key (not an event id): the entity's events up to
+/// `deleted_at_ms` stop counting in its current state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityDeletion {
+    /// The entity key (the record's key).
+    pub key: String,
+    /// Where the tombstone was read.
+    pub coords: Coords,
+    /// Its Kafka timestamp, else when eventline read it (ms since the epoch).
+    pub deleted_at_ms: i64,
 }
 
 impl Retraction {
@@ -131,6 +147,7 @@ impl Retraction {
             received_at_ms: event.received_at_ms,
             event_type: Some(event.event_type.clone()),
             target,
+            entity_key: event.entity_key.clone(),
         }
     }
 }
@@ -288,6 +305,8 @@ pub enum Checked {
     Valid(Event),
     /// A tombstone keyed by an `event_id`: delete that event.
     Delete(Retraction),
+    /// A tombstone keyed by an entity key: remove that entity's state.
+    DeleteEntity(EntityDeletion),
     /// Rejected.
     Dead(DeadLetter),
 }
@@ -332,6 +351,8 @@ pub struct DecidedBatch {
     pub deletions: Vec<Retraction>,
     /// Copies of a deleted event, never stored again (outcome `deleted`).
     pub deleted_copies: Vec<Coords>,
+    /// Tombstones keyed by an entity key (outcome `deleted`).
+    pub entity_deletions: Vec<EntityDeletion>,
 }
 
 impl DecidedBatch {
@@ -381,6 +402,7 @@ impl DecidedBatch {
             + self.invalidations.len()
             + self.deletions.len()
             + self.deleted_copies.len()
+            + self.entity_deletions.len()
     }
 
     /// The offsets of each outcome's records, by the outcome's stable name (P1:
@@ -399,7 +421,8 @@ impl DecidedBatch {
                         .deletions
                         .iter()
                         .map(|r| r.coords.offset)
-                        .chain(self.deleted_copies.iter().map(|c| c.offset)),
+                        .chain(self.deleted_copies.iter().map(|c| c.offset))
+                        .chain(self.entity_deletions.iter().map(|d| d.coords.offset)),
                 ),
             ),
             ("dead_letter", offsets(&mut self.dead.iter().map(|d| d.record.coords.offset))),
@@ -462,6 +485,7 @@ mod approx_bytes_tests {
             headers: None,
             correlation_id: None,
             normalized: None,
+            entity_key: None,
         }
     }
 

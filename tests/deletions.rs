@@ -2,7 +2,9 @@
 //! an `event_id` deletes that event. Its Postgres row goes, the deletion is recorded, a
 //! later copy (a resend, a replay, the original arriving after its tombstone) is never
 //! stored again (outcome `deleted`), and the lake's retraction rows make the README's
-//! query leave it out. A tombstone keyed by anything else is a dead letter that says why.
+//! query leave it out. A tombstone keyed by anything else is an entity's deletion (the
+//! contracts declare entities; see tests/current_state.rs), and one with an empty key is
+//! a dead letter that says why.
 
 mod helpers;
 
@@ -18,10 +20,11 @@ fn tombstones_delete_before_and_after_the_event_and_across_a_replay_from_offset_
     let tombstone = |i: usize| -> TestRecord { (None, id(i), None) };
     let (after, resent, before) = (2, 7, 19);
     // Phase 1: every event but one; the tombstone of the missing one; a tombstone whose
-    // key is an account id, not an event id.
+    // key is an account id, not an event id; one with an empty key.
     let mut first: Vec<TestRecord> = records[..19].to_vec();
     first.push(tombstone(before));
     first.push((None, "001xx000003DGb2AAG".into(), None));
+    first.push((None, String::new(), None));
     env.produce(&first);
     let p = env.start_processor(&[]);
     env.wait_drained(2, Duration::from_secs(60));
@@ -35,17 +38,22 @@ fn tombstones_delete_before_and_after_the_event_and_across_a_replay_from_offset_
     let outcomes = env.outcomes();
     assert_eq!(
         (outcomes["accepted"], outcomes["deleted"], outcomes["duplicate"], outcomes["dead_letter"]),
-        // Deleted: three tombstones, the original after its tombstone, the resend.
-        (19, 5, 1, 1),
+        // Deleted: three tombstones, the original after its tombstone, the resend, the
+        // account's tombstone.
+        (19, 6, 1, 1),
         "{outcomes:?}"
     );
-    assert_eq!(env.outcomes_total(), 26, "P1: one outcome per record");
+    assert_eq!(env.outcomes_total(), 27, "P1: one outcome per record");
+    assert_eq!(
+        env.count(
+            "SELECT count(*) AS n FROM entity_tombstones WHERE entity_key = '001xx000003DGb2AAG'"
+        ),
+        1,
+        "the account id's tombstone is the account's deletion"
+    );
     let reason: String =
         diesel_text(&env, "SELECT error_class || ': ' || error_message AS t FROM dead_letters");
-    assert!(
-        reason.starts_with("tombstone: tombstone key '001xx000003DGb2AAG' is not an event_id"),
-        "{reason}"
-    );
+    assert!(reason.starts_with("tombstone: tombstone key '' is not an event_id"), "{reason}");
 
     let expected: BTreeMap<String, bool> =
         (0..20).filter(|i| ![after, resent, before].contains(i)).map(|i| (id(i), true)).collect();

@@ -215,7 +215,10 @@ pub fn verdict(contracts: &Contracts, letter: &Letter) -> Verdict {
     }
     let record = letter.as_source_record();
     let checked = match &record.value {
-        None => crate::stages::tombstone::deletion(&record, 0).map(|_| ()),
+        None => {
+            let entities = !contracts.entities().is_empty();
+            crate::stages::tombstone::meaning(&record, 0, entities).map(|_| ())
+        }
         Some(value) => {
             contracts.check(Some(value.as_slice()), record.coords.clone(), None).map(|_| ())
         }
@@ -481,11 +484,12 @@ mod tests {
             Verdict::StillFails { class, .. } => assert_eq!(class, "not_json"),
             other => panic!("{other:?}"),
         }
-        // A tombstone keyed by something that is not an event id still fails.
-        assert!(matches!(
-            verdict(&c, &letter(None, None)),
-            Verdict::StillFails { class: "tombstone", .. }
-        ));
+        // A tombstone keyed by something that is not an event id deletes that entity now
+        // that the contracts declare entities; one without a key still fails.
+        assert_eq!(verdict(&c, &letter(None, None)), Verdict::PassesNow);
+        let mut keyless = letter(None, None);
+        keyless.record_key = None;
+        assert!(matches!(verdict(&c, &keyless), Verdict::StillFails { class: "tombstone", .. }));
         let at = Utc::now();
         assert_eq!(verdict(&c, &letter(Some(&good), Some(at))), Verdict::AlreadyRedriven { at });
     }

@@ -119,7 +119,7 @@ pub enum Kind {
     Conflict,
     /// Breaks the contract on purpose.
     Invalid,
-    /// A null value keyed by an account id.
+    /// A null value keyed by an account id: that account's deletion (its state row).
     Tombstone,
     /// An earlier event again with `is_valid: false`.
     Invalidation,

@@ -193,7 +193,8 @@ pub fn check_line(contracts: &Contracts, number: usize, line: &str) -> CheckedLi
             headers: Vec::new(),
             timestamp_ms: None,
         };
-        return match crate::stages::tombstone::deletion(&record, 0) {
+        let entities = !contracts.entities().is_empty();
+        return match crate::stages::tombstone::meaning(&record, 0, entities) {
             Ok(_) => CheckedLine::Tombstone { key: key.unwrap_or_default() },
             Err(rejection) => CheckedLine::Rejected {
                 class: rejection.class.as_str(),
@@ -252,7 +253,7 @@ mod tests {
     }
 
     #[test]
-    fn tombstone_lines_carry_their_key_and_only_event_ids_pass() {
+    fn tombstone_lines_carry_their_key_and_only_keyless_ones_fail() {
         let id = "4f5c3c1e-8a53-4c1e-9f2e-2d9b8c7a6b5d";
         assert_eq!(tombstone_line(&tombstone_text(id)), Some(Some(id.to_string())));
         assert_eq!(tombstone_line("null"), Some(None));
@@ -263,8 +264,13 @@ mod tests {
             check_line(&contracts, 1, &tombstone_text(id)),
             CheckedLine::Tombstone { key } if key == id
         ));
+        // The shipped contracts declare entities: another key is an entity's tombstone.
         assert!(matches!(
             check_line(&contracts, 2, &tombstone_text("acc_1")),
+            CheckedLine::Tombstone { key } if key == "acc_1"
+        ));
+        assert!(matches!(
+            check_line(&contracts, 3, "null"),
             CheckedLine::Rejected { class: "tombstone", .. }
         ));
     }

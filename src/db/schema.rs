@@ -45,6 +45,7 @@ diesel::table! {
         invalidated_offset -> Nullable<Int8>,
         headers -> Nullable<Jsonb>,
         correlation_id -> Nullable<Text>,
+        normalized -> Nullable<Jsonb>,
     }
 }
 
@@ -113,5 +114,15 @@ diesel::table! {
         redriven_at -> Timestamptz,
         sent_partition -> Nullable<Int4>,
         sent_offset -> Nullable<Int8>,
+    }
+}
+
+diesel::table! {
+    entity_tombstones (topic, partition, offset) {
+        topic -> Text,
+        partition -> Int4,
+        offset -> Int8,
+        entity_key -> Text,
+        deleted_at -> Timestamptz,
     }
 }

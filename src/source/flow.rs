@@ -137,7 +137,7 @@ fn record_outcomes(batch: &crate::record::DecidedBatch, consumed: usize) {
         let event_type = r.event_type.as_deref().unwrap_or("unknown");
         *counts.entry(("invalidated", event_type, "")).or_default() += 1;
     }
-    let deleted = batch.deletions.len() + batch.deleted_copies.len();
+    let deleted = batch.deletions.len() + batch.deleted_copies.len() + batch.entity_deletions.len();
     if deleted > 0 {
         // A tombstone carries no event type.
         counts.insert(("deleted", "any", ""), deleted as u64);

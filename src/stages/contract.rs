@@ -4,6 +4,7 @@
 //!
 //! Pure logic: no Kafka, no database. The validator actor and the producer share it.
 
+use crate::projections::declaration::{parse_declaration, Entities, EntityDecl};
 use crate::record::{Coords, ErrorClass, Event};
 use crate::stages::payload_fields::{fields_of, FieldType, PayloadField};
 use chrono::{DateTime, Utc};
@@ -82,6 +83,9 @@ pub struct Contracts {
     envelope: jsonschema::Validator,
     payloads: HashMap<(String, i32), jsonschema::Validator>,
     fields: HashMap<(String, i32), Vec<PayloadField>>,
+    /// Each contract's `x-entity` declaration.
+    decls: HashMap<(String, i32), EntityDecl>,
+    entities: Entities,
     limits: Limits,
 }
 
@@ -99,6 +103,7 @@ impl Contracts {
         let envelope = compile(&dir.join("envelope.schema.json"))?;
         let mut payloads = HashMap::new();
         let mut fields = HashMap::new();
+        let mut decls = HashMap::new();
         for entry in read_dir(dir)? {
             let type_dir = entry.path();
             if !type_dir.is_dir() {
@@ -111,10 +116,34 @@ impl Contracts {
                     let (validator, schema) = compile_with_source(&file.path())?;
                     payloads.insert((event_type.clone(), version), validator);
                     fields.insert((event_type.clone(), version), fields_of(&schema));
+                    let decl = parse_declaration(&schema).map_err(|message| {
+                        ContractLoadError::BadSchema { path: file.path(), message }
+                    })?;
+                    if let Some(decl) = decl {
+                        decls.insert((event_type.clone(), version), decl);
+                    }
                 }
             }
         }
-        Ok(Contracts { envelope, payloads, fields, limits })
+        let mut contracts =
+            Contracts { envelope, payloads, fields, decls, entities: Entities::default(), limits };
+        // Each event type's latest version says which entity it folds into.
+        let mut latest: BTreeMap<String, (i32, EntityDecl)> = BTreeMap::new();
+        for ((event_type, version), decl) in &contracts.decls {
+            let newer = latest.get(event_type).is_none_or(|(v, _)| v < version);
+            if newer {
+                latest.insert(event_type.clone(), (*version, decl.clone()));
+            }
+        }
+        let latest = latest.into_iter().map(|(t, (_, d))| (t, d)).collect();
+        contracts.entities = Entities::from_declarations(&latest, &contracts.fields_by_type())
+            .map_err(|message| ContractLoadError::BadSchema { path: dir.to_path_buf(), message })?;
+        Ok(contracts)
+    }
+
+    /// The entities the contracts declare (`x-entity`).
+    pub fn entities(&self) -> &Entities {
+        &self.entities
     }
 
     /// Each event type's payload fields over all its versions, by name: a field two
@@ -264,6 +293,10 @@ impl Contracts {
             .and_then(|flag| flag.as_bool())
             .unwrap_or(true);
         let payload_hash = canonical_hash(&doc);
+        let entity_key = self
+            .decls
+            .get(&(event_type.clone(), version))
+            .and_then(|d| key_text(&doc["payload"][&d.key]));
         Ok(Event {
             event_id,
             source: doc["source"].as_str().unwrap_or_default().to_string(),
@@ -283,7 +316,17 @@ impl Contracts {
             headers: None,
             correlation_id: None,
             normalized: None,
+            entity_key,
         })
+    }
+}
+
+/// An entity key as text: a string as it is, a number or boolean as written.
+pub fn key_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(_) | Value::Bool(_) => Some(value.to_string()),
+        _ => None,
     }
 }
 
@@ -584,6 +627,19 @@ mod tests {
             canonical_hash(&doc),
             "eaac541412626ffd6eb3d8f68856d6d2fa70680ea54fe2b13c19778722b80edc"
         );
+    }
+
+    #[test]
+    fn amounts_with_cents_pass_multiple_of_a_cent() {
+        let mut doc = account_created();
+        doc["event_type"] = json!("order_paid");
+        for amount in [19.99, 0.07, 1234567.89, 100.0, 0.3] {
+            doc["payload"] = json!({"order_id": "ord_1", "amount_paid": amount, "currency": "EUR"});
+            let event = check(&doc).unwrap_or_else(|r| panic!("{amount}: {}", r.reason));
+            assert_eq!(event.entity_key.as_deref(), Some("ord_1"));
+        }
+        doc["payload"]["amount_paid"] = json!(1.005);
+        assert_eq!(check(&doc).unwrap_err().class, ErrorClass::ContractViolation);
     }
 
     #[test]

@@ -321,6 +321,8 @@ pub fn assemble(batch: CheckedBatch, states: &HashMap<Uuid, IdState>) -> Decided
     for item in batch.items {
         match item {
             Checked::Dead(dead) => out.dead.push(dead),
+            // Stored by its coordinates: a replayed one lands on the same row.
+            Checked::DeleteEntity(deletion) => out.entity_deletions.push(deletion),
             Checked::Delete(mut deletion) => {
                 let state = states.get(&deletion.event_id).unwrap_or(&unknown);
                 match decide_tombstone(&deletion.coords, state) {

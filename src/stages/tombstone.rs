@@ -1,9 +1,38 @@
 //! What a tombstone (a record with a null value) means: the deletion of the event
-//! whose `event_id` is its key. Any other key is a dead letter of class `tombstone`
-//! until entity keys get a meaning of their own (the projections issue).
+//! whose `event_id` is its key; when the contracts declare entities, any other key is an
+//! entity key, and the tombstone removes that entity's current state
+//! ([`entity_deletion`]). Otherwise it is a dead letter of class `tombstone`.
 
-use crate::record::{ErrorClass, Retraction, SourceRecord};
+use crate::record::{Checked, EntityDeletion, ErrorClass, Retraction, SourceRecord};
 use crate::stages::contract::Rejection;
+
+/// What a tombstone asks for: an event's deletion, or (with `entities`, when its key is
+/// not an event id) an entity's.
+pub fn meaning(
+    record: &SourceRecord,
+    received_at_ms: i64,
+    entities: bool,
+) -> Result<Checked, Rejection> {
+    match deletion(record, received_at_ms) {
+        Ok(retraction) => Ok(Checked::Delete(retraction)),
+        Err(_) if entities && record.key.as_deref().is_some_and(|k| !k.is_empty()) => {
+            Ok(Checked::DeleteEntity(entity_deletion(record, received_at_ms)))
+        }
+        Err(rejection) => Err(rejection),
+    }
+}
+
+/// The entity deletion a tombstone keyed by an entity key stands for: the entity's
+/// events up to the tombstone's time (its Kafka timestamp, else when it was read) stop
+/// counting.
+pub fn entity_deletion(record: &SourceRecord, received_at_ms: i64) -> EntityDeletion {
+    let key = String::from_utf8_lossy(record.key.as_deref().unwrap_or_default()).trim().to_string();
+    EntityDeletion {
+        key,
+        coords: record.coords.clone(),
+        deleted_at_ms: record.timestamp_ms.unwrap_or(received_at_ms),
+    }
+}
 
 /// The deletion a tombstone asks for, or why it cannot be one.
 pub fn deletion(record: &SourceRecord, received_at_ms: i64) -> Result<Retraction, Rejection> {
@@ -19,7 +48,7 @@ pub fn deletion(record: &SourceRecord, received_at_ms: i64) -> Result<Retraction
         Rejection::new(
             ErrorClass::Tombstone,
             format!(
-                "tombstone key '{shown}' is not an event_id (a UUID): a tombstone deletes the event whose event_id is its key; other keys have no meaning yet"
+                "tombstone key '{shown}' is not an event_id (a UUID): a tombstone deletes the event whose event_id is its key, or an entity's state when a contract declares entities (x-entity)"
             ),
         )
     })?;
@@ -30,6 +59,7 @@ pub fn deletion(record: &SourceRecord, received_at_ms: i64) -> Result<Retraction
         received_at_ms,
         event_type: None,
         target: None,
+        entity_key: None,
     })
 }
 
@@ -53,6 +83,21 @@ mod tests {
         let id = uuid::Uuid::new_v4();
         let d = deletion(&tombstone(Some(id.to_string().as_bytes())), 9).unwrap();
         assert_eq!((d.event_id, d.coords.offset, d.kafka_timestamp_ms), (id, 7, Some(5)));
+    }
+
+    #[test]
+    fn with_entities_another_key_deletes_that_entity_at_the_tombstones_time() {
+        let id = uuid::Uuid::new_v4();
+        let event = meaning(&tombstone(Some(id.to_string().as_bytes())), 9, true).unwrap();
+        assert!(matches!(event, Checked::Delete(r) if r.event_id == id));
+        match meaning(&tombstone(Some(b"ord_0001")), 9, true).unwrap() {
+            Checked::DeleteEntity(d) => {
+                assert_eq!((d.key.as_str(), d.deleted_at_ms), ("ord_0001", 5))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(meaning(&tombstone(Some(b"ord_0001")), 9, false).is_err());
+        assert!(meaning(&tombstone(None), 9, true).is_err());
     }
 
     #[test]

@@ -54,11 +54,12 @@ impl Validator {
 pub fn check_batch_with(
     batch: SourceBatch,
     received_at_ms: i64,
+    entities: bool,
     mut check: impl FnMut(&SourceRecord) -> Result<Event, Rejection>,
 ) -> CheckedBatch {
     let (first_offset, next_offset) = (batch.first_offset(), batch.next_offset());
     let mut check = |record: &SourceRecord| match record.value {
-        None => tombstone::deletion(record, received_at_ms).map(Checked::Delete),
+        None => tombstone::meaning(record, received_at_ms, entities),
         Some(_) => check(record).map(Checked::Valid),
     };
     let items = batch
@@ -102,7 +103,8 @@ impl Handler<Validate> for Validator {
         let mut inject = fault == Some(Fault::Panic);
         let (contracts, late_after, rules) = (&self.contracts, self.late_after, &self.header_rules);
         let received_at_ms = crate::ops::health::now_ms();
-        let checked = check_batch_with(msg.0, received_at_ms, |r| {
+        let entities = !contracts.entities().is_empty();
+        let checked = check_batch_with(msg.0, received_at_ms, entities, |r| {
             if std::mem::take(&mut inject) {
                 panic!("injected panic in the validator");
             }
@@ -153,7 +155,7 @@ mod tests {
     #[test]
     fn a_panicking_check_sets_aside_that_record_only() {
         let contracts = Contracts::shipped();
-        let checked = check_batch_with(batch(3), 0, |r| {
+        let checked = check_batch_with(batch(3), 0, false, |r| {
             if r.coords.offset == 1 {
                 panic!("boom");
             }
@@ -164,7 +166,7 @@ mod tests {
             .iter()
             .map(|i| match i {
                 Checked::Dead(d) => d.class,
-                Checked::Valid(_) | Checked::Delete(_) => {
+                Checked::Valid(_) | Checked::Delete(_) | Checked::DeleteEntity(_) => {
                     unreachable!("`{{}}` breaks the envelope")
                 }
             })

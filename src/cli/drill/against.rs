@@ -17,8 +17,8 @@ use uuid::Uuid;
 pub struct Sent {
     /// Non-empty lines.
     pub lines: u64,
-    /// Tombstones that delete nothing (no key, or a key that is not an event id):
-    /// dead letters.
+    /// Tombstones that delete no event (no key, or a key that is not an event id):
+    /// entity deletions when the contracts declare entities, else dead letters.
     pub tombstones: u64,
     /// Lines the contracts reject: dead letters.
     pub invalid: u64,

@@ -164,9 +164,10 @@ fn send_traffic(ctx: &DrillContext, rate: Option<f64>) -> Result<Traffic, StepEr
             Kind::Valid => "accepted",
             Kind::Duplicate => "duplicate",
             Kind::Conflict => "conflict",
-            Kind::Invalid | Kind::Tombstone => "dead_letter",
+            Kind::Invalid => "dead_letter",
             Kind::Invalidation => "invalidated",
-            Kind::Deletion => "deleted",
+            // An account id's tombstone deletes the account's state, not an event.
+            Kind::Deletion | Kind::Tombstone => "deleted",
         };
         *traffic.kinds.entry(kind).or_default() += 1;
         if record.kind == Kind::Deletion {
@@ -844,7 +845,11 @@ fn check_against(
     report.figure("sent: invalidations", "", sent.invalidated.len());
     report.figure("sent: deletions", "", sent.deleted.len());
     report.figure("sent: copies of deleted events", "", sent.deleted_copies);
-    report.figure("sent: tombstones deleting nothing (dead letters)", "", sent.tombstones);
+    report.figure(
+        "sent: tombstones not keyed by an event id (entity deletions)",
+        "",
+        sent.tombstones,
+    );
     report.figure("sent events refused by a sink", "", refused.len());
     report.figure("sent events stored late", "", late.len());
     Ok(())

@@ -348,6 +348,7 @@ mod tests {
             headers: None,
             correlation_id: None,
             normalized: None,
+            entity_key: None,
         }
     }
 

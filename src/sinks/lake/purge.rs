@@ -245,6 +245,7 @@ mod tests {
             headers: None,
             correlation_id: None,
             normalized: None,
+            entity_key: None,
         }
     }
 
@@ -256,6 +257,7 @@ mod tests {
             received_at_ms: 0,
             event_type: None,
             target: None,
+            entity_key: None,
         }
     }
 

@@ -8,11 +8,12 @@
 //! record becomes a dead letter of class `sink_rejected`, the rest is stored, and the
 //! refusal is remembered in `processed_events` so a replay decides the same way.
 
-use crate::db::schema::{conflicts, dead_letters, events};
+use crate::db::schema::{conflicts, dead_letters, entity_tombstones, events};
 use crate::db::{self, PgPool};
 use crate::offsets::progress::write_start;
+use crate::projections::refresh::Projections;
 use crate::record::SinkId;
-use crate::record::{Conflict, DeadLetter, Event, SharedBatch};
+use crate::record::{Conflict, DeadLetter, EntityDeletion, Event, SharedBatch};
 use crate::sinks::verdicts::PostgresVerdicts;
 use crate::sinks::worker::{Fencing, SinkError, SinkWriter, WriteReport};
 use chrono::{DateTime, Utc};
@@ -38,6 +39,8 @@ pub struct PostgresWriter {
     verdicts: Arc<PostgresVerdicts>,
     /// Test staging: a wait inside each transaction (`faults.postgres_pause_in_transaction_ms`).
     pause_in_transaction: Option<std::time::Duration>,
+    /// The current-state tables kept in the same transaction as the events.
+    projections: Arc<Projections>,
 }
 
 #[derive(Debug)]
@@ -121,6 +124,7 @@ struct EventColumns<'a> {
     late: Vec<bool>,
     headers: Vec<Option<&'a str>>,
     correlation_id: Vec<Option<&'a str>>,
+    normalized: Vec<Option<&'a str>>,
 }
 
 impl<'a> EventColumns<'a> {
@@ -140,6 +144,7 @@ impl<'a> EventColumns<'a> {
         self.late.push(e.late);
         self.headers.push(e.headers.as_deref());
         self.correlation_id.push(e.correlation_id.as_deref());
+        self.normalized.push(e.normalized.as_deref());
     }
 
     fn insert_skipping_existing(&self, conn: &mut PgConnection) -> QueryResult<usize> {
@@ -162,6 +167,7 @@ impl<'a> EventColumns<'a> {
             .bind::<Array<Bool>, _>(&self.late)
             .bind::<Array<Nullable<Text>>, _>(&self.headers)
             .bind::<Array<Nullable<Text>>, _>(&self.correlation_id)
+            .bind::<Array<Nullable<Text>>, _>(&self.normalized)
             .execute(conn)
     }
 }
@@ -204,6 +210,7 @@ struct EventRow<'a> {
     late: bool,
     headers: Option<JsonText<'a>>,
     correlation_id: Option<&'a str>,
+    normalized: Option<JsonText<'a>>,
 }
 
 impl<'a> From<&'a Event> for EventRow<'a> {
@@ -224,6 +231,7 @@ impl<'a> From<&'a Event> for EventRow<'a> {
             late: e.late,
             headers: e.headers.as_deref().map(JsonText),
             correlation_id: e.correlation_id.as_deref(),
+            normalized: e.normalized.as_deref().map(JsonText),
         }
     }
 }
@@ -242,10 +250,10 @@ enum InsertMode {
 
 /// The INSERT of accepted events that skips ids already stored.
 const INSERT_EVENTS_SKIP_EXISTING: &str = "\
-    INSERT INTO events (event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp, lateness_ms, late, headers, correlation_id) \
-    SELECT event_id, event_type, schema_version, source, occurred_at, payload::jsonb, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp, lateness_ms, late, headers::jsonb, correlation_id \
-    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::timestamptz[], $12::bigint[], $13::boolean[], $14::text[], $15::text[]) \
-        AS t(event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp, lateness_ms, late, headers, correlation_id) \
+    INSERT INTO events (event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp, lateness_ms, late, headers, correlation_id, normalized) \
+    SELECT event_id, event_type, schema_version, source, occurred_at, payload::jsonb, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp, lateness_ms, late, headers::jsonb, correlation_id, normalized::jsonb \
+    FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::timestamptz[], $12::bigint[], $13::boolean[], $14::text[], $15::text[], $16::text[]) \
+        AS t(event_id, event_type, schema_version, source, occurred_at, payload, payload_hash, topic, \"partition\", \"offset\", kafka_timestamp, lateness_ms, late, headers, correlation_id, normalized) \
     ON CONFLICT (event_id) DO NOTHING";
 
 #[derive(Insertable)]
@@ -321,7 +329,14 @@ impl PostgresWriter {
             progress: HashMap::new(),
             verdicts,
             pause_in_transaction: None,
+            projections: Arc::default(),
         }
+    }
+
+    /// Keeps these current-state tables with the events.
+    pub fn with_projections(mut self, projections: Arc<Projections>) -> Self {
+        self.projections = projections;
+        self
     }
 
     /// Waits `pause` inside every transaction (fault injection for tests).
@@ -618,6 +633,46 @@ impl PostgresWriter {
                     }
                 }
             }
+            let mut keys = self.projections.touched();
+            if !self.projections.is_empty() {
+                for s in slices {
+                    let b = s.batch;
+                    for e in
+                        b.accepted.iter().filter(|e| s.holds(e.coords.offset) && !is_refused(e))
+                    {
+                        self.projections.touch(&mut keys, &e.event_type, e.entity_key.as_deref());
+                    }
+                    for r in b.invalidations.iter().filter(|r| s.holds(r.coords.offset)) {
+                        let event_type = r.event_type.as_deref().unwrap_or_default();
+                        self.projections.touch(&mut keys, event_type, r.entity_key.as_deref());
+                    }
+                }
+                // Read before the bookkeeping statement deletes them.
+                let deleted: Vec<Uuid> = slices
+                    .iter()
+                    .flat_map(|s| {
+                        s.batch.deletions.iter().filter(move |r| s.holds(r.coords.offset))
+                    })
+                    .map(|r| r.event_id)
+                    .collect();
+                self.projections.touch_stored(c, &mut keys, &deleted)?;
+                let tombstones: Vec<NewEntityTombstone> = slices
+                    .iter()
+                    .flat_map(|s| {
+                        s.batch.entity_deletions.iter().filter(move |d| s.holds(d.coords.offset))
+                    })
+                    .map(NewEntityTombstone::from)
+                    .collect();
+                for t in &tombstones {
+                    self.projections.touch_every_entity(&mut keys, t.entity_key);
+                }
+                for chunk in tombstones.chunks(ROWS_PER_STATEMENT) {
+                    diesel::insert_into(entity_tombstones::table)
+                        .values(chunk)
+                        .on_conflict_do_nothing()
+                        .execute(c)?;
+                }
+            }
             let mut bookkeeping = Bookkeeping { touched, ..Bookkeeping::default() };
             for ((topic, partition, outcome), n) in &counts {
                 bookkeeping.count(topic, *partition, outcome, *n);
@@ -631,8 +686,32 @@ impl PostgresWriter {
             if !fenced.is_empty() {
                 return Err(TxError::Fenced(fenced));
             }
+            self.projections.refresh(c, &keys)?;
             Ok(())
         })
+    }
+}
+
+/// A tombstone keyed by an entity key, as a row of `entity_tombstones`.
+#[derive(Insertable)]
+#[diesel(table_name = entity_tombstones)]
+struct NewEntityTombstone<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    entity_key: &'a str,
+    deleted_at: DateTime<Utc>,
+}
+
+impl<'a> From<&'a EntityDeletion> for NewEntityTombstone<'a> {
+    fn from(d: &'a EntityDeletion) -> Self {
+        NewEntityTombstone {
+            topic: &d.coords.topic,
+            partition: d.coords.partition,
+            offset: d.coords.offset,
+            entity_key: &d.key,
+            deleted_at: DateTime::from_timestamp_millis(d.deleted_at_ms).unwrap_or_default(),
+        }
     }
 }
 

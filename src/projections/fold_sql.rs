@@ -1,0 +1,214 @@
+//! The SQL of one entity's current-state table: its DDL, and the statement that folds
+//! the touched keys' events into their state rows again.
+//!
+//! The state of a key is always recomputed from the events that count (stored, still
+//! valid, after the key's latest entity tombstone), never patched: so an invalidation
+//! or deletion leaves the state as if that event had never arrived, a late event lands
+//! where its time puts it, and a replay rebuilds the same rows. Pure logic: strings in,
+//! strings out.
+
+use crate::projections::declaration::{Entity, Fold, StateField};
+use crate::stages::payload_fields::FieldType;
+
+/// `name` as a quoted SQL identifier.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `text` as a SQL string literal.
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The Postgres type of a field type.
+pub fn pg_type(field_type: FieldType) -> &'static str {
+    match field_type {
+        FieldType::Text => "text",
+        FieldType::Integer => "bigint",
+        FieldType::Double => "double precision",
+        // Unconstrained: a value too large for the contract's scale must not fail a write.
+        FieldType::Decimal { .. } => "numeric",
+        FieldType::Boolean => "boolean",
+        FieldType::Timestamp => "timestamptz",
+        FieldType::Date => "date",
+        FieldType::Json => "jsonb",
+    }
+}
+
+/// The fields of an event as stored: normalised when transforms made them.
+const FIELDS: &str = "coalesce(normalized, payload)";
+
+/// Newest first; ties by offset, then partition and id, so the order is total.
+const NEWEST_FIRST: &str = "occurred_at DESC, \"offset\" DESC, \"partition\" DESC, event_id DESC";
+const OLDEST_FIRST: &str = "occurred_at, \"offset\", \"partition\", event_id";
+
+/// Statements that make the state table (and the index the fold reads events by) or
+/// add the columns a newer contract brings; each is safe to run again.
+pub fn ddl(entity: &Entity) -> Vec<String> {
+    let table = ident(&entity.table());
+    let key = ident(&entity.key);
+    let mut statements = vec![format!(
+        "CREATE TABLE IF NOT EXISTS {table} ({key} text PRIMARY KEY, \
+         last_event_at timestamptz NOT NULL, last_event_id uuid NOT NULL, \
+         last_event_type text NOT NULL, event_count integer NOT NULL)"
+    )];
+    for f in &entity.fields {
+        statements.push(format!(
+            "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {} {}",
+            ident(&f.column),
+            pg_type(f.field_type)
+        ));
+    }
+    statements.push(format!(
+        "CREATE INDEX IF NOT EXISTS {} ON events (({FIELDS}->>{})) WHERE event_type IN ({})",
+        ident(&format!("events_{}_key", entity.name)),
+        literal(&entity.key),
+        event_type_list(entity)
+    ));
+    statements
+}
+
+fn event_type_list(entity: &Entity) -> String {
+    entity.event_types.iter().map(|t| literal(t)).collect::<Vec<_>>().join(", ")
+}
+
+/// `jsonb` -> the column's type.
+fn cast(json: &str, field_type: FieldType) -> String {
+    match field_type {
+        FieldType::Json => json.to_string(),
+        FieldType::Text => format!("({json} #>> '{{}}')"),
+        other => format!("({json} #>> '{{}}')::{}", pg_type(other)),
+    }
+}
+
+/// The aggregate that folds one field over a key's events (`f` is their fields).
+fn fold_expression(field: &StateField) -> String {
+    let value = format!("f->{}", literal(&field.field));
+    let present = format!("coalesce(jsonb_typeof({value}), 'null') <> 'null'");
+    let typed = cast(&value, field.field_type);
+    match field.fold {
+        Fold::Latest | Fold::First => {
+            let order = if field.fold == Fold::Latest { NEWEST_FIRST } else { OLDEST_FIRST };
+            let pick = format!("(array_agg({value} ORDER BY {order}) FILTER (WHERE {present}))[1]");
+            cast(&pick, field.field_type)
+        }
+        Fold::Sum => format!("sum({typed}) FILTER (WHERE {present})"),
+        Fold::Max => format!("max({typed}) FILTER (WHERE {present})"),
+        Fold::Min => format!("min({typed}) FILTER (WHERE {present})"),
+        Fold::Ignore => "NULL".into(),
+    }
+}
+
+/// One statement, bound to `$1` (the touched keys, `text[]`), that recomputes those
+/// keys' state rows from their events and deletes the rows of keys none of whose
+/// events count any more.
+pub fn refresh(entity: &Entity) -> String {
+    let table = ident(&entity.table());
+    let key = ident(&entity.key);
+    let key_of = format!("{FIELDS}->>{}", literal(&entity.key));
+    let mut columns = vec![
+        key.clone(),
+        "last_event_at".into(),
+        "last_event_id".into(),
+        "last_event_type".into(),
+        "event_count".into(),
+    ];
+    let mut folded = vec![
+        "k".to_string(),
+        "max(occurred_at)".into(),
+        format!("(array_agg(event_id ORDER BY {NEWEST_FIRST}))[1]"),
+        format!("(array_agg(event_type ORDER BY {NEWEST_FIRST}))[1]"),
+        "count(*)::integer".into(),
+    ];
+    for f in &entity.fields {
+        columns.push(ident(&f.column));
+        folded.push(fold_expression(f));
+    }
+    let updates: Vec<String> =
+        columns.iter().skip(1).map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+    format!(
+        "WITH touched AS (SELECT DISTINCT k FROM unnest($1::text[]) AS t(k)), \
+         live AS ( \
+             SELECT {key_of} AS k, {FIELDS} AS f, e.occurred_at, e.\"offset\", e.\"partition\", e.event_id, e.event_type \
+             FROM events e \
+             WHERE e.event_type IN ({types}) AND e.is_valid \
+               AND {key_of} IN (SELECT k FROM touched) \
+               AND e.occurred_at > coalesce((SELECT max(t.deleted_at) FROM entity_tombstones t \
+                                             WHERE t.entity_key = {key_of}), '-infinity') \
+         ), \
+         folded AS (SELECT {folded} FROM live GROUP BY k), \
+         gone AS ( \
+             DELETE FROM {table} s USING touched t \
+             WHERE s.{key} = t.k AND NOT EXISTS (SELECT 1 FROM folded WHERE folded.k = t.k) \
+             RETURNING 1 \
+         ) \
+         INSERT INTO {table} ({columns}) SELECT * FROM folded ORDER BY k \
+         ON CONFLICT ({key}) DO UPDATE SET {updates}",
+        types = event_type_list(entity),
+        folded = folded.join(", "),
+        columns = columns.join(", "),
+        updates = updates.join(", "),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order() -> Entity {
+        Entity {
+            name: "order".into(),
+            key: "order_id".into(),
+            event_types: vec!["order_created".into(), "order_paid".into()],
+            fields: vec![
+                StateField {
+                    field: "amount_paid".into(),
+                    column: "amount_paid".into(),
+                    field_type: FieldType::Decimal { scale: 2 },
+                    fold: Fold::Sum,
+                },
+                StateField {
+                    field: "status".into(),
+                    column: "status".into(),
+                    field_type: FieldType::Text,
+                    fold: Fold::Latest,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn the_table_has_the_key_bookkeeping_and_one_typed_column_per_field() {
+        let ddl = ddl(&order());
+        assert!(ddl[0].starts_with(
+            "CREATE TABLE IF NOT EXISTS \"order_states\" (\"order_id\" text PRIMARY KEY"
+        ));
+        assert_eq!(
+            ddl[1],
+            "ALTER TABLE \"order_states\" ADD COLUMN IF NOT EXISTS \"amount_paid\" numeric"
+        );
+        assert!(
+            ddl[3].contains("WHERE event_type IN ('order_created', 'order_paid')"),
+            "{}",
+            ddl[3]
+        );
+    }
+
+    #[test]
+    fn folds_read_the_newest_the_sum_and_skip_absent_values() {
+        let sql = refresh(&order());
+        assert!(sql.contains("sum((f->'amount_paid' #>> '{}')::numeric) FILTER"), "{sql}");
+        assert!(sql.contains(
+            "((array_agg(f->'status' ORDER BY occurred_at DESC, \"offset\" DESC, \"partition\" DESC, event_id DESC) FILTER (WHERE coalesce(jsonb_typeof(f->'status'), 'null') <> 'null'))[1] #>> '{}')"
+        ), "{sql}");
+        assert!(sql.contains(
+            "ON CONFLICT (\"order_id\") DO UPDATE SET last_event_at = EXCLUDED.last_event_at"
+        ));
+    }
+
+    #[test]
+    fn identifiers_and_literals_are_quoted() {
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+}
