@@ -70,6 +70,9 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
+    /// A Postgres reference table of the transforms could not be read.
+    #[error("transforms: reference table {0}")]
+    ReferenceTable(String),
     /// The current-state tables could not be made or altered.
     #[error("current-state tables: {0}")]
     StateTables(String),
@@ -128,13 +131,27 @@ pub struct Running {
 
 /// Connects, migrates and loads contracts (blocking; before the actor system starts).
 pub fn prepare(settings: &Settings) -> Result<(Arc<Contracts>, PgPool), StartError> {
-    let contracts = Arc::new(Contracts::load(&settings.pipeline.contracts_dir, settings.into())?);
+    let dir = &settings.pipeline.contracts_dir;
+    let mut contracts = Contracts::load(dir, settings.into())?;
     let pool = db::pool(&settings.postgres);
     let mut conn = db::conn(&pool)?;
     let applied = db::migrate(&mut conn)?;
     if applied > 0 {
         log::info!("Applied {applied} migration(s)");
     }
+    if !contracts.postgres_tables().is_empty() {
+        // Reference tables in Postgres are read once, here: a lookup never waits on the
+        // database, and the same record gives the same output for the whole run.
+        let mut tables = std::collections::HashMap::new();
+        for name in contracts.postgres_tables() {
+            let table = db::reference_table(&mut conn, name)
+                .map_err(|message| StartError::ReferenceTable(format!("{name}: {message}")))?;
+            log::info!("transforms: reference table {name}: {} rows", table.rows.len());
+            tables.insert(name.clone(), Arc::new(table));
+        }
+        contracts = Contracts::load_with(dir, settings.into(), tables)?;
+    }
+    let contracts = Arc::new(contracts);
     let projections = Projections::new(contracts.entities().clone());
     projections.ensure_tables(&mut conn).map_err(|e| StartError::StateTables(e.to_string()))?;
     for entity in &projections.entities().0 {

@@ -183,11 +183,14 @@ pub enum ErrorClass {
     /// database administrator added, say): dead-lettered alone, the rest of its batch
     /// stored, and kept out of both sinks.
     SinkRejected,
+    /// The event passed its contract but one of its transforms failed on it (a value
+    /// not in a strict map, a field a template needs): the rule is named.
+    TransformFailed,
 }
 
 impl ErrorClass {
     /// Every class, in declaration order.
-    pub const ALL: [ErrorClass; 12] = [
+    pub const ALL: [ErrorClass; 13] = [
         ErrorClass::Tombstone,
         ErrorClass::Oversized,
         ErrorClass::NotUtf8,
@@ -200,6 +203,7 @@ impl ErrorClass {
         ErrorClass::UnstorableText,
         ErrorClass::CheckerPanicked,
         ErrorClass::SinkRejected,
+        ErrorClass::TransformFailed,
     ];
 
     /// The stable name used in the DLQ headers, the table and the metrics.
@@ -217,6 +221,7 @@ impl ErrorClass {
             ErrorClass::UnstorableText => "unstorable_text",
             ErrorClass::CheckerPanicked => "checker_panicked",
             ErrorClass::SinkRejected => "sink_rejected",
+            ErrorClass::TransformFailed => "transform_failed",
         }
     }
 }

@@ -7,7 +7,6 @@
 mod helpers;
 
 use helpers::*;
-use std::path::Path;
 use std::time::Duration;
 
 fn event(event_type: &str, version: i32, day: &str, payload: serde_json::Value) -> TestRecord {
@@ -17,28 +16,6 @@ fn event(event_type: &str, version: i32, day: &str, payload: serde_json::Value) 
         "timestamp": format!("{day}T10:15:00+01:00"), "payload": payload
     });
     (None, id, Some(record.to_string().into_bytes()))
-}
-
-fn copy_contracts(to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in walk(&repo().join("contracts")) {
-        let relative = entry.strip_prefix(repo().join("contracts")).unwrap();
-        std::fs::create_dir_all(to.join(relative).parent().unwrap()).unwrap();
-        std::fs::copy(&entry, to.join(relative)).unwrap();
-    }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 /// `column -> DuckDB type` of a query's result.

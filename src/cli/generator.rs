@@ -21,6 +21,29 @@ pub const EVENT_TYPES: [&str; 5] = [
     "opportunity_stage_changed",
 ];
 
+/// The order domain (seed 003's), generated when `types` names its event types.
+pub const ORDER_EVENT_TYPES: [&str; 4] =
+    ["order_created", "order_paid", "order_shipped", "order_cancelled"];
+
+/// Every event type of both domains, for the command line.
+pub const ALL_EVENT_TYPES: [&str; 9] = [
+    "account_created",
+    "account_updated",
+    "contact_created",
+    "opportunity_created",
+    "opportunity_stage_changed",
+    "order_created",
+    "order_paid",
+    "order_shipped",
+    "order_cancelled",
+];
+
+// As shops send them: free text, trimmed and lower-cased by order_created's transforms.
+const CHANNELS: [&str; 5] = [" Web", "web", "Mobile ", "store", "Marketplace"];
+const CARRIERS: [&str; 4] = ["DHL", "UPS", "FedEx", "La Poste"];
+const CANCEL_REASONS: [&str; 3] = ["customer request", "payment failed", "out of stock"];
+const COUNTRIES: [&str; 10] = ["US", "DE", "FR", "GB", "NL", "JP", "AU", "BR", "MX", "IN"];
+
 // As CRMs send them (seed 000's example: "Healthcare", "US"): free text, not codes.
 const INDUSTRIES: [&str; 10] = [
     "Software",
@@ -143,6 +166,20 @@ struct Account {
     region: usize,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OrderStage {
+    Created,
+    Paid,
+}
+
+struct Order {
+    id: String,
+    amount_cents: i64,
+    paid_cents: i64,
+    currency: &'static str,
+    stage: OrderStage,
+}
+
 struct Opportunity {
     id: String,
     account: usize,
@@ -160,6 +197,9 @@ pub struct Generator {
     opportunities: Vec<Opportunity>,
     /// Indices into `opportunities` that are not closed yet.
     open: Vec<usize>,
+    /// Orders neither shipped nor cancelled yet.
+    orders: Vec<Order>,
+    order_count: u64,
     /// Recent events (key, JSON, copied since): the pool copies and retractions come from.
     recent: VecDeque<(String, String, bool)>,
 }
@@ -177,6 +217,8 @@ impl Generator {
             contacts: 0,
             opportunities: Vec::new(),
             open: Vec::new(),
+            orders: Vec::new(),
+            order_count: 0,
             recent: VecDeque::new(),
         }
     }
@@ -233,7 +275,97 @@ impl Generator {
         (id, self.envelope("account_created", payload))
     }
 
+    /// The next order event: orders are placed, paid (sometimes in two parts), shipped
+    /// once paid, or cancelled before they are paid. Keyed by the order id.
+    fn next_order_event(&mut self) -> (String, String, Value) {
+        loop {
+            let weights = [if self.orders.len() < 20 { 70 } else { 30 }, 35, 25, 8];
+            let choice = weighted(&mut self.rng, &weights);
+            if choice == 0 || self.orders.is_empty() {
+                self.order_count += 1;
+                let id = format!("ord_{:08}", self.order_count);
+                let amount_cents = self.rng.gen_range(500..50_000);
+                let currency = *self.pick(&["EUR", "USD", "GBP"]);
+                let payload = json!({
+                    "order_id": id,
+                    "customer_id": format!("cus_{:04}", self.rng.gen_range(0..2_000)),
+                    "amount": amount_cents as f64 / 100.0,
+                    "currency": currency,
+                    "channel": self.pick(&CHANNELS),
+                    "country": self.pick(&COUNTRIES),
+                });
+                self.orders.push(Order {
+                    id: id.clone(),
+                    amount_cents,
+                    paid_cents: 0,
+                    currency,
+                    stage: OrderStage::Created,
+                });
+                return (
+                    id.clone(),
+                    "order_created".into(),
+                    self.shop_envelope("order_created", payload),
+                );
+            }
+            let slot = self.rng.gen_range(0..self.orders.len());
+            let order = &self.orders[slot];
+            let (id, currency) = (order.id.clone(), order.currency);
+            match (choice, order.stage) {
+                (1, OrderStage::Created) => {
+                    let due = order.amount_cents - order.paid_cents;
+                    let part =
+                        if order.paid_cents == 0 && self.rng.gen_bool(0.3) { due / 2 } else { due };
+                    let payment = self.order_count * 10 + self.rng.gen_range(0..10);
+                    let order = &mut self.orders[slot];
+                    order.paid_cents += part;
+                    if order.paid_cents >= order.amount_cents {
+                        order.stage = OrderStage::Paid;
+                    }
+                    let payload = json!({
+                        "order_id": id, "payment_id": format!("pay_{payment:010}"),
+                        "amount_paid": part as f64 / 100.0, "currency": currency,
+                        "method": self.pick(&["card", "transfer", "wallet"]),
+                    });
+                    return (id, "order_paid".into(), self.shop_envelope("order_paid", payload));
+                }
+                (2, OrderStage::Paid) => {
+                    self.orders.swap_remove(slot);
+                    let tracking =
+                        format!("TRK{:012}", self.rng.gen_range(0..1_000_000_000_000u64));
+                    let payload = json!({"order_id": id, "carrier": self.pick(&CARRIERS), "tracking_number": tracking});
+                    return (
+                        id,
+                        "order_shipped".into(),
+                        self.shop_envelope("order_shipped", payload),
+                    );
+                }
+                (3, OrderStage::Created) if order.paid_cents == 0 => {
+                    self.orders.swap_remove(slot);
+                    let payload = json!({"order_id": id, "reason": self.pick(&CANCEL_REASONS)});
+                    return (
+                        id,
+                        "order_cancelled".into(),
+                        self.shop_envelope("order_cancelled", payload),
+                    );
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    fn shop_envelope(&mut self, event_type: &str, payload: Value) -> Value {
+        let mut value = self.envelope(event_type, payload);
+        value["source"] = json!("shop");
+        value
+    }
+
     fn next_event(&mut self) -> (String, String, Value) {
+        let wants = |types: &[&str]| self.config.types.iter().any(|t| types.contains(&t.as_str()));
+        let (crm, orders) = (wants(&EVENT_TYPES), wants(&ORDER_EVENT_TYPES));
+        // CRM traffic alone draws exactly what it drew before orders existed.
+        if orders && (!crm || self.rng.gen_bool(0.3)) {
+            return self.next_order_event();
+        }
         // Early on, most events create accounts; later the mix shifts to activity.
         let weights = [if self.accounts.len() < 20 { 60 } else { 12 }, 18, 22, 18, 30];
         loop {

@@ -2,7 +2,7 @@
 //! traffic, with a progress bar on a terminal (plain periodic lines otherwise) and a
 //! final summary: sent, rejected by reason, per partition, events/s.
 
-use crate::cli::generator::{Generator, GeneratorConfig, Kind, EVENT_TYPES};
+use crate::cli::generator::{Generator, GeneratorConfig, Kind, ALL_EVENT_TYPES, EVENT_TYPES};
 use crate::cli::publisher::{
     check_line, entity_key, tombstone_line, tombstone_text, CheckedLine, Publisher,
 };
@@ -223,8 +223,9 @@ pub struct ProduceArgs {
     /// Time of the first generated event, RFC 3339 (default: today 08:00 UTC).
     #[arg(long)]
     pub start_time: Option<chrono::DateTime<chrono::Utc>>,
-    /// Only these event types, comma separated.
-    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(EVENT_TYPES))]
+    /// Only these event types, comma separated (the CRM's by default; the order domain's
+    /// `order_*` types generate orders).
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(ALL_EVENT_TYPES))]
     pub types: Vec<String>,
     /// Share of exact duplicates of earlier records.
     #[arg(long, default_value_t = 0.0)]

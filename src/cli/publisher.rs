@@ -127,10 +127,11 @@ impl Publisher {
     }
 }
 
-/// The partitioning key of an event: its owning account, else its id.
+/// The partitioning key of an event: its owning account, else its order, else its id.
 pub fn entity_key(value: &serde_json::Value) -> String {
     value["payload"]["account_id"]
         .as_str()
+        .or_else(|| value["payload"]["order_id"].as_str())
         .or_else(|| value["event_id"].as_str())
         .unwrap_or("")
         .to_string()

@@ -51,13 +51,22 @@ impl Projections {
     }
 
     /// Makes the state tables, their columns and the index on `events` (at start).
+    /// Several processes start at once: one transaction under one lock, or two
+    /// `CREATE TABLE IF NOT EXISTS` race and one fails on the catalog's unique index.
     pub fn ensure_tables(&self, conn: &mut PgConnection) -> QueryResult<()> {
-        for entity in &self.entities.0 {
-            for statement in fold_sql::ddl(entity) {
-                diesel::sql_query(statement).execute(conn)?;
-            }
+        if self.entities.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        conn.transaction(|c| {
+            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('eventline state tables'))")
+                .execute(c)?;
+            for entity in &self.entities.0 {
+                for statement in fold_sql::ddl(entity) {
+                    diesel::sql_query(statement).execute(c)?;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// An empty set of touched keys.

@@ -7,11 +7,15 @@
 use crate::projections::declaration::{parse_declaration, Entities, EntityDecl};
 use crate::record::{Coords, ErrorClass, Event};
 use crate::stages::payload_fields::{fields_of, FieldType, PayloadField};
+use crate::stages::transform::{
+    parse_transforms_file_name, FolderTables, ReferenceTable, RuleSet, TransformLoadError,
+};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Contracts could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +28,9 @@ pub enum ContractLoadError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A transforms file or a reference table is wrong.
+    #[error(transparent)]
+    Transforms(#[from] TransformLoadError),
     /// A file is not JSON or not a valid schema.
     #[error("contracts: {path} is not a valid JSON Schema: {message}")]
     BadSchema {
@@ -86,6 +93,10 @@ pub struct Contracts {
     /// Each contract's `x-entity` declaration.
     decls: HashMap<(String, i32), EntityDecl>,
     entities: Entities,
+    /// Each contract's transforms.
+    transforms: HashMap<(String, i32), RuleSet>,
+    /// Postgres reference tables the transforms name and nobody has read yet.
+    postgres_tables: Vec<String>,
     limits: Limits,
 }
 
@@ -100,16 +111,29 @@ impl std::fmt::Debug for Contracts {
 impl Contracts {
     /// Loads `envelope.schema.json` and every `{event_type}/v{N}.schema.json` under `dir`.
     pub fn load(dir: &Path, limits: Limits) -> Result<Contracts, ContractLoadError> {
+        Self::load_with(dir, limits, HashMap::new())
+    }
+
+    /// [`Self::load`], with reference tables read beforehand (the Postgres ones the
+    /// transforms name, [`Self::postgres_tables`]).
+    pub fn load_with(
+        dir: &Path,
+        limits: Limits,
+        tables: HashMap<String, Arc<ReferenceTable>>,
+    ) -> Result<Contracts, ContractLoadError> {
         let envelope = compile(&dir.join("envelope.schema.json"))?;
         let mut payloads = HashMap::new();
         let mut fields = HashMap::new();
         let mut decls = HashMap::new();
+        let mut transforms = HashMap::new();
+        let mut reference = FolderTables { dir: dir.join("_reference"), loaded: tables };
         for entry in read_dir(dir)? {
             let type_dir = entry.path();
-            if !type_dir.is_dir() {
+            let event_type = entry.file_name().to_string_lossy().into_owned();
+            // `_reference/` and other folders starting with `_` are not event types.
+            if !type_dir.is_dir() || event_type.starts_with('_') {
                 continue;
             }
-            let event_type = entry.file_name().to_string_lossy().into_owned();
             for file in read_dir(&type_dir)? {
                 let name = file.file_name().to_string_lossy().into_owned();
                 if let Some(version) = parse_version_file_name(&name) {
@@ -122,11 +146,43 @@ impl Contracts {
                     if let Some(decl) = decl {
                         decls.insert((event_type.clone(), version), decl);
                     }
+                } else if let Some(version) = parse_transforms_file_name(&name) {
+                    let path = file.path();
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|source| ContractLoadError::Io { path: path.clone(), source })?;
+                    let rules = RuleSet::parse(&path, &text, &mut reference)?;
+                    transforms.insert((event_type.clone(), version), (rules, path));
                 }
             }
         }
-        let mut contracts =
-            Contracts { envelope, payloads, fields, decls, entities: Entities::default(), limits };
+        let mut rule_sets = HashMap::new();
+        for (key, (rules, path)) in transforms {
+            let Some(contract_fields) = fields.get(&key) else {
+                return Err(ContractLoadError::BadSchema {
+                    path,
+                    message: format!("transforms for {} v{}, which has no contract", key.0, key.1),
+                });
+            };
+            // The typed columns and the state hold the fields as transformed.
+            let output = rules.output_fields(contract_fields);
+            fields.insert(key.clone(), output);
+            rule_sets.insert(key, rules);
+        }
+        let mut contracts = Contracts {
+            envelope,
+            payloads,
+            fields,
+            decls,
+            entities: Entities::default(),
+            transforms: rule_sets,
+            postgres_tables: reference
+                .loaded
+                .into_iter()
+                .filter(|(name, t)| name.starts_with("postgres:") && t.columns.is_empty())
+                .map(|(name, _)| name)
+                .collect(),
+            limits,
+        };
         // Each event type's latest version says which entity it folds into.
         let mut latest: BTreeMap<String, (i32, EntityDecl)> = BTreeMap::new();
         for ((event_type, version), decl) in &contracts.decls {
@@ -139,6 +195,41 @@ impl Contracts {
         contracts.entities = Entities::from_declarations(&latest, &contracts.fields_by_type())
             .map_err(|message| ContractLoadError::BadSchema { path: dir.to_path_buf(), message })?;
         Ok(contracts)
+    }
+
+    /// Postgres reference tables the transforms name that were not given to
+    /// [`Self::load_with`]: read them and load again.
+    pub fn postgres_tables(&self) -> &[String] {
+        &self.postgres_tables
+    }
+
+    /// Applies the event's transforms (after [`Self::check`]): the normalised fields
+    /// go to [`Event::normalized`] when a rule changed them, and the entity key is read
+    /// from them. A failing rule is a rejection of class `transform_failed`.
+    pub fn transform(&self, mut event: Event) -> Result<Event, Rejection> {
+        let key = (event.event_type.clone(), event.schema_version);
+        let Some(rules) = self.transforms.get(&key) else { return Ok(event) };
+        let reject = |reason: String| Rejection {
+            class: ErrorClass::TransformFailed,
+            reason,
+            event_type: Some(key.0.clone()),
+            schema_version: Some(key.1),
+        };
+        let mut fields: serde_json::Map<String, Value> = serde_json::from_str(&event.payload)
+            .map_err(|e| reject(format!("payload is not an object: {e}")))?;
+        if rules.apply(&mut fields).map_err(|e| reject(e.to_string()))? {
+            let fields = Value::Object(fields);
+            if let Some(pointer) = first_nul(&fields, &mut String::new()) {
+                return Err(reject(format!(
+                    "transformed field {pointer} contains a NUL character (U+0000)"
+                )));
+            }
+            if let Some(decl) = self.decls.get(&key) {
+                event.entity_key = key_text(&fields[&decl.key]);
+            }
+            event.normalized = Some(fields.to_string());
+        }
+        Ok(event)
     }
 
     /// The entities the contracts declare (`x-entity`).

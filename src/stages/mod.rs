@@ -3,7 +3,7 @@
 //! ([`dedup_decision`], run by [`deduplicator`]) the dead-letter queue
 //! ([`dead_letter`]), what a tombstone deletes ([`tombstone`]), and which Kafka headers
 //! an accepted event keeps ([`headers`]), the typed fields a contract declares
-//! ([`payload_fields`]).
+//! ([`payload_fields`]), and the declarative transforms beside the contracts ([`transform`]).
 
 pub mod contract;
 pub mod dead_letter;
@@ -13,4 +13,5 @@ pub mod headers;
 pub mod lateness;
 pub mod payload_fields;
 pub mod tombstone;
+pub mod transform;
 pub mod validator;

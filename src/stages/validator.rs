@@ -108,7 +108,8 @@ impl Handler<Validate> for Validator {
             if std::mem::take(&mut inject) {
                 panic!("injected panic in the validator");
             }
-            contracts.check(r.value.as_deref(), r.coords.clone(), r.timestamp_ms).map(|event| {
+            let checked = contracts.check(r.value.as_deref(), r.coords.clone(), r.timestamp_ms);
+            checked.and_then(|event| contracts.transform(event)).map(|event| {
                 event.arrived(received_at_ms, late_after).with_headers(keep(&r.headers, rules))
             })
         });

@@ -1148,3 +1148,25 @@ pub fn event_id_of(record: &TestRecord) -> String {
             .expect("JSON");
     value["event_id"].as_str().expect("an event_id").to_string()
 }
+
+/// Copies the repository's `contracts/` to `to`, for a test that changes them.
+pub fn copy_contracts(to: &Path) {
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("a folder") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                files.extend(walk(&path));
+            } else {
+                files.push(path);
+            }
+        }
+        files
+    }
+    let from = repo().join("contracts");
+    for file in walk(&from) {
+        let target = to.join(file.strip_prefix(&from).expect("under contracts"));
+        std::fs::create_dir_all(target.parent().expect("a parent")).expect("mkdir");
+        std::fs::copy(&file, &target).expect("copy");
+    }
+}
