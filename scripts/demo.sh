@@ -67,7 +67,11 @@ echo "-- 50,000 generated records: duplicates, conflicts, invalid records, tombs
 echo "   invalidations (is_valid: false) and deletions (tombstones keyed by an event_id)"
 produce --generate 50000 --seed 7 --duplicate-ratio 0.05 --conflict-ratio 0.02 --invalid-ratio 0.03 --tombstone-ratio 0.01 --late-ratio 0.02 --max-lateness 2h \
   --invalidate-ratio 0.01 --delete-ratio 0.005 --start-time "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-total=$((300 + 30 + 6 + 50000))
+echo "-- 10,000 generated order events (seed 003's domain: created, paid, shipped, cancelled),"
+echo "   with duplicates and late events"
+produce --generate 10000 --seed 11 --types order_created,order_paid,order_shipped,order_cancelled \
+  --duplicate-ratio 0.02 --late-ratio 0.05 --max-lateness 1h --start-time "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+total=$((300 + 30 + 6 + 50000 + 10000))
 
 say "Waiting until all $total records are accounted for"
 all_accounted() { done_count=$(sql -tAc "SELECT coalesce(sum(count),0) FROM outcome_counts" 2>/dev/null || echo 0); [ "$done_count" = "$total" ]; }
@@ -103,12 +107,12 @@ say "Dead letters by reason"
 sql -c "SELECT error_class, count(*), min(left(error_message, 70)) AS example FROM dead_letters GROUP BY error_class ORDER BY 2 DESC"
 say "Lake files per Hive partition (lake/)"
 find lake -path 'lake/event_type=*' -name '*.parquet' | sed 's|/[^/]*$||' | sort | uniq -c | sed 's|^ *\([0-9]*\) lake/|\1 file(s)  |'
-say "DuckDB over the lake: read_parquet('lake/event_type=*/*/*/*/*.parquet', hive_partitioning=true)"
+say "DuckDB over the lake: read_parquet('lake/event_type=*/*/*/*/*.parquet', hive_partitioning=true, union_by_name=true)"
 python3 - <<'PY'
 import duckdb
 print(duckdb.sql("""
     SELECT event_type, year, month, day, count(*) AS events, count(DISTINCT event_id) AS distinct_ids
-    FROM read_parquet('lake/event_type=*/*/*/*/*.parquet', hive_partitioning=true)
+    FROM read_parquet('lake/event_type=*/*/*/*/*.parquet', hive_partitioning=true, union_by_name=true)
     GROUP BY ALL ORDER BY event_type, year, month, day
 """))
 PY
@@ -118,7 +122,7 @@ import duckdb
 print(duckdb.sql("""
     WITH retractions AS (SELECT event_id, action FROM read_parquet('lake/_retractions/*.retractions'))
     SELECT event_type, count(*) AS valid_events
-    FROM read_parquet('lake/event_type=*/*/*/*/*.parquet', hive_partitioning=true)
+    FROM read_parquet('lake/event_type=*/*/*/*/*.parquet', hive_partitioning=true, union_by_name=true)
     WHERE event_id NOT IN (SELECT event_id FROM retractions)
     GROUP BY ALL ORDER BY event_type
 """))
@@ -148,6 +152,35 @@ print("dead letters in the lake (lake/_dead_letters, the DLQ as a Delta table):"
 print(duckdb.sql("""
     SELECT error_class, count(*) AS records FROM delta_scan('lake/_dead_letters')
     GROUP BY ALL ORDER BY records DESC
+"""))
+PY
+say "Current state (one table per entity, folded from the events in the same transaction)"
+sql -c "SELECT 'account_states' AS table, count(*) FROM account_states UNION ALL SELECT 'contact_states', count(*) FROM contact_states
+        UNION ALL SELECT 'opportunity_states', count(*) FROM opportunity_states UNION ALL SELECT 'order_states', count(*) FROM order_states"
+echo "-- orders by status (order_states.status: the status of each order's latest event)"
+sql -c "SELECT status, count(*) AS orders, sum(amount) AS amount, sum(amount_paid) AS paid FROM order_states GROUP BY status ORDER BY orders DESC"
+echo "-- accounts by sales area (region as normalised by account_created's transforms: US -> AMER)"
+sql -c "SELECT region, count(*) AS accounts, round(avg(employee_count)) AS avg_employees FROM account_states GROUP BY region ORDER BY accounts DESC"
+order=$(sql -tAc "SELECT order_id FROM order_states WHERE event_count >= 3 ORDER BY order_id LIMIT 1")
+echo "-- eventline state order $order"
+"$BIN" state order "$order"
+say "Typed columns in the lake: DuckDB queries with no JSON functions"
+python3 - <<'PY'
+import duckdb
+from duckdb_extensions import import_extension
+import_extension("delta")
+duckdb.sql("LOAD delta")
+print("accounts created per region per day (delta_scan('lake')):")
+print(duckdb.sql("""
+    SELECT region, make_date(year, month, day) AS day, count(*) AS accounts
+    FROM delta_scan('lake') WHERE event_type = 'account_created'
+    GROUP BY ALL ORDER BY day, accounts DESC LIMIT 8
+"""))
+print("payments per currency and method (order_paid's amount_paid is a decimal column):")
+print(duckdb.sql("""
+    SELECT currency, method, count(*) AS payments, sum(amount_paid) AS paid
+    FROM read_parquet('lake/event_type=order_paid/*/*/*/*.parquet', hive_partitioning = true)
+    GROUP BY ALL ORDER BY paid DESC LIMIT 6
 """))
 PY
 say "Erasing deleted events from the lake files (eventline lake purge)"

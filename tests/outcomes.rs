@@ -78,7 +78,14 @@ fn every_kind_of_bad_input_is_dead_lettered_and_the_partition_keeps_flowing() {
         ("contract_violation", Some(bad_payload.into_bytes())),
     ];
     let mut records: Vec<_> =
-        inputs.iter().map(|(class, v)| (Some(0), class.to_string(), v.clone())).collect();
+    // The tombstone has an empty key: one keyed by anything else deletes that entity.
+        inputs
+            .iter()
+            .map(|(class, v)| {
+                let key = if v.is_none() { String::new() } else { class.to_string() };
+                (Some(0), key, v.clone())
+            })
+            .collect();
     records.push((
         Some(0),
         "acc_0009".into(),

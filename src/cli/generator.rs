@@ -733,4 +733,31 @@ mod tests {
         }
         assert!(records.iter().any(|r| r.kind == Kind::Conflict));
     }
+
+    #[test]
+    fn orders_pass_their_contracts_and_transforms_and_ship_only_once_paid() {
+        let c = Contracts::shipped();
+        let types: Vec<String> = ORDER_EVENT_TYPES.iter().map(|t| t.to_string()).collect();
+        let config = GeneratorConfig { seed: 3, types, ..Default::default() };
+        let mut paid: std::collections::HashMap<String, f64> = Default::default();
+        let mut seen = std::collections::BTreeSet::new();
+        for r in Generator::new(config).take(2_000) {
+            let event = c.transform(check(&c, &r).expect("a valid order event")).unwrap();
+            let fields: Value = serde_json::from_str(event.fields()).unwrap();
+            assert_eq!(event.entity_key.as_deref(), Some(r.key.as_str()), "keyed by the order");
+            seen.insert(event.event_type.clone());
+            match event.event_type.as_str() {
+                "order_paid" => {
+                    *paid.entry(r.key.clone()).or_default() +=
+                        fields["amount_paid"].as_f64().unwrap()
+                }
+                "order_shipped" => assert!(paid.contains_key(&r.key), "{} shipped unpaid", r.key),
+                "order_cancelled" => {
+                    assert!(!paid.contains_key(&r.key), "{} cancelled once paid", r.key)
+                }
+                _ => assert_eq!(fields["status"], "created"),
+            }
+        }
+        assert_eq!(seen.len(), 4, "every order event type: {seen:?}");
+    }
 }

@@ -42,30 +42,55 @@ const FIELDS: &str = "coalesce(normalized, payload)";
 const NEWEST_FIRST: &str = "occurred_at DESC, \"offset\" DESC, \"partition\" DESC, event_id DESC";
 const OLDEST_FIRST: &str = "occurred_at, \"offset\", \"partition\", event_id";
 
-/// Statements that make the state table (and the index the fold reads events by) or
-/// add the columns a newer contract brings; each is safe to run again.
-pub fn ddl(entity: &Entity) -> Vec<String> {
-    let table = ident(&entity.table());
+/// What one entity's state needs in the database: its table, its columns, and the index
+/// the fold reads events by, each with the statement that makes it (safe to run again).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ddl {
+    /// The state table's name.
+    pub table: String,
+    /// `CREATE TABLE IF NOT EXISTS ...` with the key and bookkeeping columns.
+    pub create_table: String,
+    /// (column, `ALTER TABLE ... ADD COLUMN IF NOT EXISTS ...`) per field.
+    pub columns: Vec<(String, String)>,
+    /// The index's name.
+    pub index: String,
+    /// `CREATE INDEX IF NOT EXISTS ...` on `events`.
+    pub create_index: String,
+}
+
+/// The DDL of `entity`'s state.
+pub fn ddl(entity: &Entity) -> Ddl {
+    let name = entity.table();
+    let table = ident(&name);
     let key = ident(&entity.key);
-    let mut statements = vec![format!(
-        "CREATE TABLE IF NOT EXISTS {table} ({key} text PRIMARY KEY, \
-         last_event_at timestamptz NOT NULL, last_event_id uuid NOT NULL, \
-         last_event_type text NOT NULL, event_count integer NOT NULL)"
-    )];
-    for f in &entity.fields {
-        statements.push(format!(
-            "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {} {}",
-            ident(&f.column),
-            pg_type(f.field_type)
-        ));
+    let index = format!("events_{}_key", entity.name);
+    Ddl {
+        create_table: format!(
+            "CREATE TABLE IF NOT EXISTS {table} ({key} text PRIMARY KEY, \
+             last_event_at timestamptz NOT NULL, last_event_id uuid NOT NULL, \
+             last_event_type text NOT NULL, event_count integer NOT NULL)"
+        ),
+        columns: entity
+            .fields
+            .iter()
+            .map(|f| {
+                let sql = format!(
+                    "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {} {}",
+                    ident(&f.column),
+                    pg_type(f.field_type)
+                );
+                (f.column.clone(), sql)
+            })
+            .collect(),
+        create_index: format!(
+            "CREATE INDEX IF NOT EXISTS {} ON events (({FIELDS}->>{})) WHERE event_type IN ({})",
+            ident(&index),
+            literal(&entity.key),
+            event_type_list(entity)
+        ),
+        index,
+        table: name,
     }
-    statements.push(format!(
-        "CREATE INDEX IF NOT EXISTS {} ON events (({FIELDS}->>{})) WHERE event_type IN ({})",
-        ident(&format!("events_{}_key", entity.name)),
-        literal(&entity.key),
-        event_type_list(entity)
-    ));
-    statements
 }
 
 fn event_type_list(entity: &Entity) -> String {
@@ -180,18 +205,16 @@ mod tests {
     #[test]
     fn the_table_has_the_key_bookkeeping_and_one_typed_column_per_field() {
         let ddl = ddl(&order());
-        assert!(ddl[0].starts_with(
+        assert!(ddl.create_table.starts_with(
             "CREATE TABLE IF NOT EXISTS \"order_states\" (\"order_id\" text PRIMARY KEY"
         ));
         assert_eq!(
-            ddl[1],
+            ddl.columns[0].1,
             "ALTER TABLE \"order_states\" ADD COLUMN IF NOT EXISTS \"amount_paid\" numeric"
         );
-        assert!(
-            ddl[3].contains("WHERE event_type IN ('order_created', 'order_paid')"),
-            "{}",
-            ddl[3]
-        );
+        let index = &ddl.create_index;
+        assert!(index.contains("WHERE event_type IN ('order_created', 'order_paid')"), "{index}");
+        assert_eq!(ddl.index, "events_order_key");
     }
 
     #[test]

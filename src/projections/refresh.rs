@@ -51,22 +51,59 @@ impl Projections {
     }
 
     /// Makes the state tables, their columns and the index on `events` (at start).
-    /// Several processes start at once: one transaction under one lock, or two
-    /// `CREATE TABLE IF NOT EXISTS` race and one fails on the catalog's unique index.
+    /// Makes what is missing of the state tables, their columns and the index on
+    /// `events` (at start). Only what is missing: DDL takes locks a running writer's
+    /// transaction holds (a frozen process would keep a starting one waiting), and
+    /// several processes starting at once make it under one lock, or two `CREATE TABLE
+    /// IF NOT EXISTS` race and one fails on the catalog's unique index.
     pub fn ensure_tables(&self, conn: &mut PgConnection) -> QueryResult<()> {
-        if self.entities.is_empty() {
+        if self.missing_ddl(conn)?.is_empty() {
             return Ok(());
         }
         conn.transaction(|c| {
             diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('eventline state tables'))")
                 .execute(c)?;
-            for entity in &self.entities.0 {
-                for statement in fold_sql::ddl(entity) {
-                    diesel::sql_query(statement).execute(c)?;
-                }
+            for statement in self.missing_ddl(c)? {
+                diesel::sql_query(statement).execute(c)?;
             }
             Ok(())
         })
+    }
+
+    /// The statements that make what the database lacks.
+    fn missing_ddl(&self, conn: &mut PgConnection) -> QueryResult<Vec<String>> {
+        #[derive(QueryableByName)]
+        struct Name {
+            #[diesel(sql_type = Text)]
+            name: String,
+        }
+        let ddls: Vec<fold_sql::Ddl> = self.entities.0.iter().map(fold_sql::ddl).collect();
+        let tables: Vec<&str> = ddls.iter().map(|d| d.table.as_str()).collect();
+        let indexes: Vec<&str> = ddls.iter().map(|d| d.index.as_str()).collect();
+        let held: std::collections::HashSet<String> = diesel::sql_query(
+            "SELECT table_name || '.' || column_name AS name FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = ANY($1) \
+             UNION ALL SELECT indexname FROM pg_indexes \
+             WHERE schemaname = current_schema() AND indexname = ANY($2)",
+        )
+        .bind::<Array<Text>, _>(&tables)
+        .bind::<Array<Text>, _>(&indexes)
+        .load::<Name>(conn)?
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+        let mut missing = Vec::new();
+        for ddl in ddls {
+            let has = |column: &str| held.contains(&format!("{}.{column}", ddl.table));
+            if !has("event_count") {
+                missing.push(ddl.create_table.clone());
+            }
+            missing.extend(ddl.columns.into_iter().filter(|(c, _)| !has(c)).map(|(_, sql)| sql));
+            if !held.contains(&ddl.index) {
+                missing.push(ddl.create_index);
+            }
+        }
+        Ok(missing)
     }
 
     /// An empty set of touched keys.
