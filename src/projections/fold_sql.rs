@@ -152,14 +152,21 @@ pub fn refresh(entity: &Entity) -> String {
     let updates: Vec<String> =
         columns.iter().skip(1).map(|c| format!("{c} = EXCLUDED.{c}")).collect();
     format!(
+        // One index lookup per touched key (a lateral subquery on the key that `OFFSET
+        // 0` keeps from being flattened into a join), and the key's tombstone cut read
+        // once per key: joined as a set, the planner scanned every event of the type.
         "WITH touched AS (SELECT DISTINCT k FROM unnest($1::text[]) AS t(k)), \
          live AS ( \
-             SELECT {key_of} AS k, {FIELDS} AS f, e.occurred_at, e.\"offset\", e.\"partition\", e.event_id, e.event_type \
-             FROM events e \
-             WHERE e.event_type IN ({types}) AND e.is_valid \
-               AND {key_of} IN (SELECT k FROM touched) \
-               AND e.occurred_at > coalesce((SELECT max(t.deleted_at) FROM entity_tombstones t \
-                                             WHERE t.entity_key = {key_of}), '-infinity') \
+             SELECT t.k, e.* FROM touched t \
+             CROSS JOIN LATERAL (SELECT max(deleted_at) AS cut FROM entity_tombstones \
+                                 WHERE entity_key = t.k) c \
+             CROSS JOIN LATERAL ( \
+                 SELECT {FIELDS} AS f, occurred_at, \"offset\", \"partition\", event_id, event_type \
+                 FROM events \
+                 WHERE event_type IN ({types}) AND {key_of} = t.k AND is_valid \
+                   AND occurred_at > coalesce(c.cut, '-infinity') \
+                 OFFSET 0 \
+             ) e \
          ), \
          folded AS (SELECT {folded} FROM live GROUP BY k), \
          gone AS ( \

@@ -162,8 +162,8 @@ impl Projections {
     /// Folds the touched keys' state again. Keys go in sorted, so two writers touching
     /// the same keys lock their rows in one order.
     pub fn refresh(&self, conn: &mut PgConnection, touched: &Touched) -> QueryResult<()> {
-        // Another partition's writer may be folding the same key: each waits for the
-        // other's commit (a transaction-scoped lock per key), so that its fold, a new
+        // Another process's writer may be folding the same key: each waits for the
+        // other's commit (a transaction-scoped lock on the key's bucket), so that its fold, a new
         // statement, sees the other's events. Without it both would fold without the
         // other's uncommitted events and the last to commit would win.
         let locks: Vec<String> = self
@@ -188,11 +188,15 @@ impl Projections {
     }
 }
 
-/// Transaction-scoped advisory locks on `entity:key` hashes, in hash order (the one-key
-/// form: a key space apart from the writers' two-key partition locks).
+/// Transaction-scoped advisory locks on the buckets of the `entity:key` hashes (4,096
+/// buckets, in bucket order), one-key form (a key space apart from the writers' two-key
+/// partition locks). A lock per key would put thousands of entries in Postgres's shared
+/// lock table per write, whose default size is 64 per connection: a large batch would
+/// fail with "out of shared memory". Two keys in one bucket only wait for each other.
 const LOCK_KEYS: &str = "\
     SELECT count(*) FROM ( \
-        SELECT pg_advisory_xact_lock(h) FROM ( \
-            SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest($1::text[]) AS t(k) ORDER BY 1 \
+        SELECT pg_advisory_xact_lock(b) FROM ( \
+            SELECT DISTINCT (x'5e1f0000'::bigint << 16) + (hashtext(k) & 4095) AS b \
+            FROM unnest($1::text[]) AS t(k) ORDER BY 1 \
         ) AS l \
     ) AS x";
