@@ -220,7 +220,9 @@ pub fn verdict(contracts: &Contracts, letter: &Letter) -> Verdict {
             crate::stages::tombstone::meaning(&record, 0, entities).map(|_| ())
         }
         Some(value) => {
-            contracts.check(Some(value.as_slice()), record.coords.clone(), None).map(|_| ())
+            // The transforms too: a `transform_failed` letter passes only once its rule does.
+            let checked = contracts.check(Some(value.as_slice()), record.coords.clone(), None);
+            checked.and_then(|event| contracts.transform(event)).map(|_| ())
         }
     };
     match checked {
