@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: up down status logs clean build demo test deps drill bench bench-produce
+.PHONY: up down status logs clean build demo test deps drill bench bench-produce soak
 
 ## Local stack (Kafka + PostgreSQL, no Docker)
 up:
@@ -42,6 +42,10 @@ drill: deps up build
 ## Throughput and latency against this machine's limits and a Python baseline (reports/bench-*.json, *.svg)
 bench: deps up build
 	python3 bench/run_bench.py $(BENCH_ARGS)
+
+## 10 minutes at 1,000/s with every feature on and a lake writer restart: RSS and CPU over time (reports/soak-*.json, *.svg)
+soak: deps up build
+	python3 bench/soak.py $(SOAK_ARGS)
 
 ## The generator's publishing rate against Kafka's own producer benchmark, same run
 bench-produce: deps up build
