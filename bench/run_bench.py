@@ -119,10 +119,11 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def proc_stats(pid):
+def proc_stats(pid, memory="VmHWM"):
+    """(bytes of `memory`: the peak RSS, or VmRSS for the current one; CPU seconds)."""
     rss = 0
     for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
+        if line.startswith(memory + ":"):
             rss = int(line.split()[1]) * 1024
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -16,23 +16,12 @@ import sys
 import time
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from run_bench import BIN, ROOT, WORK, Slice, forget_previous_runs, log, psql  # noqa: E402
+from run_bench import BIN, ROOT, WORK, Slice, forget_previous_runs, log, proc_stats, psql  # noqa: E402
 
 ALL_TYPES = ",".join([
     "account_created", "account_updated", "contact_created", "opportunity_created",
     "opportunity_stage_changed", "order_created", "order_paid", "order_shipped", "order_cancelled",
 ])
-
-
-def current(pid):
-    """(RSS bytes now, CPU seconds so far) of a process."""
-    rss = 0
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) * 1024
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / __import__("os").sysconf("SC_CLK_TCK")
-    return rss, cpu
 
 
 def chart(samples, path, minutes):
@@ -78,13 +67,13 @@ def main():
         env=s.env, stdout=subprocess.DEVNULL, stderr=open(WORK / f"{s.topic}-producer.log", "w"))
     log(f"soak: {n:,} records at {a.rate:,}/s for {a.minutes} min; sampling every {a.sample_seconds} s")
     samples, started = [], time.time()
-    last_cpu, last_t = current(p.pid)[1], started
+    last_cpu, last_t = proc_stats(p.pid, "VmRSS")[1], started
     try:
         while True:
             time.sleep(a.sample_seconds)
             if p.poll() is not None:
                 raise SystemExit(f"processor exited with {p.returncode}; see {WORK}/{s.topic}.log")
-            rss, cpu = current(p.pid)
+            rss, cpu = proc_stats(p.pid, "VmRSS")
             now = time.time()
             pg, lake = s.durable()
             samples.append({"t": round(now - started, 1), "rss_mib": round(rss / 2**20, 1),

@@ -26,13 +26,6 @@ pub struct Touched {
     keys: Vec<BTreeSet<String>>,
 }
 
-impl Touched {
-    /// True when no key was touched.
-    pub fn is_empty(&self) -> bool {
-        self.keys.iter().all(BTreeSet::is_empty)
-    }
-}
-
 impl Projections {
     /// The projections of these entities.
     pub fn new(entities: Entities) -> Self {
