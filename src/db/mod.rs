@@ -2,6 +2,7 @@
 //! (run under an advisory lock, so two processes starting together are safe), and
 //! sink progress reads.
 
+pub mod prepared;
 pub mod schema;
 
 use crate::settings::PostgresSettings;

@@ -5,6 +5,7 @@
 //! transaction, so the state is exactly as durable as the events: a crash rolls both
 //! back, a replay folds the same events into the same rows.
 
+use crate::db::prepared::prepared;
 use crate::projections::declaration::Entities;
 use crate::projections::fold_sql;
 use diesel::prelude::*;
@@ -138,7 +139,7 @@ impl Projections {
         }
         for (i, entity) in self.entities.0.iter().enumerate() {
             let types: Vec<&str> = entity.event_types.iter().map(String::as_str).collect();
-            let keys: Vec<Key> = diesel::sql_query(
+            let keys: Vec<Key> = prepared(
                 "SELECT DISTINCT coalesce(normalized, payload)->>$3 AS k FROM events \
                  WHERE event_id = ANY($1) AND event_type = ANY($2) \
                    AND coalesce(normalized, payload)->>$3 IS NOT NULL",
@@ -169,13 +170,13 @@ impl Projections {
         if locks.is_empty() {
             return Ok(());
         }
-        diesel::sql_query(LOCK_KEYS).bind::<Array<Text>, _>(&locks).execute(conn)?;
+        prepared(LOCK_KEYS).bind::<Array<Text>, _>(&locks).execute(conn)?;
         for (sql, keys) in self.refresh.iter().zip(&touched.keys) {
             if keys.is_empty() {
                 continue;
             }
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            diesel::sql_query(sql).bind::<Array<Text>, _>(&keys).execute(conn)?;
+            prepared(sql).bind::<Array<Text>, _>(&keys).execute(conn)?;
         }
         Ok(())
     }

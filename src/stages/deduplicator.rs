@@ -6,6 +6,7 @@
 //! It runs on a `SyncArbiter` because diesel blocks. The table, not any cache, is the
 //! authority, so replaying any range of the log gives the same outcomes.
 
+use crate::db::prepared::prepared;
 use crate::db::{self, DbError, PgPool};
 use crate::ops::faults::{panic_message, Fault, Faults};
 use crate::ops::metrics::metrics;
@@ -211,7 +212,7 @@ impl<'a> Rows<'a> {
         if self.ids.is_empty() {
             return Ok(0);
         }
-        let query = diesel::sql_query(statement)
+        let query = prepared(statement)
             .bind::<Array<SqlUuid>, _>(&self.ids)
             .bind::<Text, _>(topic)
             .bind::<Integer, _>(partition)
@@ -227,7 +228,7 @@ fn read_states(conn: &mut PgConnection, ids: &[Uuid]) -> QueryResult<Vec<(Uuid, 
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = diesel::sql_query(READ).bind::<Array<SqlUuid>, _>(ids).load::<Sighting>(conn)?;
+    let rows = prepared(READ).bind::<Array<SqlUuid>, _>(ids).load::<Sighting>(conn)?;
     Ok(rows.into_iter().map(|s| (s.event_id, IdState::from(s))).collect())
 }
 
@@ -259,7 +260,7 @@ fn id_states(
     let recorded: HashSet<Uuid> = if events.ids.is_empty() {
         HashSet::new()
     } else {
-        diesel::sql_query(RECORD_NEW)
+        prepared(RECORD_NEW)
             .bind::<Array<SqlUuid>, _>(&events.ids)
             .bind::<Text, _>(topic)
             .bind::<Integer, _>(partition)

@@ -8,6 +8,7 @@
 //! record becomes a dead letter of class `sink_rejected`, the rest is stored, and the
 //! refusal is remembered in `processed_events` so a replay decides the same way.
 
+use crate::db::prepared::prepared;
 use crate::db::schema::{conflicts, dead_letters, entity_tombstones, events};
 use crate::db::{self, PgPool};
 use crate::offsets::progress::write_start;
@@ -151,7 +152,7 @@ impl<'a> EventColumns<'a> {
         use diesel::sql_types::{
             Array, BigInt, Bool, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid,
         };
-        diesel::sql_query(INSERT_EVENTS_SKIP_EXISTING)
+        prepared(INSERT_EVENTS_SKIP_EXISTING)
             .bind::<Array<SqlUuid>, _>(&self.event_id)
             .bind::<Array<Text>, _>(&self.event_type)
             .bind::<Array<Integer>, _>(&self.schema_version)
@@ -737,7 +738,7 @@ fn lock_partitions(conn: &mut PgConnection, plan: &Plan, slices: &[Slice]) -> Qu
     let topics: Vec<&str> = locks.keys().map(|(t, _)| *t).collect();
     let partitions: Vec<i32> = locks.keys().map(|(_, p)| *p).collect();
     let exclusive: Vec<bool> = locks.values().copied().collect();
-    diesel::sql_query(LOCK_PARTITIONS)
+    prepared(LOCK_PARTITIONS)
         .bind::<Array<Text>, _>(&topics)
         .bind::<Array<Integer>, _>(&partitions)
         .bind::<Array<Bool>, _>(&exclusive)
@@ -867,7 +868,7 @@ impl<'a> Bookkeeping<'a> {
         if moves == 0 && self.count_topic.is_empty() && self.touched.is_empty() {
             return Ok(Vec::new());
         }
-        let moved: Moved = diesel::sql_query(BOOKKEEPING)
+        let moved: Moved = prepared(BOOKKEEPING)
             .bind::<Array<Text>, _>(&self.count_topic)
             .bind::<Array<Integer>, _>(&self.count_partition)
             .bind::<Array<Text>, _>(&self.count_outcome)
