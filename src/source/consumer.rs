@@ -73,6 +73,13 @@ impl ConsumerContext for SourceContext {
 /// The consumer type of the source.
 pub type SourceConsumer = StreamConsumer<SourceContext>;
 
+/// How long the broker may hold a fetch that has no data yet. librdkafka's default,
+/// 500 ms, held the first records of each partition after an assignment for up to
+/// 540 ms (measured at 1,000/s: a p99 of 345 ms to Postgres, all of it in the first
+/// half second); at 50 ms the p99 was 15 ms. An idle partition costs 20 empty fetches
+/// a second for it, which is nothing. `[kafka.client] fetch_wait_max_ms` overrides it.
+const FETCH_WAIT: &str = "fetch.wait.max.ms";
+
 /// Creates the consumer and subscribes it to the topic. The eager assignment protocol
 /// is used on purpose: every assignment passes through [`SourceContext::rebalance`].
 /// The group membership librdkafka reports goes to `group`.
@@ -81,7 +88,11 @@ pub fn create_consumer(
     group: Arc<GroupWatch>,
 ) -> Result<(SourceConsumer, mpsc::UnboundedReceiver<RebalanceEvent>), KafkaError> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let consumer: SourceConsumer = client_config(kafka)
+    let mut config = client_config(kafka);
+    if !kafka.client.contains_key(FETCH_WAIT) {
+        config.set(FETCH_WAIT, "50");
+    }
+    let consumer: SourceConsumer = config
         .set("group.id", &kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
