@@ -117,6 +117,8 @@ pub fn kafka_latency(
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("eventline-bench-{}", uuid::Uuid::new_v4()))
         .set("enable.auto.commit", "false")
+        // As eventline's source consumer: the floor is measured with the same fetch wait.
+        .set("fetch.wait.max.ms", "50")
         .create()?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut tpl = TopicPartitionList::new();
