@@ -39,7 +39,7 @@ drill: deps up build
 	@set -e; for d in "kill" "sink-crash --sink parquet" "sink-crash --sink postgres" "db-outage" "resend" "replay --rebuild-lake" "verify"; do \
 	  echo "== eventline drill $$d"; target/release/eventline drill $$d; done
 
-## Throughput and latency against this machine's limits and a Python baseline (reports/bench-*.json, *.svg)
+## Throughput and latency against this machine's limits, a Python baseline and Kafka Connect (reports/bench-*.json, *.svg)
 bench: deps up build
 	python3 bench/run_bench.py $(BENCH_ARGS)
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """make bench: eventline's end-to-end throughput and latency against this machine's
-single-stage limits and a typical Python baseline, all measured in the same run.
+single-stage limits, a typical Python baseline and a real peer (Kafka Connect with
+Debezium's JDBC sink, bench/kafka_connect.py), all measured in the same run.
 
 Prints a table, writes reports/bench-<time>.json and an SVG chart beside it. Ratios,
 not absolute figures, are what to compare across runs: these machines are noisy.
@@ -23,6 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 BIN = str(ROOT / "target/release/eventline")
 STACK = str(ROOT / "scripts/stack.sh")
 LOCAL = tomllib.load(open(ROOT / "settings/local.toml", "rb"))
+DEFAULTS = tomllib.load(open(ROOT / "settings/default.toml", "rb"))
 BROKERS = LOCAL["kafka"]["brokers"]
 PG_BASE = LOCAL["postgres"]["url"].rsplit("/", 1)[0]
 WORK = ROOT / ".dev/bench"
@@ -173,16 +175,30 @@ def postgres_limit(source, tables=("processed_events", "events")):
     return {"rows": rows, "seconds": time.perf_counter() - started}
 
 
-def baseline(n):
+def bench_venv():
+    """The virtualenv's python, with bench/requirements.txt: the Python baseline and the
+    Kafka Connect peer's Kafka and Postgres clients."""
     venv = ROOT / ".cache/bench-venv"
     if not (venv / "bin/python").exists():
-        log("creating the baseline's virtualenv (bench/requirements.txt)")
+        log("creating the bench's virtualenv (bench/requirements.txt)")
         run([sys.executable, "-m", "venv", str(venv)])
     run([str(venv / "bin/pip"), "install", "-q", "-r", str(ROOT / "bench/requirements.txt")])
+    return str(venv / "bin/python")
+
+
+def baseline(n):
+    python = bench_venv()
     s = Slice("baseline")
     s.produce(n)
-    out = run([str(venv / "bin/python"), str(ROOT / "bench/baseline.py"), "--brokers", BROKERS, "--topic", s.topic, "--db", f"{PG_BASE}/{s.db}", "--lake", s.lake, "--records", str(n)])
+    out = run([python, str(ROOT / "bench/baseline.py"), "--brokers", BROKERS, "--topic", s.topic, "--db", f"{PG_BASE}/{s.db}", "--lake", s.lake, "--records", str(n)])
     return json.loads(out)
+
+
+def kafka_connect_peer(source, n):
+    """bench/kafka_connect.py on the first n records of the main slice's topic; its
+    progress lines go to stderr as they come."""
+    args = [bench_venv(), str(ROOT / "bench/kafka_connect.py"), "--topic", source.topic, "--records", str(n)]
+    return json.loads(subprocess.run(args, check=True, stdout=subprocess.PIPE, text=True).stdout)
 
 
 def kafka_latency(rate, seconds):
@@ -231,8 +247,33 @@ def latency(rate, seconds):
             "compaction": compaction, "peak_rss_bytes": rss, "cpu_seconds": cpu}
 
 
+def targets(result):
+    """Issue 19's targets, each as (what, figure, limit, met), from this run's figures:
+    ratios against a limit or a peer measured in the same run, never absolute rates."""
+    e, out = result["eventline"], []
+    out.append(("end to end / slowest single-sink limit", result["fraction_of_slowest_limit"], 0.8, result["fraction_of_slowest_limit"] >= 0.8))
+    connect = result["times_kafka_connect_steady"]
+    if connect == connect:
+        out.append(("end to end / Kafka Connect's steady rate", connect, 5.0, connect >= 5.0))
+    file_age_ms = DEFAULTS["lake"]["max_file_age_ms"]
+    backlog_cpu_us = e["cpu_seconds"] / result["events"] * 1e6
+    for l in result["latency"]:
+        if l["rate"] in (1_000, 10_000):
+            limit = l["kafka_only_ms"]["p99"] + 15
+            out.append((f"postgres p99 at {l['rate']:,}/s, ms (Kafka alone + 15)", l["postgres_ms"]["p99"], limit, l["postgres_ms"]["p99"] <= limit))
+        out.append((f"lake p99 at {l['rate']:,}/s, ms (max_file_age_ms + 1 s)", l["lake_ms"]["p99"], file_age_ms + 1000, l["lake_ms"]["p99"] <= file_age_ms + 1000))
+        if l["rate"] == 10_000:
+            per_event = l["cpu_seconds"] / l["records"] * 1e6
+            out.append(("CPU per event at 10,000/s, us (2x the backlog's)", per_event, 2 * backlog_cpu_us, per_event <= 2 * backlog_cpu_us))
+    rss = [e["peak_rss_bytes"]] + [l["peak_rss_bytes"] for l in result["latency"]]
+    out.append(("peak RSS over every run, MiB", max(rss) / 2**20, 256, max(rss) < 256 * 2**20))
+    return [{"target": t, "figure": round(v, 2), "limit": round(lim, 2), "met": ok} for t, v, lim, ok in out]
+
+
 def svg_chart(result, path):
-    bars = [("eventline", result["eventline"]["per_second"])] + [(k, v["per_second"]) for k, v in result["limits"].items()] + [("python baseline", result["baseline"]["per_second"])]
+    connect = result["kafka_connect"]
+    bars = ([("eventline", result["eventline"]["per_second"])] + [(k, v["per_second"]) for k, v in result["limits"].items()] + [("python baseline", result["baseline"]["per_second"])]
+            + [("kafka connect, steady", connect["steady_per_second"]), ("kafka connect + start-up", connect["per_second"])])
     bars = [(k, v) for k, v in bars if v == v]  # a skipped measure is NaN
     top = max(v for _, v in bars) or 1
     out = ['<svg xmlns="http://www.w3.org/2000/svg" width="760" height="%d" font-family="sans-serif" font-size="13">' % (60 + 34 * len(bars) + 40 + 34 * len(result["latency"]))]
@@ -269,8 +310,13 @@ def main():
     ap.add_argument("--latency-seconds", type=int, default=60)
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-baseline", action="store_true", help="no Python baseline (for tuning)")
+    ap.add_argument("--connect-events", type=int, help="records of the main topic for Kafka Connect (at most --events; default 200,000 or --events if fewer)")
+    ap.add_argument("--skip-connect", action="store_true", help="no Kafka Connect peer (for tuning)")
     ap.add_argument("--latency-only", type=str, metavar="RATES", help="only the latency runs, at these comma-separated rates (for tuning)")
     a = ap.parse_args()
+    if (a.connect_events or 0) > a.events:
+        ap.error("--connect-events reads the main topic: at most --events")
+    a.connect_events = a.connect_events or min(200_000, a.events)
     forget_previous_runs()
     if a.latency_only:
         WORK.mkdir(parents=True, exist_ok=True)
@@ -315,6 +361,14 @@ def main():
         result["baseline"] = baseline(a.baseline_events)
     result["times_baseline"] = e["per_second"] / result["baseline"]["per_second"]
 
+    if a.skip_connect:
+        result["kafka_connect"] = {"per_second": float("nan"), "steady_per_second": float("nan")}
+    else:
+        log(f"peer: Kafka Connect + Debezium's JDBC sink on the first {a.connect_events:,} records")
+        result["kafka_connect"] = kafka_connect_peer(main_slice, a.connect_events)
+    result["times_kafka_connect"] = e["per_second"] / result["kafka_connect"]["per_second"]
+    result["times_kafka_connect_steady"] = e["per_second"] / result["kafka_connect"]["steady_per_second"]
+
     result["latency"] = []
     if not a.skip_latency:
         for rate in [1_000, 10_000, int(e["per_second"] / 2)]:
@@ -325,18 +379,28 @@ def main():
     reports.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     json_path, svg_path = reports / f"bench-{stamp}.json", reports / f"bench-{stamp}.svg"
+    result["targets"] = targets(result)
     json_path.write_text(json.dumps(result, indent=2))
     svg_chart(result, svg_path)
 
-    print(f"\n{'measure':<34}{'records/s':>14}{'vs eventline':>14}")
-    print(f"{'eventline end to end':<34}{e['per_second']:>14,.0f}{'1.00':>14}")
+    kc = result["kafka_connect"]
+    print(f"\n{'measure':<42}{'records/s':>14}{'vs eventline':>14}")
+    print(f"{'eventline end to end':<42}{e['per_second']:>14,.0f}{'1.00':>14}")
     for k, v in result["limits"].items():
-        print(f"{'limit: ' + k:<34}{v['per_second']:>14,.0f}{e['per_second'] / v['per_second']:>14.2f}")
-    print(f"{'python baseline':<34}{result['baseline']['per_second']:>14,.0f}{result['times_baseline']:>13.1f}x")
+        print(f"{'limit: ' + k:<42}{v['per_second']:>14,.0f}{e['per_second'] / v['per_second']:>14.2f}")
+    print(f"{'python baseline':<42}{result['baseline']['per_second']:>14,.0f}{result['times_baseline']:>13.1f}x")
+    print(f"{'kafka connect (JDBC sink, postgres only)':<42}{kc['steady_per_second']:>14,.0f}{result['times_kafka_connect_steady']:>13.1f}x")
+    print(f"{'  the same, including its start-up':<42}{kc['per_second']:>14,.0f}{result['times_kafka_connect']:>13.1f}x")
     print(f"\neventline = {result['fraction_of_slowest_limit']:.0%} of the slowest limit ({slowest[0]}); {result['times_baseline']:.1f}x the Python baseline")
     print(f"peak RSS {e['peak_rss_bytes'] / 2**20:.0f} MiB, CPU {e['cpu_seconds']:.1f} s for {a.events:,} records ({accepted:,} accepted)")
+    if not a.skip_connect:
+        print(f"kafka connect: {kc['records']:,} records into {kc['rows']:,} rows in {kc['seconds']:.1f} s, first row after {kc['first_row_seconds']:.1f} s; "
+              f"peak RSS {kc['peak_rss_bytes'] / 2**20:.0f} MiB, CPU {kc['cpu_seconds']:.1f} s")
     for l in result["latency"]:
         print_latency(l)
+    print(f"\n{'target (issue 19)':<58}{'figure':>10}{'limit':>10}  met")
+    for t in result["targets"]:
+        print(f"{t['target']:<58}{t['figure']:>10,.2f}{t['limit']:>10,.2f}  {'yes' if t['met'] else 'NO'}")
     print(f"\nresult: {json_path}\nchart:  {svg_path}")
 
 
