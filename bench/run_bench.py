@@ -276,7 +276,9 @@ def svg_chart(result, path):
             + [("kafka connect, steady", connect["steady_per_second"]), ("kafka connect + start-up", connect["per_second"])])
     bars = [(k, v) for k, v in bars if v == v]  # a skipped measure is NaN
     top = max(v for _, v in bars) or 1
-    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="760" height="%d" font-family="sans-serif" font-size="13">' % (60 + 34 * len(bars) + 40 + 34 * len(result["latency"]))]
+    goals = result.get("targets", [])
+    height = 60 + 34 * len(bars) + 40 + 34 * len(result["latency"]) + (40 + 22 * len(goals) if goals else 0)
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="760" height="%d" font-family="sans-serif" font-size="13">' % height]
     out.append('<text x="10" y="22" font-size="16">Throughput, input records per second (same run)</text>')
     for i, (name, v) in enumerate(bars):
         y = 40 + 34 * i
@@ -286,6 +288,12 @@ def svg_chart(result, path):
     for i, l in enumerate(result["latency"]):
         ms = l["postgres_ms"]
         out.append(f'<text x="10" y="{y0 + 26 + 34 * i}">{l["rate"]:,.0f}/s: {ms["p50"]} / {ms["p95"]} / {ms["p99"]} / {ms["max"]}   lake p99 {l["lake_ms"]["p99"]} ms, {l["lake_files"]} files</text>')
+    y1 = y0 + 34 * len(result["latency"]) + 40
+    if goals:
+        out.append(f'<text x="10" y="{y1}" font-size="16">Targets (issue 19): figure / limit</text>')
+    for i, t in enumerate(goals):
+        colour = "#2a7d2a" if t["met"] else "#c0392b"
+        out.append(f'<text x="10" y="{y1 + 22 * (i + 1)}" fill="{colour}">{t["target"]}: {t["figure"]:,} / {t["limit"]:,} {"met" if t["met"] else "not met"}</text>')
     out.append("</svg>")
     pathlib.Path(path).write_text("\n".join(out))
 
