@@ -13,7 +13,7 @@
 //! | [`offsets`] | resume positions, both sinks' progress, the offset tracker that commits to Kafka |
 //! | [`ops`] | admin server (health, readiness, metrics), supervision log, summary counters |
 //! | [`cli`] | tooling apart from the runtime: produce, generator, status, drills, lake purge, compact and vacuum, dead-letter replay, bench limits |
-//! | [`db`] | the Postgres pool, migrations and table definitions the stages and sinks share |
+//! | [`db`] | the Postgres pool, migrations and table definitions the stages and sinks share, and the raw SQL each connection prepares once ([`db::prepared`]) |
 //! | [`record`], [`settings`], [`pipeline`] | shared vocabulary, typed settings, the wiring |
 //! | [`error`] | the crate's [`Error`] over every module's error enum, and the class of each |
 //!
