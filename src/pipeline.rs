@@ -194,8 +194,9 @@ pub fn start(
     let (fatal_tx, fatal) = mpsc::unbounded_channel();
     let policy = RestartPolicy::from(&s.supervision);
     let dead_letters = DeadLetterPublisher::new(&s.kafka)?.start();
+    let fault_delay = Duration::from_millis(s.faults.after_ms);
     let parts = |plan: &[crate::settings::Fault], status: &Arc<SinkStatus>| SupervisorParts {
-        faults: Faults::new(plan, s.faults.after_batches),
+        faults: Faults::new(plan, s.faults.after_batches, fault_delay),
         capacity_bytes: s.pipeline.sink_queue_bytes,
         policy: policy.clone(),
         log: log.clone(),
@@ -239,8 +240,10 @@ pub fn start(
     let dedup_pool = pool.clone();
     let stages = Stages {
         validator: {
-            let (log, faults) =
-                (log.clone(), Faults::new(&s.faults.validator, s.faults.after_batches));
+            let (log, faults) = (
+                log.clone(),
+                Faults::new(&s.faults.validator, s.faults.after_batches, fault_delay),
+            );
             let late_after = Duration::from_secs(s.pipeline.late_after_s);
             let header_rules = crate::stages::headers::HeaderRules::from(&s.headers);
             SyncArbiter::start(2, move || {
@@ -254,8 +257,10 @@ pub fn start(
             })
         },
         deduplicator: {
-            let (log, faults) =
-                (log.clone(), Faults::new(&s.faults.deduplicator, s.faults.after_batches));
+            let (log, faults) = (
+                log.clone(),
+                Faults::new(&s.faults.deduplicator, s.faults.after_batches, fault_delay),
+            );
             SyncArbiter::start(2, move || {
                 Deduplicator::new(dedup_pool.clone(), log.clone(), faults.clone())
             })

@@ -276,6 +276,8 @@ pub struct FaultSettings {
     pub deduplicator: Vec<Fault>,
     /// Successful batches before the first fault.
     pub after_batches: u64,
+    /// And no fault before this long after the process started (0: no wait).
+    pub after_ms: u64,
     /// The Postgres writer waits this long inside each transaction, after its rows and
     /// before its progress move (0: never), so a test can freeze a process while one of
     /// its sessions holds an open transaction.

@@ -4,6 +4,7 @@
 pub use crate::settings::Fault;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Fault injection shared across restarts: a plan consumed one entry per write.
 #[derive(Debug, Default)]
@@ -11,22 +12,27 @@ pub struct Faults {
     plan: VecDeque<Fault>,
     after_batches: u64,
     writes: u64,
+    /// No fault before this moment either (a soak's restart halfway through its time).
+    not_before: Option<Instant>,
 }
 
 impl Faults {
-    /// A plan of faults, starting after `after_batches` writes.
-    pub fn new(plan: &[Fault], after_batches: u64) -> Arc<Mutex<Faults>> {
+    /// A plan of faults, starting after `after_batches` writes and once `after` has
+    /// passed from now.
+    pub fn new(plan: &[Fault], after_batches: u64, after: Duration) -> Arc<Mutex<Faults>> {
         Arc::new(Mutex::new(Faults {
             plan: plan.iter().copied().collect(),
             after_batches,
             writes: 0,
+            not_before: Instant::now().checked_add(after),
         }))
     }
 
     /// Called before each write; returns the fault to inject now, if any.
     pub fn take_next(&mut self) -> Option<Fault> {
         self.writes += 1;
-        if self.writes <= self.after_batches {
+        let early = self.not_before.is_some_and(|t| Instant::now() < t);
+        if self.writes <= self.after_batches || early {
             return None;
         }
         self.plan.pop_front()
@@ -48,12 +54,18 @@ mod tests {
 
     #[test]
     fn faults_fire_in_order_after_the_grace_writes() {
-        let faults = Faults::new(&[Fault::Error, Fault::Panic], 2);
+        let faults = Faults::new(&[Fault::Error, Fault::Panic], 2, Duration::ZERO);
         let mut f = faults.lock().unwrap();
         assert_eq!(f.take_next(), None);
         assert_eq!(f.take_next(), None);
         assert_eq!(f.take_next(), Some(Fault::Error));
         assert_eq!(f.take_next(), Some(Fault::Panic));
         assert_eq!(f.take_next(), None);
+    }
+
+    #[test]
+    fn no_fault_fires_before_its_time() {
+        let faults = Faults::new(&[Fault::Error], 0, Duration::from_secs(3600));
+        assert_eq!(faults.lock().unwrap().take_next(), None, "an hour is not over");
     }
 }
