@@ -68,13 +68,17 @@ COPY contracts/ /etc/eventline/contracts/
 # are variables because their defaults are relative paths for a checkout and a loopback
 # listener; change them here or in `docker run -e` / compose `environment:`, not in a
 # mounted file. The admin server must listen on all interfaces to be reachable from
-# outside the container (publish it on 127.0.0.1 of the host).
+# outside the container (publish it on 127.0.0.1 of the host), so it requires a bearer
+# token for /metrics and /supervision, read from a mounted secret (compose: the
+# `eventline-admin-token` secret); without that file the container stops at start,
+# naming admin.token_file. /health and /ready (the HEALTHCHECK) stay open.
 ENV EVENTLINE_SETTINGS_DIR=/etc/eventline/settings \
     EVENTLINE_ENV=production \
     EVENTLINE__PIPELINE__CONTRACTS_DIR=/etc/eventline/contracts \
     EVENTLINE__LAKE__ROOT=/var/lib/eventline/lake \
     EVENTLINE__SUPERVISION__LOG_PATH=/var/lib/eventline/logs/supervision.jsonl \
     EVENTLINE__ADMIN__LISTEN=0.0.0.0:9898 \
+    EVENTLINE__ADMIN__TOKEN_FILE=/run/secrets/eventline-admin-token \
     RUST_LOG=info
 
 # The lake and the supervision log with its rotated files (the process's only state

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: up down status logs clean build demo test deps drill bench bench-produce soak
+.PHONY: up down status logs clean build demo test deps drill bench bench-produce soak fuzz
 
 ## Local stack (Kafka + PostgreSQL, no Docker)
 up:
@@ -33,6 +33,15 @@ test: deps
 	scripts/stack.sh up-s3
 	$(CARGO) build --release --bin eventline
 	EVENTLINE_BIN=$(CURDIR)/target/release/eventline $(CARGO) test --release -- --test-threads=4
+
+## Generated hostile traffic through the real broker, Postgres and lake for FUZZ_SECONDS
+## (default 600; make test runs 40); a failing round prints its seed and is kept in
+## tests/fuzz_corpus/, replayed first every time. FUZZ_SEED=N replays one seed.
+fuzz: deps
+	scripts/stack.sh up-s3
+	$(CARGO) build --release --bin eventline
+	EVENTLINE_FUZZ_SECONDS=$${FUZZ_SECONDS:-600} EVENTLINE_FUZZ_SEED=$${FUZZ_SEED:-} EVENTLINE_BIN=$(CURDIR)/target/release/eventline \
+	  $(CARGO) test --release --test fuzz -- --nocapture
 
 ## Every replay and fault drill against the local stack (reports in reports/)
 drill: deps up build

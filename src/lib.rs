@@ -15,6 +15,7 @@
 //! | [`cli`] | tooling apart from the runtime: produce, generator, status, drills, lake purge, compact and vacuum, dead-letter replay, bench limits |
 //! | [`db`] | the Postgres pool, migrations and table definitions the stages and sinks share, and the raw SQL each connection prepares once ([`db::prepared`]) |
 //! | [`record`], [`settings`], [`pipeline`] | shared vocabulary, typed settings, the wiring |
+//! | [`storable`] | the one boundary input text crosses on its way out: NUL and bad bytes escaped, lengths bounded |
 //! | [`error`] | the crate's [`Error`] over every module's error enum, and the class of each |
 //!
 //! # One event's path
@@ -53,5 +54,6 @@ pub mod settings;
 pub mod sinks;
 pub mod source;
 pub mod stages;
+pub mod storable;
 
 pub use error::{Error, FailureClass};

@@ -135,11 +135,16 @@ fn execute(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Status { url, watch } => {
-            let base = match url {
-                Some(url) => url,
-                None => format!("http://{}", settings()?.admin.listen),
+            // The settings give the token (and the address unless --url gives it); a
+            // status of another host without settings here reads it without a token.
+            let loaded = settings().ok();
+            let base = match (url, &loaded) {
+                (Some(url), _) => url,
+                (None, Some(s)) => format!("http://{}", s.admin.listen),
+                (None, None) => format!("http://{}", settings()?.admin.listen),
             };
-            status::show(&base, watch)?;
+            let token = loaded.map(|s| s.admin.token).filter(|t| !t.is_empty());
+            status::show(&base, token.as_deref(), watch)?;
             Ok(0)
         }
         Command::BenchLimit { stage, topic, root, records } => {

@@ -152,6 +152,7 @@ pub fn prepare(settings: &Settings) -> Result<(Arc<Contracts>, PgPool), StartErr
         contracts = Contracts::load_with(dir, settings.into(), tables)?;
     }
     let contracts = Arc::new(contracts);
+    crate::ops::metrics::metrics().know_event_types(contracts.known().into_iter().map(|(t, _)| t));
     let projections = Projections::new(contracts.entities().clone());
     projections.ensure_tables(&mut conn).map_err(|e| StartError::StateTables(e.to_string()))?;
     for entity in &projections.entities().0 {
@@ -297,6 +298,8 @@ pub fn start(
         lake: lake_status.clone(),
         supervision_log: s.supervision.log_path.clone(),
         stall: Duration::from_secs(s.admin.stall_timeout_s),
+        token: Some(s.admin.token.clone()).filter(|t| !t.is_empty()).map(Arc::from),
+        max_connections: s.admin.max_connections,
     };
     let address = admin::start(&s.admin.listen, admin_state)
         .map_err(|source| StartError::Admin { listen: s.admin.listen.clone(), source })?;

@@ -281,7 +281,10 @@ pub struct Conflict {
     pub first_seen: Coords,
 }
 
-/// A contiguous run of records of one partition.
+/// A contiguous run of one partition's offsets, `[first_offset, next_offset)`, with the
+/// records read in it. Offsets in the run with no record are ones Kafka never delivers
+/// to a consumer: transaction markers (commit and abort control records) and the
+/// records of aborted transactions. They count as consumed, with no outcome.
 #[derive(Debug, Clone)]
 pub struct SourceBatch {
     /// Topic.
@@ -290,16 +293,37 @@ pub struct SourceBatch {
     pub partition: i32,
     /// Records in offset order.
     pub records: Vec<SourceRecord>,
+    /// The first offset covered (at most the first record's).
+    pub first_offset: i64,
+    /// One past the last offset covered (at least one past the last record's).
+    pub next_offset: i64,
 }
 
 impl SourceBatch {
-    /// The first offset covered.
-    pub fn first_offset(&self) -> i64 {
-        self.records.first().map(|r| r.coords.offset).unwrap_or(0)
+    /// A batch covering exactly its records.
+    pub fn new(topic: Arc<str>, partition: i32, records: Vec<SourceRecord>) -> Self {
+        let first_offset = records.first().map(|r| r.coords.offset).unwrap_or(0);
+        let next_offset = records.last().map(|r| r.coords.offset + 1).unwrap_or(0);
+        SourceBatch { topic, partition, records, first_offset, next_offset }
     }
-    /// One past the last offset covered.
-    pub fn next_offset(&self) -> i64 {
-        self.records.last().map(|r| r.coords.offset + 1).unwrap_or(0)
+
+    /// A batch covering `[first, next)`, which holds its records and the offsets around
+    /// them that Kafka never delivers.
+    pub fn covering(
+        topic: Arc<str>,
+        partition: i32,
+        first: i64,
+        records: Vec<SourceRecord>,
+        next: i64,
+    ) -> Self {
+        let mut batch = SourceBatch::new(topic, partition, records);
+        if batch.records.is_empty() {
+            (batch.first_offset, batch.next_offset) = (first, next);
+        } else {
+            batch.first_offset = batch.first_offset.min(first);
+            batch.next_offset = batch.next_offset.max(next);
+        }
+        batch
     }
 }
 

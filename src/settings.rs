@@ -99,6 +99,20 @@ pub struct AdminSettings {
     /// `/health` fails after this long without a source heartbeat and without progress
     /// while records are waiting.
     pub stall_timeout_s: u64,
+    /// A bearer token `/metrics` and `/supervision` require (`Authorization: Bearer
+    /// ...`); `/health` and `/ready` stay open for probes. Empty: no token.
+    #[serde(default)]
+    pub token: String,
+    /// A file holding the token (a mounted secret); wins over `token`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Connections the admin server holds at once; more wait in the listen backlog.
+    #[serde(default = "default_admin_connections")]
+    pub max_connections: usize,
+}
+
+fn default_admin_connections() -> usize {
+    64
 }
 
 /// Kafka connection and topics.
@@ -338,6 +352,15 @@ impl Settings {
             }
             None => None,
         };
+        if let Some(path) = &self.admin.token_file {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| SettingsError::SecretFile {
+                    key: "admin.token_file",
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            self.admin.token = text.trim().to_string();
+        }
         let tls = postgres_url::PostgresTls {
             sslmode: self.postgres.sslmode.clone(),
             sslrootcert: self.postgres.sslrootcert.clone(),
@@ -354,6 +377,7 @@ impl Settings {
             .collect();
         known.extend(postgres_url::password_of(&self.postgres.url));
         known.extend(self.lake.s3_secret_access_key.clone());
+        known.extend(Some(self.admin.token.clone()).filter(|t| !t.is_empty()));
         secrets::register(known);
         Ok(())
     }
@@ -366,7 +390,13 @@ impl Settings {
     }
 
     fn check(&self) -> Result<(), SettingsError> {
-        let rules: [(bool, &'static str, &'static str); 7] = [
+        let rules: [(bool, &'static str, &'static str); 9] = [
+            (
+                self.pipeline.max_record_bytes
+                    <= kafka_client::producer_max_message_bytes(&self.kafka.client),
+                "pipeline.max_record_bytes",
+                "must be at most the DLQ producer's [kafka.client] message.max.bytes (librdkafka's default: 1000000), so that a record that passes its size check fits a dead letter",
+            ),
             (
                 self.pipeline.batch_max_records > 0,
                 "pipeline.batch_max_records",
@@ -386,6 +416,11 @@ impl Settings {
                 "must be between 1 and 22",
             ),
             (self.postgres.pool_size > 0, "postgres.pool_size", "must be at least 1"),
+            (
+                (1..=10_000).contains(&self.admin.max_connections),
+                "admin.max_connections",
+                "must be between 1 and 10000",
+            ),
         ];
         for (ok, key, rule) in rules {
             if !ok {

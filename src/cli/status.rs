@@ -40,24 +40,28 @@ pub enum StatusError {
     Output(#[source] std::io::Error),
 }
 
-fn get(url: &str) -> Result<(u16, String), StatusError> {
+fn get(url: &str, token: Option<&str>) -> Result<(u16, String), StatusError> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(5)))
         .build()
         .into();
     let unreachable = |e| StatusError::Unreachable { url: url.to_string(), source: Box::new(e) };
-    let mut response = agent.get(url).call().map_err(unreachable)?;
+    let mut request = agent.get(url);
+    if let Some(token) = token {
+        request = request.header("Authorization", &format!("Bearer {token}"));
+    }
+    let mut response = request.call().map_err(unreachable)?;
     let status = response.status().as_u16();
     let body = response.body_mut().read_to_string().map_err(unreachable)?;
     Ok((status, body))
 }
 
-/// Scrapes `base` (e.g. `http://127.0.0.1:9898`).
-pub fn sample(base: &str) -> Result<Sample, StatusError> {
-    let (_, metrics) = get(&format!("{base}/metrics"))?;
-    let (ready, _) = get(&format!("{base}/ready"))?;
-    let (_, supervision) = get(&format!("{base}/supervision"))?;
+/// Scrapes `base` (e.g. `http://127.0.0.1:9898`), with `admin.token` when one is set.
+pub fn sample(base: &str, token: Option<&str>) -> Result<Sample, StatusError> {
+    let (_, metrics) = get(&format!("{base}/metrics"), token)?;
+    let (ready, _) = get(&format!("{base}/ready"), token)?;
+    let (_, supervision) = get(&format!("{base}/supervision"), token)?;
     Ok(Sample {
         at: Instant::now(),
         series: Scrape::parse(&metrics).map_err(|e| StatusError::BadMetrics(e.to_string()))?,
@@ -160,12 +164,12 @@ pub fn render(base: &str, oldest: &Sample, newest: &Sample) -> String {
 /// Prints the view once (after one second, so rates have two samples), or with `watch`
 /// redraws it every two seconds with rates over the last minute, until the reader goes
 /// away.
-pub fn show(base: &str, watch: bool) -> Result<(), StatusError> {
-    let mut window = VecDeque::from([sample(base)?]);
+pub fn show(base: &str, token: Option<&str>, watch: bool) -> Result<(), StatusError> {
+    let mut window = VecDeque::from([sample(base, token)?]);
     loop {
         let pause = if watch && window.len() > 1 { 2 } else { 1 };
         std::thread::sleep(Duration::from_secs(pause));
-        let newest = sample(base)?;
+        let newest = sample(base, token)?;
         while window.len() > 1 && newest.at.duration_since(window[0].at) > Duration::from_secs(60) {
             window.pop_front();
         }

@@ -1,6 +1,13 @@
 //! The admin HTTP server (actix-web, on the processor's own runtime):
 //! `/health` (liveness), `/ready` (readiness), `/metrics` (Prometheus) and
 //! `/supervision` (recent supervision log entries as JSON).
+//!
+//! Safe to expose: at most `admin.max_connections` connections at once, requests
+//! read within 5 s and bodies refused past 1 KiB (every route is a GET), the supervision
+//! log read on a blocking thread (never on the server's one worker), and, with
+//! `admin.token` or `admin.token_file`, `/metrics` and `/supervision` only for a request
+//! with `Authorization: Bearer <token>` (401 otherwise). `/health` and `/ready` stay
+//! open: probes read them and they tell nothing about the data.
 
 use crate::ops::health::{is_live, is_ready, now_ms, Health, SinkStatus};
 use crate::ops::metrics::metrics;
@@ -24,6 +31,36 @@ pub struct AdminState {
     pub supervision_log: PathBuf,
     /// Liveness threshold.
     pub stall: Duration,
+    /// The bearer token `/metrics` and `/supervision` require, if any.
+    pub token: Option<Arc<str>>,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+/// Whether `authorization` (the request's header) carries `token`, compared in time
+/// that does not depend on where they differ.
+pub fn authorized(token: Option<&str>, authorization: Option<&[u8]>) -> bool {
+    let Some(token) = token else { return true };
+    let Some(given) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+        return false;
+    };
+    given.len() == token.len()
+        && given.iter().zip(token.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+fn refuse_unless_authorized(
+    state: &AdminState,
+    request: &actix_web::HttpRequest,
+) -> Option<HttpResponse> {
+    let header = request.headers().get(actix_web::http::header::AUTHORIZATION);
+    if authorized(state.token.as_deref(), header.map(|h| h.as_bytes())) {
+        return None;
+    }
+    Some(
+        HttpResponse::Unauthorized()
+            .insert_header(("WWW-Authenticate", "Bearer"))
+            .json(serde_json::json!({"error": "a bearer token is required (admin.token)"})),
+    )
 }
 
 async fn health(state: web::Data<AdminState>) -> HttpResponse {
@@ -58,25 +95,45 @@ async fn ready(state: web::Data<AdminState>) -> HttpResponse {
     }
 }
 
-async fn prometheus_metrics() -> HttpResponse {
+async fn prometheus_metrics(
+    state: web::Data<AdminState>,
+    request: actix_web::HttpRequest,
+) -> HttpResponse {
+    if let Some(refused) = refuse_unless_authorized(&state, &request) {
+        return refused;
+    }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(metrics().render())
 }
 
-async fn supervision(state: web::Data<AdminState>) -> HttpResponse {
-    HttpResponse::Ok().json(read_recent(&state.supervision_log, 200).unwrap_or_default())
+async fn supervision(
+    state: web::Data<AdminState>,
+    request: actix_web::HttpRequest,
+) -> HttpResponse {
+    if let Some(refused) = refuse_unless_authorized(&state, &request) {
+        return refused;
+    }
+    let path = state.supervision_log.clone();
+    let entries = web::block(move || read_recent(&path, 200).unwrap_or_default()).await;
+    HttpResponse::Ok().json(entries.unwrap_or_default())
 }
 
 /// Starts the server on `listen`; returns the bound address.
 pub fn start(listen: &str, state: AdminState) -> std::io::Result<std::net::SocketAddr> {
+    let max_connections = state.max_connections;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
+            .app_data(web::PayloadConfig::new(1024))
             .route("/health", web::get().to(health))
             .route("/ready", web::get().to(ready))
             .route("/metrics", web::get().to(prometheus_metrics))
             .route("/supervision", web::get().to(supervision))
     })
     .workers(1)
+    .max_connections(max_connections)
+    .backlog(max_connections as u32)
+    .client_request_timeout(Duration::from_secs(5))
+    .client_disconnect_timeout(Duration::from_secs(1))
     .disable_signals()
     .bind(listen)?;
     let address = server
@@ -100,6 +157,16 @@ mod tests {
         assert!(is_live(now, now - 1_000, now - 120_000, 5, stall), "heartbeat fresh");
         assert!(is_live(now, now - 120_000, now - 1_000, 5, stall), "progress fresh");
         assert!(!is_live(now, now - 120_000, now - 120_000, 5, stall));
+    }
+
+    #[test]
+    fn a_token_when_set_is_required_exactly() {
+        assert!(authorized(None, None));
+        assert!(authorized(Some("s3cret"), Some(b"Bearer s3cret")));
+        assert!(!authorized(Some("s3cret"), None));
+        assert!(!authorized(Some("s3cret"), Some(b"Bearer s3cre")));
+        assert!(!authorized(Some("s3cret"), Some(b"Bearer s3creT")));
+        assert!(!authorized(Some("s3cret"), Some(b"s3cret")));
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub struct Metrics {
     pub lake_bytes: IntCounter,
     /// Partitions currently assigned to this process.
     pub assigned_partitions: IntGauge,
+    /// Dead letters given up on after their DLQ publish attempts (kept in Postgres).
+    pub dlq_unpublished: IntCounter,
+    /// The event types the contracts know: the only `event_type` label values.
+    known_event_types: OnceLock<BTreeSet<String>>,
 }
 
 fn buckets() -> Vec<f64> {
@@ -112,7 +116,23 @@ impl Metrics {
             lake_files: counter("eventline_lake_files_written_total", "Published lake files"),
             lake_bytes: counter("eventline_lake_bytes_written_total", "Bytes of published lake files"),
             assigned_partitions: assigned,
+            dlq_unpublished: counter("eventline_dlq_unpublished_total", "Dead letters not published to the DLQ topic after their attempts (their dead_letters rows keep them)"),
+            known_event_types: OnceLock::new(),
             registry,
+        }
+    }
+
+    /// The event types the contracts know, set once at start.
+    pub fn know_event_types(&self, types: impl IntoIterator<Item = String>) {
+        let _ = self.known_event_types.set(types.into_iter().collect());
+    }
+
+    /// An `event_type` label value: the type when the contracts know it, else `unknown`,
+    /// so that a stream of made-up types cannot grow the metrics without bound.
+    pub fn event_type_label<'a>(&self, event_type: &'a str) -> &'a str {
+        match self.known_event_types.get() {
+            Some(known) if !known.contains(event_type) => "unknown",
+            _ => event_type,
         }
     }
 

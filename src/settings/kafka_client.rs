@@ -99,6 +99,19 @@ pub fn check(properties: &BTreeMap<String, String>) -> Result<(), ClientSettings
     Ok(())
 }
 
+/// librdkafka's default `message.max.bytes`.
+pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// The largest record the producers (the DLQ's) may send: `[kafka.client]
+/// message.max.bytes`, else librdkafka's default.
+pub fn producer_max_message_bytes(client: &BTreeMap<String, String>) -> usize {
+    client
+        .iter()
+        .find(|(key, _)| librdkafka_name(key) == "message.max.bytes")
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
+}
+
 /// A client configuration with the brokers and every `[kafka.client]` property.
 pub fn client_config(kafka: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();

@@ -351,7 +351,7 @@ impl<W: SinkWriter> SinkSupervisor<W> {
             m.outcomes
                 .with_label_values(&[
                     "dead_letter",
-                    dead.event_type.as_deref().unwrap_or(""),
+                    m.event_type_label(dead.event_type.as_deref().unwrap_or("")),
                     dead.class.as_str(),
                 ])
                 .inc();

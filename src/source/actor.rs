@@ -27,7 +27,7 @@ use crate::sinks::supervisor::Drain;
 use crate::source::flow::{run_partition_flow, FlowLoad, Stages};
 use actix::prelude::*;
 use rdkafka::consumer::Consumer;
-use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::TopicPartitionList;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -66,6 +66,9 @@ pub struct GroupGuard {
     /// Told when the consumer stays out even after rejoining: the process exits.
     pub fatal: mpsc::UnboundedSender<String>,
 }
+
+/// How often idle partitions are checked for offsets Kafka skipped at their end.
+const COVER_SKIPPED_EVERY: Duration = Duration::from_secs(1);
 
 /// How often the group membership is looked at.
 const GROUP_CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -147,8 +150,12 @@ impl Actor for KafkaSource {
         };
         let rebalances = self.rebalances.take().expect("started once");
         let stop = self.stop.subscribe();
+        let guard = self.guard.clone();
         actix::spawn(async move {
-            source_loop.run(rebalances, stop).await;
+            let run = std::panic::AssertUnwindSafe(source_loop.run(rebalances, stop));
+            if let Err(panic) = futures::FutureExt::catch_unwind(run).await {
+                give_up(&guard, "kafka_source", &panic);
+            }
             let _ = done.send(());
         });
     }
@@ -174,6 +181,11 @@ struct PartitionState {
     /// Since when the flow's channel has been full (batches wait in `overflow`).
     full_since: Option<Instant>,
     paused: bool,
+    /// The first offset the next batch covers: where reading started, then one past the
+    /// last batch. Offsets Kafka skips (transaction markers, aborted records) between
+    /// batches are covered by the next batch, or by an empty one when the partition is
+    /// idle ([`SourceLoop::cover_skipped`]), so progress reaches the partition's end.
+    next_expected: Option<i64>,
     flow: mpsc::Sender<SourceBatch>,
     load: Arc<FlowLoad>,
     task: JoinHandle<()>,
@@ -249,12 +261,21 @@ struct SourceLoop {
     probing: bool,
 }
 
+/// A task the pipeline depends on panicked: it cannot be restarted where it stood (its
+/// records in flight are gone with it), so the give-up goes to the supervision log and
+/// the process exits non-zero at once; the next start resumes from the sinks' progress.
+fn give_up(guard: &GroupGuard, actor: &str, panic: &Box<dyn std::any::Any + Send>) {
+    let cause = format!("{actor} panicked: {}", crate::ops::faults::panic_message(panic));
+    log::error!("{cause}");
+    let mut entry = Entry::new(actor, EntryKind::GiveUp);
+    entry.cause = Some(cause.clone());
+    guard.log.append(&entry);
+    let _ = guard.fatal.send(cause);
+}
+
 /// Copies a borrowed Kafka message into an owned record.
 fn to_record(topic: &Arc<str>, m: &BorrowedMessage<'_>) -> SourceRecord {
-    let headers = m
-        .headers()
-        .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
-        .unwrap_or_default();
+    let headers = super::raw_headers::read(m);
     SourceRecord {
         coords: Coords { topic: topic.clone(), partition: m.partition(), offset: m.offset() },
         key: m.key().map(<[u8]>::to_vec),
@@ -278,6 +299,7 @@ impl SourceLoop {
         let mut positioned = self.positioned_rx.take().expect("run once");
         let mut group_check = tokio::time::interval(GROUP_CHECK_EVERY);
         let (probed, mut probes) = mpsc::unbounded_channel();
+        let mut last_cover = Instant::now();
         loop {
             tokio::select! {
                 biased;
@@ -299,6 +321,10 @@ impl SourceLoop {
                 _ = tick.tick() => {
                     self.health.beat();
                     self.on_tick();
+                    if last_cover.elapsed() >= COVER_SKIPPED_EVERY {
+                        last_cover = Instant::now();
+                        self.cover_skipped();
+                    }
                 }
                 _ = group_check.tick() => self.check_group(&probed),
                 Some(waiting) = probes.recv() => self.on_probe(waiting),
@@ -459,21 +485,74 @@ impl SourceLoop {
                     lake: progress.lake,
                 });
             }
-            self.open_flow(partition);
+            let next_expected = match start.offset {
+                rdkafka::Offset::Offset(offset) => Some(offset),
+                _ => None,
+            };
+            self.open_flow(partition, next_expected);
         }
         self.publish_assignment();
     }
 
-    fn open_flow(&mut self, partition: i32) {
+    /// Idle partitions whose consumer position is past their last batch (the offsets
+    /// in between are transaction markers or aborted records, which librdkafka skips)
+    /// get an empty batch covering them: their progress and committed offset reach the
+    /// end, and a later batch does not start above the sinks' progress.
+    fn cover_skipped(&mut self) {
+        let idle = |s: &PartitionState| {
+            s.pending.is_empty()
+                && s.overflow.is_empty()
+                && s.load.idle()
+                && s.next_expected.is_some()
+        };
+        if !self.partitions.values().any(idle) {
+            return;
+        }
+        let Ok(positions) = self.consumer.position() else { return };
+        for element in positions.elements_for_topic(&self.topic) {
+            let partition = element.partition();
+            let rdkafka::Offset::Offset(position) = element.offset() else { continue };
+            let Some(state) = self.partitions.get_mut(&partition) else { continue };
+            let Some(expected) = state.next_expected.filter(|e| *e < position) else { continue };
+            if !idle(state) {
+                continue;
+            }
+            log::debug!(
+                "{}/{partition} offsets {expected}..{position} hold no records (transaction markers or aborted records): covered",
+                self.topic
+            );
+            state.next_expected = Some(position);
+            let batch = SourceBatch::covering(
+                self.topic.clone(),
+                partition,
+                expected,
+                Vec::new(),
+                position,
+            );
+            state.overflow.push_back(batch);
+            self.offer(partition);
+        }
+    }
+
+    fn open_flow(&mut self, partition: i32, next_expected: Option<i64>) {
         let (tx, rx) = mpsc::channel(self.pipeline.partition_queue_batches);
         let load = Arc::new(FlowLoad::new(self.flow_finished.clone()));
-        let task = actix::spawn(run_partition_flow(self.stages.clone(), rx, load.clone()));
+        let flow = run_partition_flow(self.stages.clone(), rx, load.clone());
+        let guard = self.guard.clone();
+        let task = actix::spawn(async move {
+            if let Err(panic) =
+                futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(flow)).await
+            {
+                give_up(&guard, "partition_flow", &panic);
+            }
+        });
         let state = PartitionState {
             pending: Vec::new(),
             pending_since: None,
             overflow: VecDeque::new(),
             full_since: None,
             paused: false,
+            next_expected,
             flow: tx,
             load,
             task,
@@ -522,7 +601,17 @@ impl SourceLoop {
         }
         let records = std::mem::take(&mut state.pending);
         state.pending_since = None;
-        state.overflow.push_back(SourceBatch { topic: self.topic.clone(), partition, records });
+        let first = records.first().map_or(0, |r| r.coords.offset);
+        let start = state.next_expected.filter(|e| *e < first).unwrap_or(first);
+        if start < first {
+            log::debug!(
+                "{}/{partition} offsets {start}..{first} hold no records (transaction markers, aborted or deleted records): covered",
+                self.topic
+            );
+        }
+        let batch = SourceBatch::covering(self.topic.clone(), partition, start, records, 0);
+        state.next_expected = Some(batch.next_offset);
+        state.overflow.push_back(batch);
         self.offer(partition);
     }
 

@@ -129,12 +129,11 @@ fn record_outcomes(batch: &crate::record::DecidedBatch, consumed: usize) {
         *counts.entry(("conflict", c.event.event_type.as_str(), "")).or_default() += 1;
     }
     for d in &batch.dead {
-        *counts
-            .entry(("dead_letter", d.event_type.as_deref().unwrap_or("unknown"), d.class.as_str()))
-            .or_default() += 1;
+        let event_type = m.event_type_label(d.event_type.as_deref().unwrap_or("unknown"));
+        *counts.entry(("dead_letter", event_type, d.class.as_str())).or_default() += 1;
     }
     for r in &batch.invalidations {
-        let event_type = r.event_type.as_deref().unwrap_or("unknown");
+        let event_type = m.event_type_label(r.event_type.as_deref().unwrap_or("unknown"));
         *counts.entry(("invalidated", event_type, "")).or_default() += 1;
     }
     let deleted = batch.deletions.len() + batch.deleted_copies.len() + batch.entity_deletions.len();

@@ -3,7 +3,7 @@
 //! the source actor that batches records per partition ([`actor`], with its rules in
 //! [`batching`]), and the per-partition flow ([`flow`]) that carries each batch through
 //! the stages to the sinks. [`group_watch`] guards against a consumer stuck outside its
-//! group.
+//! group. [`raw_headers`] reads a record's headers without trusting their names to be UTF-8.
 
 pub mod actor;
 pub mod batching;
@@ -11,3 +11,4 @@ pub mod consumer;
 pub mod flow;
 pub mod group_watch;
 pub mod positioning;
+pub mod raw_headers;

@@ -10,8 +10,9 @@ use crate::stages::payload_fields::{fields_of, FieldType, PayloadField};
 use crate::stages::transform::{
     parse_transforms_file_name, FolderTables, ReferenceTable, RuleSet, TransformLoadError,
 };
+use crate::stages::typed_values::make_exact;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Number, Value};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -81,7 +82,7 @@ impl From<&crate::settings::Settings> for Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_record_bytes: 1 << 20, max_json_depth: 32 }
+        Limits { max_record_bytes: 1_000_000, max_json_depth: 32 }
     }
 }
 
@@ -90,6 +91,8 @@ pub struct Contracts {
     envelope: jsonschema::Validator,
     payloads: HashMap<(String, i32), jsonschema::Validator>,
     fields: HashMap<(String, i32), Vec<PayloadField>>,
+    /// Each contract's own typed fields (before transforms), made exact on every event.
+    raw_fields: HashMap<(String, i32), Vec<PayloadField>>,
     /// Each contract's `x-entity` declaration.
     decls: HashMap<(String, i32), EntityDecl>,
     entities: Entities,
@@ -126,6 +129,7 @@ impl Contracts {
         let mut fields = HashMap::new();
         let mut decls = HashMap::new();
         let mut transforms = HashMap::new();
+        let mut raw_fields = HashMap::new();
         let mut reference = FolderTables { dir: dir.join("_reference"), loaded: tables };
         for entry in read_dir(dir)? {
             let type_dir = entry.path();
@@ -140,6 +144,7 @@ impl Contracts {
                     let (validator, schema) = compile_with_source(&file.path())?;
                     payloads.insert((event_type.clone(), version), validator);
                     fields.insert((event_type.clone(), version), fields_of(&schema));
+                    raw_fields.insert((event_type.clone(), version), fields_of(&schema));
                     let decl = parse_declaration(&schema).map_err(|message| {
                         ContractLoadError::BadSchema { path: file.path(), message }
                     })?;
@@ -172,6 +177,7 @@ impl Contracts {
             envelope,
             payloads,
             fields,
+            raw_fields,
             decls,
             entities: Entities::default(),
             transforms: rule_sets,
@@ -218,7 +224,11 @@ impl Contracts {
         let mut fields: serde_json::Map<String, Value> = serde_json::from_str(&event.payload)
             .map_err(|e| reject(format!("payload is not an object: {e}")))?;
         if rules.apply(&mut fields).map_err(|e| reject(e.to_string()))? {
-            let fields = Value::Object(fields);
+            let mut fields = Value::Object(fields);
+            if let Some(output) = self.fields.get(&key) {
+                make_exact(&mut fields, output)
+                    .map_err(|why| reject(format!("after the transforms, {why}")))?;
+            }
             if let Some(pointer) = first_nul(&fields, &mut String::new()) {
                 return Err(reject(format!(
                     "transformed field {pointer} contains a NUL character (U+0000)"
@@ -226,6 +236,9 @@ impl Contracts {
             }
             if let Some(decl) = self.decls.get(&key) {
                 event.entity_key = key_text(&fields[&decl.key]);
+                if let Some(why) = entity_key_problem(event.entity_key.as_deref(), &decl.key) {
+                    return Err(reject(format!("after the transforms, {why}")));
+                }
             }
             event.normalized = Some(fields.to_string());
         }
@@ -334,7 +347,11 @@ impl Contracts {
             return Err(Rejection::new(ErrorClass::BadEnvelope, reason));
         }
         let event_type = doc["event_type"].as_str().unwrap_or_default().to_string();
-        let version = doc.get("schema_version").and_then(Value::as_i64).unwrap_or(1) as i32;
+        let version = schema_version(&doc).map_err(|why| {
+            let mut r = Rejection::new(ErrorClass::BadEnvelope, why);
+            r.event_type = Some(event_type.clone());
+            r
+        })?;
         let reject = |class, reason: String| Rejection {
             class,
             reason,
@@ -375,6 +392,10 @@ impl Contracts {
             ));
         };
         let mut doc = doc;
+        if let Some(fields) = self.raw_fields.get(&(event_type.clone(), version)) {
+            make_exact(&mut doc["payload"], fields)
+                .map_err(|why| reject(ErrorClass::ContractViolation, why))?;
+        }
         // An invalidation is the same event with `is_valid: false`: the flag is left out
         // of the content hash, so it matches the event it takes back (and an explicit
         // `true` hashes like an absent flag).
@@ -384,10 +405,11 @@ impl Contracts {
             .and_then(|flag| flag.as_bool())
             .unwrap_or(true);
         let payload_hash = canonical_hash(&doc);
-        let entity_key = self
-            .decls
-            .get(&(event_type.clone(), version))
-            .and_then(|d| key_text(&doc["payload"][&d.key]));
+        let decl = self.decls.get(&(event_type.clone(), version));
+        let entity_key = decl.and_then(|d| key_text(&doc["payload"][&d.key]));
+        if let Some(why) = decl.and_then(|d| entity_key_problem(entity_key.as_deref(), &d.key)) {
+            return Err(reject(ErrorClass::ContractViolation, why));
+        }
         Ok(Event {
             event_id,
             source: doc["source"].as_str().unwrap_or_default().to_string(),
@@ -410,6 +432,30 @@ impl Contracts {
             entity_key,
         })
     }
+}
+
+/// `schema_version` as an exact integer from 1 to `i32::MAX` (absent: 1). JSON
+/// Schema's `integer` also takes `2.0` and 2^32 + 1, which must not be read as another
+/// version.
+fn schema_version(doc: &Value) -> Result<i32, String> {
+    let Some(value) = doc.get("schema_version") else { return Ok(1) };
+    value
+        .as_i64()
+        .filter(|_| !value.as_number().is_some_and(Number::is_f64))
+        .and_then(|v| i32::try_from(v).ok())
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| {
+            format!(
+                "/schema_version: {value} is not a version: an integer from 1 to {} written without a fraction",
+                i32::MAX
+            )
+        })
+}
+
+/// Why an entity key cannot be stored and indexed, as `/payload/{field}: ...`.
+fn entity_key_problem(key: Option<&str>, field: &str) -> Option<String> {
+    let why = crate::storable::key_problem(key?.as_bytes())?;
+    Some(format!("/payload/{field}: the entity key {why}"))
 }
 
 /// An entity key as text: a string as it is, a number or boolean as written.
@@ -731,6 +777,30 @@ mod tests {
         }
         doc["payload"]["amount_paid"] = json!(1.005);
         assert_eq!(check(&doc).unwrap_err().class, ErrorClass::ContractViolation);
+    }
+
+    #[test]
+    fn a_version_must_be_an_exact_integer() {
+        for version in [json!(2.0), json!(4294967297u64), json!(0), json!(-1)] {
+            let mut doc = account_created();
+            doc["schema_version"] = version.clone();
+            let r = check(&doc).unwrap_err();
+            assert_eq!(r.class, ErrorClass::BadEnvelope, "{version}: {}", r.reason);
+            assert!(r.reason.starts_with("/schema_version: "), "{}", r.reason);
+        }
+    }
+
+    #[test]
+    fn integers_written_with_a_fraction_are_stored_as_integers_and_huge_ones_refused() {
+        let mut doc = account_created();
+        doc["payload"]["employee_count"] = serde_json::from_str("11.0").unwrap();
+        let event = check(&doc).unwrap();
+        assert!(event.payload.contains(r#""employee_count":11"#), "{}", event.payload);
+        assert!(!event.payload.contains("11.0"), "{}", event.payload);
+        doc["payload"]["employee_count"] = serde_json::from_str("1e19").unwrap();
+        let r = check(&doc).unwrap_err();
+        assert_eq!(r.class, ErrorClass::ContractViolation);
+        assert!(r.reason.starts_with("/payload/employee_count: "), "{}", r.reason);
     }
 
     #[test]

@@ -35,10 +35,9 @@ pub struct KeptHeaders {
     pub correlation_id: Option<String>,
 }
 
-/// Text that `jsonb` and `text` columns take: bytes that are not UTF-8 and NUL
-/// characters (which Postgres refuses) become U+FFFD.
+/// Text that `jsonb` and `text` columns take, by the rules of [`crate::storable`].
 fn storable(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).replace('\0', "\u{FFFD}")
+    crate::storable::from_bytes(bytes).into_owned()
 }
 
 /// Headers as the JSON array of `{key, value}` (every header, no bound): the form the
@@ -56,13 +55,13 @@ pub fn keep(headers: &RawHeaders, rules: &HeaderRules) -> KeptHeaders {
     let correlation_id = rules.correlation_header.as_deref().and_then(|name| {
         let (_, value) = headers.iter().find(|(k, _)| k == name)?;
         let mut text = storable(value.as_deref()?);
-        if text.len() > MAX_CORRELATION_BYTES {
-            let mut cut = MAX_CORRELATION_BYTES;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
+        // Cut without a note: the id is matched by equality, and its first 256 bytes
+        // still find it.
+        let mut cut = MAX_CORRELATION_BYTES.min(text.len());
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
         }
+        text.truncate(cut);
         Some(text)
     });
     if headers.is_empty() {
@@ -144,7 +143,7 @@ mod tests {
         let long = "é".repeat(200); // 400 bytes
         let headers = [h("bin", &[0xff, 0, b'a']), h("correlation_id", long.as_bytes())];
         let kept = keep(&headers, &rules(4096));
-        assert!(kept.json.as_deref().unwrap().contains("\u{FFFD}\u{FFFD}a"));
+        assert!(kept.json.as_deref().unwrap().contains("\u{FFFD}\\\\u0000a"), "{:?}", kept.json);
         let id = kept.correlation_id.unwrap();
         assert_eq!(id.len(), MAX_CORRELATION_BYTES);
         assert!(id.chars().all(|c| c == 'é'));

@@ -3,7 +3,7 @@
 //! ([`dedup_decision`], run by [`deduplicator`]) the dead-letter queue
 //! ([`dead_letter`]), what a tombstone deletes ([`tombstone`]), and which Kafka headers
 //! an accepted event keeps ([`headers`]), the typed fields a contract declares
-//! ([`payload_fields`]), and the declarative transforms beside the contracts ([`transform`]).
+//! ([`payload_fields`]), their values made exact for the sinks ([`typed_values`]), and the declarative transforms beside the contracts ([`transform`]).
 
 pub mod contract;
 pub mod dead_letter;
@@ -14,4 +14,5 @@ pub mod lateness;
 pub mod payload_fields;
 pub mod tombstone;
 pub mod transform;
+pub mod typed_values;
 pub mod validator;

@@ -13,6 +13,14 @@ pub fn meaning(
     received_at_ms: i64,
     entities: bool,
 ) -> Result<Checked, Rejection> {
+    if let Some(problem) = record.key.as_deref().and_then(crate::storable::key_problem) {
+        return Err(Rejection::new(
+            ErrorClass::Tombstone,
+            format!(
+                "tombstone key {problem}: a tombstone's key must be an event_id or an entity key that can be stored"
+            ),
+        ));
+    }
     match deletion(record, received_at_ms) {
         Ok(retraction) => Ok(Checked::Delete(retraction)),
         Err(_) if entities && record.key.as_deref().is_some_and(|k| !k.is_empty()) => {
@@ -24,13 +32,14 @@ pub fn meaning(
 
 /// The entity deletion a tombstone keyed by an entity key stands for: the entity's
 /// events up to the tombstone's time (its Kafka timestamp, else when it was read) stop
-/// counting.
+/// counting. The time is capped at when it was read: a producer's clock (CreateTime)
+/// set in the future must not delete events that have not happened yet.
 pub fn entity_deletion(record: &SourceRecord, received_at_ms: i64) -> EntityDeletion {
     let key = String::from_utf8_lossy(record.key.as_deref().unwrap_or_default()).trim().to_string();
     EntityDeletion {
         key,
         coords: record.coords.clone(),
-        deleted_at_ms: record.timestamp_ms.unwrap_or(received_at_ms),
+        deleted_at_ms: record.timestamp_ms.unwrap_or(received_at_ms).min(received_at_ms),
     }
 }
 
@@ -98,6 +107,18 @@ mod tests {
         }
         assert!(meaning(&tombstone(Some(b"ord_0001")), 9, false).is_err());
         assert!(meaning(&tombstone(None), 9, true).is_err());
+    }
+
+    #[test]
+    fn keys_no_index_can_hold_are_dead_letters_and_a_future_time_is_capped() {
+        for key in [vec![b'k'; 3000], b"ord\0x".to_vec(), b"\xff\xfe".to_vec()] {
+            let r = meaning(&tombstone(Some(&key)), 9, true).unwrap_err();
+            assert_eq!(r.class, ErrorClass::Tombstone);
+            assert!(r.reason.starts_with("tombstone key "), "{}", r.reason);
+        }
+        let mut future = tombstone(Some(b"ord_1"));
+        future.timestamp_ms = Some(i64::MAX / 2);
+        assert_eq!(entity_deletion(&future, 9).deleted_at_ms, 9);
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub fn check_batch_with(
     entities: bool,
     mut check: impl FnMut(&SourceRecord) -> Result<Event, Rejection>,
 ) -> CheckedBatch {
-    let (first_offset, next_offset) = (batch.first_offset(), batch.next_offset());
+    let (first_offset, next_offset) = (batch.first_offset, batch.next_offset);
     let mut check = |record: &SourceRecord| match record.value {
         None => tombstone::meaning(record, received_at_ms, entities),
         Some(_) => check(record).map(Checked::Valid),
@@ -150,7 +150,7 @@ mod tests {
                 timestamp_ms: None,
             })
             .collect();
-        SourceBatch { topic, partition: 0, records }
+        SourceBatch::new(topic, 0, records)
     }
 
     #[test]

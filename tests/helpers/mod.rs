@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod hostile;
+
 /// A record to produce: (partition, or by key when `None`; key; value, `None` for a tombstone).
 pub type TestRecord = (Option<i32>, String, Option<Vec<u8>>);
 
@@ -353,6 +355,26 @@ impl TestEnv {
         .load::<Row>(&mut self.pg())
         .map(|rows| rows.into_iter().map(|r| (r.outcome, r.n)).collect())
         .unwrap_or_default()
+    }
+
+    /// Every event id in Postgres's `events`.
+    pub fn event_ids_pg(&self) -> Vec<String> {
+        #[derive(QueryableByName)]
+        struct Id {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            id: String,
+        }
+        diesel::sql_query("SELECT event_id::text AS id FROM events")
+            .load::<Id>(&mut self.pg())
+            .expect("events read")
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    }
+
+    /// Whether a processor has exited (without waiting).
+    pub fn processor_exited(&mut self, index: usize) -> bool {
+        self.processors[index].try_wait().expect("wait").is_some()
     }
 
     /// Sum of all outcomes: records the Postgres sink has accounted for.

@@ -183,8 +183,12 @@ pub fn dead_letters_to_record_batch(
         Arc::new(BinaryArray::from_iter(rows.iter().map(|d| d.record.key.as_deref()))),
         Arc::new(BinaryArray::from_iter(rows.iter().map(|d| d.record.value.as_deref()))),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|d| d.class.as_str()))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|d| d.reason.as_str()))),
-        Arc::new(StringArray::from_iter(rows.iter().map(|d| d.event_type.as_deref()))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|d| crate::storable::reason(&d.reason)),
+        )),
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|d| d.event_type.as_deref().map(crate::storable::text)),
+        )),
         Arc::new(Int32Array::from_iter(rows.iter().map(|d| d.schema_version))),
         micros(rows.iter().map(|d| d.record.timestamp_ms.map(|ms| ms * 1000)).collect()),
         micros(vec![Some(rejected_at_micros); rows.len()]),

@@ -201,16 +201,20 @@ impl PartitionBuffer {
             .collect()
     }
 
-    /// The retractions of `[from, next)`.
-    fn retractions(&self, from: i64) -> Vec<(&Retraction, Action)> {
+    /// The retractions of `[from, next)` that Postgres stored.
+    fn retractions(
+        &self,
+        from: i64,
+        refused: &std::collections::BTreeSet<i64>,
+    ) -> Vec<(&Retraction, Action)> {
         self.batches
             .iter()
             .flat_map(|(batch, start)| {
                 let invalidations = batch.invalidations.iter().map(|r| (r, Action::Invalidated));
                 let deletions = batch.deletions.iter().map(|r| (r, Action::Deleted));
-                invalidations
-                    .chain(deletions)
-                    .filter(move |(r, _)| r.coords.offset >= from.max(*start))
+                invalidations.chain(deletions).filter(move |(r, _)| {
+                    r.coords.offset >= from.max(*start) && !refused.contains(&r.coords.offset)
+                })
             })
             .collect()
     }
@@ -491,7 +495,7 @@ impl ParquetWriter {
                 written.adds.push(add_action(name, HashMap::new(), size, rows.len()));
             }
             TableKind::Retractions => {
-                let rows = buf.retractions(from);
+                let rows = buf.retractions(from, refused);
                 if rows.is_empty() {
                     return Ok(());
                 }

@@ -14,9 +14,12 @@ use crate::db::{self, PgPool};
 use crate::offsets::progress::write_start;
 use crate::projections::refresh::Projections;
 use crate::record::SinkId;
-use crate::record::{Conflict, DeadLetter, EntityDeletion, Event, SharedBatch};
+use crate::record::{
+    Conflict, Coords, DeadLetter, EntityDeletion, ErrorClass, Event, SharedBatch, SourceRecord,
+};
 use crate::sinks::verdicts::PostgresVerdicts;
 use crate::sinks::worker::{Fencing, SinkError, SinkWriter, WriteReport};
+use crate::storable::StorableText;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -65,38 +68,93 @@ impl Slice<'_> {
     }
 }
 
-/// An accepted event Postgres refused, stored as a dead letter instead.
+/// A record Postgres refused, whatever row it put there (an accepted event, a dead
+/// letter, a conflict, a retraction, a tombstone): stored as a dead letter instead, so
+/// that its offset still gets an outcome and the partition moves on.
 struct Refusal<'a> {
-    event: &'a Event,
+    coords: Coords,
+    /// The accepted event it was, marked refused where the dedup decision reads.
+    event: Option<&'a Event>,
     dead: DeadLetter,
 }
 
-/// Consecutive failures of one write after which an error Postgres does not tag as a
-/// constraint violation (a trigger's exception, a value too long for a column narrowed
-/// by hand) is blamed on a record too. Before that it is retried as transient: a lock
-/// or statement timeout looks the same from here, and passes.
-const BLAME_UNTAGGED_AFTER_FAILURES: u32 = 3;
-
-/// Whether an error may be a record's fault, so that the write is split to find it.
-/// A split that ends without a single record to blame still fails as transient.
-fn may_be_a_refusal(e: &diesel::result::Error, failures: u32) -> bool {
+/// Whether an error may be a record's fault, so that the write is split at once to
+/// find it. diesel does not expose Postgres's SQLSTATE beyond a few kinds, so the
+/// split itself is the proof: a record is blamed only when the write fails with it
+/// and passes without it. A lost connection, a serialization failure or a read-only
+/// server is never a record's fault, and a split that blames no record fails as
+/// transient.
+fn may_be_a_refusal(e: &diesel::result::Error) -> bool {
     use diesel::result::{DatabaseErrorKind as Kind, Error};
     match e {
-        // In the fallback write, ids already stored are skipped: a unique violation
-        // left is on a constraint of the user's own.
         Error::DatabaseError(
-            Kind::CheckViolation
-            | Kind::NotNullViolation
-            | Kind::ForeignKeyViolation
-            | Kind::RestrictViolation
-            | Kind::ExclusionViolation
-            | Kind::UniqueViolation,
+            Kind::ClosedConnection | Kind::SerializationFailure | Kind::ReadOnlyTransaction,
             _,
-        ) => true,
-        Error::SerializationError(_) => true,
-        Error::DatabaseError(Kind::Unknown, _) => failures >= BLAME_UNTAGGED_AFTER_FAILURES,
+        ) => false,
+        Error::DatabaseError(..) | Error::SerializationError(_) => true,
         _ => false,
     }
+}
+
+/// The offsets of a slice that put a row into Postgres, in order: the candidates a
+/// refused write is split by.
+fn row_offsets(slice: &Slice) -> Vec<i64> {
+    let b = slice.batch;
+    let mut offsets: Vec<i64> = b
+        .accepted
+        .iter()
+        .map(|e| e.coords.offset)
+        .chain(b.dead.iter().map(|d| d.record.coords.offset))
+        .chain(b.conflicts.iter().map(|c| c.event.coords.offset))
+        .chain(b.invalidations.iter().chain(&b.deletions).map(|r| r.coords.offset))
+        .chain(b.entity_deletions.iter().map(|d| d.coords.offset))
+        .filter(|o| slice.holds(*o))
+        .collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    offsets
+}
+
+/// The dead letter that replaces whatever the record at `offset` stored, refused by
+/// Postgres with `error`. `bare`: the first replacement was refused too, so only the
+/// coordinates, the class and a reason are kept (no bytes, no headers).
+fn refusal_at<'a>(slice: &Slice<'a>, offset: i64, error: &str, bare: bool) -> Refusal<'a> {
+    let b = slice.batch;
+    let coords = Coords { topic: b.topic.clone(), partition: b.partition, offset };
+    let event = b.accepted.iter().find(|e| e.coords.offset == offset);
+    let conflict = b.conflicts.iter().find(|c| c.event.coords.offset == offset);
+    let dead = b.dead.iter().find(|d| d.record.coords.offset == offset);
+    let reason = format!("Postgres refused it: {error}");
+    let stripped = |class, reason: String, event_type, schema_version| DeadLetter {
+        record: SourceRecord {
+            coords: coords.clone(),
+            key: None,
+            value: None,
+            headers: Vec::new(),
+            timestamp_ms: None,
+        },
+        class,
+        reason,
+        event_type,
+        schema_version,
+    };
+    let letter = match (event.or(conflict.map(|c| &c.event)), dead) {
+        (Some(e), _) if !bare => DeadLetter::sink_rejected(e, reason),
+        (Some(e), _) => stripped(
+            ErrorClass::SinkRejected,
+            format!("{reason} (stored without its value: Postgres refused that too)"),
+            Some(e.event_type.clone()),
+            Some(e.schema_version),
+        ),
+        (None, Some(d)) => stripped(
+            d.class,
+            format!("{} (stored without its key, value and headers, which {reason})", d.reason),
+            d.event_type.clone(),
+            d.schema_version,
+        ),
+        (None, None) => stripped(ErrorClass::SinkRejected, reason, None, None),
+    };
+    Refusal { coords, event, dead: letter }
 }
 
 impl From<diesel::result::Error> for TxError {
@@ -199,7 +257,7 @@ struct EventRow<'a> {
     event_id: Uuid,
     event_type: &'a str,
     schema_version: i32,
-    source: &'a str,
+    source: StorableText<'a>,
     occurred_at: DateTime<Utc>,
     payload: JsonText<'a>,
     payload_hash: &'a str,
@@ -210,7 +268,7 @@ struct EventRow<'a> {
     lateness_ms: i64,
     late: bool,
     headers: Option<JsonText<'a>>,
-    correlation_id: Option<&'a str>,
+    correlation_id: Option<StorableText<'a>>,
     normalized: Option<JsonText<'a>>,
 }
 
@@ -220,7 +278,7 @@ impl<'a> From<&'a Event> for EventRow<'a> {
             event_id: e.event_id,
             event_type: &e.event_type,
             schema_version: e.schema_version,
-            source: &e.source,
+            source: StorableText::new(&e.source),
             occurred_at: e.occurred_at,
             payload: JsonText(&e.payload),
             payload_hash: &e.payload_hash,
@@ -231,7 +289,7 @@ impl<'a> From<&'a Event> for EventRow<'a> {
             lateness_ms: e.lateness_ms,
             late: e.late,
             headers: e.headers.as_deref().map(JsonText),
-            correlation_id: e.correlation_id.as_deref(),
+            correlation_id: e.correlation_id.as_deref().map(StorableText::new),
             normalized: e.normalized.as_deref().map(JsonText),
         }
     }
@@ -267,8 +325,8 @@ struct NewDeadLetter<'a> {
     record_value: Option<&'a [u8]>,
     headers: serde_json::Value,
     error_class: &'a str,
-    error_message: &'a str,
-    event_type: Option<&'a str>,
+    error_message: StorableText<'a>,
+    event_type: Option<StorableText<'a>>,
     schema_version: Option<i32>,
 }
 
@@ -283,8 +341,8 @@ impl<'a> From<&'a DeadLetter> for NewDeadLetter<'a> {
             record_value: r.value.as_deref(),
             headers: crate::stages::headers::headers_json(&r.headers),
             error_class: d.class.as_str(),
-            error_message: &d.reason,
-            event_type: d.event_type.as_deref(),
+            error_message: StorableText::reason(&d.reason),
+            event_type: d.event_type.as_deref().map(StorableText::new),
             schema_version: d.schema_version,
         }
     }
@@ -401,7 +459,6 @@ impl PostgresWriter {
         &mut self,
         conn: &mut PgConnection,
         batches: &[SharedBatch],
-        failures: u32,
         report: &mut WriteReport,
     ) -> Result<(), SinkError> {
         // Twice at most: a fenced attempt re-reads the progress another writer left.
@@ -422,9 +479,9 @@ impl PostgresWriter {
                         reason: "sink_progress moved under another writer".into(),
                     }));
                 }
-                Err(TxError::Db(e)) if may_be_a_refusal(&e, failures) => {
+                Err(TxError::Db(e)) if may_be_a_refusal(&e) => {
                     log::warn!("Postgres refused a write ({e}); storing batch by batch to find the record(s) to blame");
-                    return self.isolate(conn, batches, failures, report);
+                    return self.isolate(conn, batches, report);
                 }
                 Err(TxError::Db(e)) => return Err(retryable(e)),
             }
@@ -439,7 +496,6 @@ impl PostgresWriter {
         &mut self,
         conn: &mut PgConnection,
         batches: &[SharedBatch],
-        failures: u32,
         report: &mut WriteReport,
     ) -> Result<(), SinkError> {
         for batch in batches {
@@ -450,7 +506,7 @@ impl PostgresWriter {
             match write_start("Postgres", at, expected, span) {
                 Some(from) => {
                     let slice = Slice { batch, from, to: batch.next_offset };
-                    self.store_range(conn, slice, failures, report)?;
+                    self.store_range(conn, slice, report)?;
                 }
                 None => report.progress.extend(expected.map(|p| (batch.partition, p))),
             }
@@ -459,13 +515,13 @@ impl PostgresWriter {
     }
 
     /// Stores one slice in its own transaction. Refused because of a record: split it
-    /// in halves by its accepted events; a refused slice with one accepted event is
-    /// stored with that event as a `sink_rejected` dead letter.
+    /// in halves by the offsets that hold rows; a refused slice with one such offset is
+    /// stored with that record as a dead letter instead ([`refusal_at`]), and if that is
+    /// refused too, as a bare one (coordinates, class and reason).
     fn store_range(
         &mut self,
         conn: &mut PgConnection,
         slice: Slice,
-        failures: u32,
         report: &mut WriteReport,
     ) -> Result<(), SinkError> {
         let key = (slice.batch.topic.clone(), slice.batch.partition);
@@ -477,38 +533,43 @@ impl PostgresWriter {
                 self.settle(plan, report);
                 return Ok(());
             }
-            Err(TxError::Db(e)) if may_be_a_refusal(&e, failures) => e,
+            Err(TxError::Db(e)) if may_be_a_refusal(&e) => e,
             Err(TxError::Db(e)) => return Err(retryable(e)),
             Err(TxError::Fenced(_)) => return Err(fenced()),
         };
-        let accepted: Vec<&Event> =
-            slice.batch.accepted.iter().filter(|e| slice.holds(e.coords.offset)).collect();
-        match accepted.as_slice() {
-            // No event to blame: the rows of other kinds are ours, so it is not a record.
+        match row_offsets(&slice).as_slice() {
+            // No record's row to blame: the rows left are ours (progress, counts).
             [] => Err(retryable(error)),
-            [event] => {
-                let reason = format!("Postgres refused it: {error}");
-                let refusal = Refusal { event, dead: DeadLetter::sink_rejected(event, reason) };
-                match self.store_either(conn, &[slice], &plan, std::slice::from_ref(&refusal)) {
-                    Ok(()) => {
-                        let c = &event.coords;
-                        log::warn!(
-                            "Postgres refused {}/{}@{} (event {}): dead-lettered as sink_rejected: {error}",
-                            c.topic, c.partition, c.offset, event.event_id
-                        );
-                        report.rejected.push(refusal.dead);
-                        self.settle(plan, report);
-                        Ok(())
+            [offset] => {
+                let mut last = error.to_string();
+                for bare in [false, true] {
+                    let refusal = refusal_at(&slice, *offset, &last, bare);
+                    match self.store_either(conn, &[slice], &plan, std::slice::from_ref(&refusal)) {
+                        Ok(()) => {
+                            let c = &refusal.coords;
+                            log::warn!(
+                                "Postgres refused {}/{}@{}: dead-lettered as {}: {error}",
+                                c.topic,
+                                c.partition,
+                                c.offset,
+                                refusal.dead.class.as_str()
+                            );
+                            report.rejected.push(refusal.dead);
+                            self.settle(plan, report);
+                            return Ok(());
+                        }
+                        Err(TxError::Db(e)) if may_be_a_refusal(&e) => last = e.to_string(),
+                        Err(TxError::Db(e)) => return Err(retryable(e)),
+                        Err(TxError::Fenced(_)) => return Err(fenced()),
                     }
-                    // Refused without it too: not this record's fault after all.
-                    Err(TxError::Db(e)) => Err(retryable(e)),
-                    Err(TxError::Fenced(_)) => Err(fenced()),
                 }
+                // Refused even without the record's own bytes: not this record's fault.
+                Err(retryable(last))
             }
             many => {
-                let middle = many[many.len() / 2].coords.offset;
-                self.store_range(conn, Slice { to: middle, ..slice }, failures, report)?;
-                self.store_range(conn, Slice { from: middle, ..slice }, failures, report)
+                let middle = many[many.len() / 2];
+                self.store_range(conn, Slice { to: middle, ..slice }, report)?;
+                self.store_range(conn, Slice { from: middle, ..slice }, report)
             }
         }
     }
@@ -547,12 +608,14 @@ impl PostgresWriter {
         mode: InsertMode,
         refused: &[Refusal],
     ) -> Result<(), TxError> {
-        let is_refused = |e: &Event| refused.iter().any(|r| r.event.coords == e.coords);
+        // A refused record's own rows are left out: its dead letter stands in for them.
+        let is_refused = |c: &Coords| refused.iter().any(|r| r.coords == *c);
+        let keeps = |s: &Slice, c: &Coords| s.holds(c.offset) && !is_refused(c);
         conn.transaction(|c| {
             lock_partitions(c, plan, slices)?;
-            let accepted = slices.iter().flat_map(|s| {
-                s.batch.accepted.iter().filter(move |e| s.holds(e.coords.offset) && !is_refused(e))
-            });
+            let accepted = slices
+                .iter()
+                .flat_map(|s| s.batch.accepted.iter().filter(move |e| keeps(s, &e.coords)));
             // Every id this write stores or retracts: the bookkeeping statement applies
             // the invalidations and deletions recorded for them, whichever came first.
             let retractions = slices.iter().flat_map(|s| {
@@ -560,7 +623,7 @@ impl PostgresWriter {
                     .invalidations
                     .iter()
                     .chain(&s.batch.deletions)
-                    .filter(move |r| s.holds(r.coords.offset))
+                    .filter(move |r| keeps(s, &r.coords))
             });
             let touched: Vec<Uuid> = accepted
                 .clone()
@@ -584,7 +647,7 @@ impl PostgresWriter {
             }
             let dead: Vec<NewDeadLetter> = slices
                 .iter()
-                .flat_map(|s| s.batch.dead.iter().filter(move |d| s.holds(d.record.coords.offset)))
+                .flat_map(|s| s.batch.dead.iter().filter(move |d| keeps(s, &d.record.coords)))
                 .chain(refused.iter().map(|r| &r.dead))
                 .map(NewDeadLetter::from)
                 .collect();
@@ -596,9 +659,7 @@ impl PostgresWriter {
             }
             let conflicting: Vec<NewConflict> = slices
                 .iter()
-                .flat_map(|s| {
-                    s.batch.conflicts.iter().filter(move |x| s.holds(x.event.coords.offset))
-                })
+                .flat_map(|s| s.batch.conflicts.iter().filter(move |x| keeps(s, &x.event.coords)))
                 .map(NewConflict::from)
                 .collect();
             for chunk in conflicting.chunks(ROWS_PER_STATEMENT) {
@@ -607,7 +668,7 @@ impl PostgresWriter {
                     .on_conflict_do_nothing()
                     .execute(c)?;
             }
-            if !refused.is_empty() {
+            if refused.iter().any(|r| r.event.is_some()) {
                 mark_refused(c, refused)?;
             }
             if let Some(pause) = self.pause_in_transaction {
@@ -616,18 +677,18 @@ impl PostgresWriter {
             let mut counts: BTreeMap<(&str, i32, &str), i64> = BTreeMap::new();
             for s in slices {
                 let b = s.batch;
+                let at =
+                    |offset: i64| Coords { topic: b.topic.clone(), partition: b.partition, offset };
                 let refused_here = refused
                     .iter()
-                    .filter(|r| {
-                        r.event.coords.partition == b.partition && s.holds(r.event.coords.offset)
-                    })
+                    .filter(|r| r.coords.partition == b.partition && s.holds(r.coords.offset))
                     .count() as i64;
                 for (outcome, offsets) in b.outcome_offsets() {
-                    let mut k = offsets.iter().filter(|o| s.holds(**o)).count() as i64;
-                    match outcome {
-                        "accepted" => k -= refused_here,
-                        "dead_letter" => k += refused_here,
-                        _ => {}
+                    let mut k =
+                        offsets.iter().filter(|o| s.holds(**o) && !is_refused(&at(**o))).count()
+                            as i64;
+                    if outcome == "dead_letter" {
+                        k += refused_here;
                     }
                     if k > 0 {
                         *counts.entry((&b.topic, b.partition, outcome)).or_default() += k;
@@ -638,12 +699,10 @@ impl PostgresWriter {
             if !self.projections.is_empty() {
                 for s in slices {
                     let b = s.batch;
-                    for e in
-                        b.accepted.iter().filter(|e| s.holds(e.coords.offset) && !is_refused(e))
-                    {
+                    for e in b.accepted.iter().filter(|e| keeps(s, &e.coords)) {
                         self.projections.touch(&mut keys, &e.event_type, e.entity_key.as_deref());
                     }
-                    for r in b.invalidations.iter().filter(|r| s.holds(r.coords.offset)) {
+                    for r in b.invalidations.iter().filter(|r| keeps(s, &r.coords)) {
                         let event_type = r.event_type.as_deref().unwrap_or_default();
                         self.projections.touch(&mut keys, event_type, r.entity_key.as_deref());
                     }
@@ -651,21 +710,19 @@ impl PostgresWriter {
                 // Read before the bookkeeping statement deletes them.
                 let deleted: Vec<Uuid> = slices
                     .iter()
-                    .flat_map(|s| {
-                        s.batch.deletions.iter().filter(move |r| s.holds(r.coords.offset))
-                    })
+                    .flat_map(|s| s.batch.deletions.iter().filter(move |r| keeps(s, &r.coords)))
                     .map(|r| r.event_id)
                     .collect();
                 self.projections.touch_stored(c, &mut keys, &deleted)?;
                 let tombstones: Vec<NewEntityTombstone> = slices
                     .iter()
                     .flat_map(|s| {
-                        s.batch.entity_deletions.iter().filter(move |d| s.holds(d.coords.offset))
+                        s.batch.entity_deletions.iter().filter(move |d| keeps(s, &d.coords))
                     })
                     .map(NewEntityTombstone::from)
                     .collect();
                 for t in &tombstones {
-                    self.projections.touch_every_entity(&mut keys, t.entity_key);
+                    self.projections.touch_every_entity(&mut keys, t.entity_key.as_str());
                 }
                 for chunk in tombstones.chunks(ROWS_PER_STATEMENT) {
                     diesel::insert_into(entity_tombstones::table)
@@ -700,7 +757,7 @@ struct NewEntityTombstone<'a> {
     topic: &'a str,
     partition: i32,
     offset: i64,
-    entity_key: &'a str,
+    entity_key: StorableText<'a>,
     deleted_at: DateTime<Utc>,
 }
 
@@ -710,7 +767,7 @@ impl<'a> From<&'a EntityDeletion> for NewEntityTombstone<'a> {
             topic: &d.coords.topic,
             partition: d.coords.partition,
             offset: d.coords.offset,
-            entity_key: &d.key,
+            entity_key: StorableText::bounded(&d.key, crate::storable::MAX_KEY_BYTES),
             deleted_at: DateTime::from_timestamp_millis(d.deleted_at_ms).unwrap_or_default(),
         }
     }
@@ -761,8 +818,10 @@ const LOCK_PARTITIONS: &str = "\
 /// dead-letters it again rather than handing it to the lake as accepted.
 fn mark_refused(conn: &mut PgConnection, refused: &[Refusal]) -> QueryResult<usize> {
     use diesel::sql_types::{Array, Text, Uuid as SqlUuid};
-    let ids: Vec<Uuid> = refused.iter().map(|r| r.event.event_id).collect();
-    let reasons: Vec<&str> = refused.iter().map(|r| r.dead.reason.as_str()).collect();
+    let events = refused.iter().filter_map(|r| r.event.map(|e| (e, &r.dead.reason)));
+    let ids: Vec<Uuid> = events.clone().map(|(e, _)| e.event_id).collect();
+    let reasons: Vec<StorableText> =
+        events.map(|(_, reason)| StorableText::reason(reason)).collect();
     diesel::sql_query(
         "UPDATE processed_events p SET sink_rejected = t.reason \
          FROM unnest($1::uuid[], $2::text[]) AS t(event_id, reason) WHERE p.event_id = t.event_id",
@@ -908,10 +967,10 @@ impl SinkWriter for PostgresWriter {
         Ok(())
     }
 
-    fn write(&mut self, batches: &[SharedBatch], failures: u32) -> Result<WriteReport, SinkError> {
+    fn write(&mut self, batches: &[SharedBatch], _failures: u32) -> Result<WriteReport, SinkError> {
         let mut conn = db::kept_or_new(&mut self.conn, &self.pool).map_err(retryable)?;
         let mut report = WriteReport::default();
-        self.write_all(&mut conn, batches, failures, &mut report)?;
+        self.write_all(&mut conn, batches, &mut report)?;
         self.conn = Some(conn);
         for (partition, next) in &report.progress {
             let refused = report.rejected.iter().map(|d| &d.record.coords);
@@ -928,7 +987,7 @@ impl SinkWriter for PostgresWriter {
 
 #[cfg(test)]
 mod tests {
-    use super::{may_be_a_refusal, BLAME_UNTAGGED_AFTER_FAILURES};
+    use super::may_be_a_refusal;
     use crate::stages::headers::headers_json;
     use diesel::result::{DatabaseErrorKind as Kind, Error};
 
@@ -937,20 +996,13 @@ mod tests {
     }
 
     #[test]
-    fn constraint_violations_are_blamed_on_a_record_at_once() {
-        for kind in [Kind::CheckViolation, Kind::NotNullViolation, Kind::ForeignKeyViolation] {
-            assert!(may_be_a_refusal(&db(kind), 0));
+    fn any_database_error_but_a_lost_connection_is_split_at_once_to_find_a_record() {
+        for kind in [Kind::CheckViolation, Kind::NotNullViolation, Kind::Unknown] {
+            assert!(may_be_a_refusal(&db(kind)));
         }
-    }
-
-    #[test]
-    fn untagged_errors_are_retried_before_a_record_is_blamed_and_connections_never_are() {
-        assert!(!may_be_a_refusal(&db(Kind::Unknown), 0));
-        assert!(!may_be_a_refusal(&db(Kind::Unknown), BLAME_UNTAGGED_AFTER_FAILURES - 1));
-        assert!(may_be_a_refusal(&db(Kind::Unknown), BLAME_UNTAGGED_AFTER_FAILURES));
-        assert!(!may_be_a_refusal(&db(Kind::ClosedConnection), 100));
-        assert!(!may_be_a_refusal(&db(Kind::SerializationFailure), 100));
-        assert!(!may_be_a_refusal(&Error::BrokenTransactionManager, 100));
+        assert!(!may_be_a_refusal(&db(Kind::ClosedConnection)));
+        assert!(!may_be_a_refusal(&db(Kind::SerializationFailure)));
+        assert!(!may_be_a_refusal(&Error::BrokenTransactionManager));
     }
 
     #[test]
@@ -958,7 +1010,7 @@ mod tests {
         let headers =
             vec![("trace\0id".to_string(), Some(b"a\0b\xff".to_vec())), ("x".into(), None)];
         let json = headers_json(&headers).to_string();
-        assert!(!json.contains("\\u0000"), "{json}");
-        assert_eq!(headers_json(&headers)[0]["value"], "a\u{FFFD}b\u{FFFD}");
+        assert!(!json.replace("\\\\", "").contains("\\u0000"), "{json}");
+        assert_eq!(headers_json(&headers)[0]["value"], "a\\u0000b\u{FFFD}");
     }
 }
