@@ -133,8 +133,12 @@ pub struct EntityDeletion {
     pub key: String,
     /// Where the tombstone was read.
     pub coords: Coords,
-    /// Its Kafka timestamp, else when eventline read it (ms since the epoch).
+    /// Its Kafka timestamp, else when eventline read it (ms since the epoch), at most
+    /// when eventline read it.
     pub deleted_at_ms: i64,
+    /// The entity it deletes, when its header `eventline.entity` names one; `None`:
+    /// every entity whose state has the key.
+    pub entity: Option<String>,
 }
 
 impl Retraction {

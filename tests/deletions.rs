@@ -94,3 +94,66 @@ fn diesel_text(env: &TestEnv, sql: &str) -> String {
     }
     diesel::sql_query(sql).get_result::<Text>(&mut env.pg()).map(|r| r.t).unwrap_or_default()
 }
+
+/// Keys are unique within an entity, not across them: `k_1001` is an account and an
+/// order. A tombstone with the header `eventline.entity: order` removes the order's state
+/// and leaves the account's; one without the header removes both; one naming an entity
+/// no contract declares is a dead letter that says so.
+#[test]
+fn an_entity_tombstone_with_a_header_deletes_that_entity_only() {
+    use helpers::hostile::{Delivery, RawRecord};
+    let mut env = TestEnv::new(1);
+    let event = |event_type: &str, payload: serde_json::Value| {
+        let doc = serde_json::json!({
+            "event_id": uuid::Uuid::new_v4().to_string(), "event_type": event_type,
+            "source": "crm", "timestamp": "2026-11-22T10:15:00Z", "payload": payload,
+        });
+        RawRecord::new(0, b"k", Some(doc.to_string().as_bytes()))
+    };
+    let account = |id: &str| {
+        event(
+            "account_created",
+            serde_json::json!({"account_id": id, "industry": "software", "region": "EMEA"}),
+        )
+    };
+    let order = |id: &str| {
+        event(
+            "order_created",
+            serde_json::json!({"order_id": id, "customer_id": "cus_1", "amount": 5.0, "currency": "EUR"}),
+        )
+    };
+    let tombstone = |key: &str, entity: Option<&str>| {
+        let mut r = RawRecord::new(0, key.as_bytes(), None);
+        if let Some(entity) = entity {
+            r.headers.push(("eventline.entity".into(), entity.as_bytes().to_vec()));
+        }
+        r
+    };
+    env.send_confluent(&[(
+        Delivery::Plain,
+        vec![
+            account("k_1001"),
+            order("k_1001"),
+            account("k_2002"),
+            order("k_2002"),
+            tombstone("k_1001", Some("order")),
+            tombstone("k_2002", None),
+            tombstone("k_1001", Some("invoice")),
+        ],
+    )]);
+    let p = env.start_processor(&[]);
+    env.wait_drained(1, Duration::from_secs(60));
+    assert_eq!(env.stop_processor(p), 0);
+
+    let rows = |table: &str, key_column: &str, key: &str| {
+        env.count(&format!("SELECT count(*) AS n FROM {table} WHERE {key_column} = '{key}'"))
+    };
+    assert_eq!(rows("order_states", "order_id", "k_1001"), 0, "the named entity's state goes");
+    assert_eq!(rows("account_states", "account_id", "k_1001"), 1, "the other entity's stays");
+    assert_eq!(rows("order_states", "order_id", "k_2002"), 0, "no header: every entity");
+    assert_eq!(rows("account_states", "account_id", "k_2002"), 0, "no header: every entity");
+    assert_eq!(env.count("SELECT count(*) AS n FROM entity_tombstones WHERE entity = 'order'"), 1);
+    let reason = diesel_text(&env, "SELECT error_message AS t FROM dead_letters");
+    assert!(reason.contains("names entity 'invoice', which no contract declares"), "{reason}");
+    assert_eq!(env.outcomes().get("deleted"), Some(&2));
+}

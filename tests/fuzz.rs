@@ -197,9 +197,28 @@ fn corpus_dir() -> std::path::PathBuf {
     repo().join("tests/fuzz_corpus")
 }
 
+/// Bytes as corpus text: hex, or `rep:{byte}:{count}` for a long run of one byte (the
+/// near-limit records), so that a kept case stays small.
+fn bytes_text(bytes: &[u8]) -> String {
+    match bytes.first() {
+        Some(first) if bytes.len() > 64 && bytes.iter().all(|b| b == first) => {
+            format!("rep:{first:02x}:{}", bytes.len())
+        }
+        _ => bytes.iter().map(|x| format!("{x:02x}")).collect(),
+    }
+}
+
+fn text_bytes(text: &str) -> Vec<u8> {
+    if let Some(run) = text.strip_prefix("rep:") {
+        let (byte, count) = run.split_once(':').expect("rep:{byte}:{count}");
+        return vec![u8::from_str_radix(byte, 16).unwrap(); count.parse().unwrap()];
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
+}
+
 /// A round as kept in the corpus: the records and what each must do.
 fn to_json(groups: &[(Delivery, Vec<Case>)]) -> serde_json::Value {
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let hex = |b: &[u8]| bytes_text(b);
     groups
         .iter()
         .map(|(delivery, cases)| {
@@ -219,14 +238,7 @@ fn to_json(groups: &[(Delivery, Vec<Case>)]) -> serde_json::Value {
 }
 
 fn from_json(value: &serde_json::Value) -> Round {
-    let unhex = |v: &serde_json::Value| {
-        v.as_str().map(|s| {
-            (0..s.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-                .collect::<Vec<u8>>()
-        })
-    };
+    let unhex = |v: &serde_json::Value| v.as_str().map(text_bytes);
     value
         .as_array()
         .expect("a corpus case is a list of groups")

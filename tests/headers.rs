@@ -106,7 +106,7 @@ fn headers_are_stored_in_both_sinks_with_the_correlation_id_apart() {
         (
             "-",
             serde_json::json!([
-                {"key": "bin", "value": "\u{FFFD}\u{FFFD}a"},
+                {"key": "bin", "value": "\u{FFFD}\\u0000a"},
                 {"key": "empty", "value": null},
             ]),
         ),

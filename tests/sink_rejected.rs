@@ -93,3 +93,51 @@ fn a_record_postgres_refuses_is_dead_lettered_alone_and_kept_out_of_both_sinks()
     assert_eq!(env.count("SELECT count(*) AS n FROM events"), 3000);
     assert_eq!(env.outcomes_total(), 3001, "the replay added no outcome");
 }
+
+/// Rows of other kinds than events can be refused too: a dead letter and an entity's
+/// tombstone that break constraints added to their tables are each stored as a dead
+/// letter at their coordinates (bare, when the first one is refused as well), the rest
+/// is stored, and no writer fails or restarts.
+#[test]
+fn a_refused_dead_letter_or_tombstone_is_still_recorded_and_the_rest_stored() {
+    let mut env = TestEnv::new(3);
+    let p = env.start_processor(&[]);
+    wait_until("the migrations ran", Duration::from_secs(30), || {
+        env.count("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'entity_tombstones'") == 1
+    });
+    use diesel::RunQueryDsl;
+    for constraint in [
+        "ALTER TABLE dead_letters ADD CONSTRAINT no_not_json CHECK (error_class <> 'not_json')",
+        "ALTER TABLE entity_tombstones ADD CONSTRAINT no_blocked CHECK (entity_key <> 'acc_gone')",
+    ] {
+        diesel::sql_query(constraint).execute(&mut env.pg()).expect("add the constraint");
+    }
+    let mut records = valid_records(2000);
+    records.insert(700, (Some(1), "junk".into(), Some(b"{not json".to_vec())));
+    records.insert(1400, (Some(2), "acc_gone".into(), None));
+    env.produce(&records);
+    env.wait_drained(3, Duration::from_secs(60));
+    wait_until("the lake holds the 2,000 events", Duration::from_secs(30), || {
+        env.lake_rows() == 2000
+    });
+    assert_eq!(env.stop_processor(p), 0);
+
+    assert_eq!(env.count("SELECT count(*) AS n FROM events"), 2000);
+    assert_eq!(env.outcomes().get("dead_letter"), Some(&2), "{:?}", env.outcomes());
+    assert_eq!(env.outcomes_total(), 2002, "one outcome per record");
+    assert_eq!(
+        env.count(
+            "SELECT count(*) AS n FROM dead_letters WHERE error_class = 'sink_rejected' \
+             AND record_value IS NULL AND (error_message LIKE '%no_not_json%' OR error_message LIKE '%no_blocked%')"
+        ),
+        2,
+        "each refused row is a dead letter at its coordinates, naming the constraint"
+    );
+    assert_eq!(env.count("SELECT count(*) AS n FROM entity_tombstones"), 0);
+    let failures = read_entries(&env.supervision_log)
+        .unwrap()
+        .into_iter()
+        .filter(|e| matches!(e.kind, EntryKind::Failure | EntryKind::Restart))
+        .count();
+    assert_eq!(failures, 0, "no writer failed or restarted");
+}

@@ -216,8 +216,8 @@ pub fn verdict(contracts: &Contracts, letter: &Letter) -> Verdict {
     let record = letter.as_source_record();
     let checked = match &record.value {
         None => {
-            let entities = !contracts.entities().is_empty();
-            crate::stages::tombstone::meaning(&record, 0, entities).map(|_| ())
+            let entities = contracts.entities().names();
+            crate::stages::tombstone::meaning(&record, 0, &entities).map(|_| ())
         }
         Some(value) => {
             // The transforms too: a `transform_failed` letter passes only once its rule does.

@@ -215,8 +215,8 @@ pub fn check_line(contracts: &Contracts, number: usize, line: &str) -> CheckedLi
             headers: Vec::new(),
             timestamp_ms: None,
         };
-        let entities = !contracts.entities().is_empty();
-        return match crate::stages::tombstone::meaning(&record, 0, entities) {
+        let entities = contracts.entities().names();
+        return match crate::stages::tombstone::meaning(&record, 0, &entities) {
             Ok(_) => CheckedLine::Tombstone { key: key.unwrap_or_default() },
             Err(rejection) => CheckedLine::Rejected {
                 class: rejection.class.as_str(),

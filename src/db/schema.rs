@@ -124,5 +124,6 @@ diesel::table! {
         offset -> Int8,
         entity_key -> Text,
         deleted_at -> Timestamptz,
+        entity -> Nullable<Text>,
     }
 }

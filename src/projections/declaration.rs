@@ -241,6 +241,11 @@ impl Entities {
         self.0.iter().find(|e| e.name == name)
     }
 
+    /// The entities' names, in declaration order.
+    pub fn names(&self) -> Vec<String> {
+        self.0.iter().map(|e| e.name.clone()).collect()
+    }
+
     /// True when no contract declares an entity.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -165,7 +165,7 @@ pub fn refresh(entity: &Entity) -> String {
          folded AS ( \
              SELECT t.k, s.* FROM touched t \
              CROSS JOIN LATERAL (SELECT max(deleted_at) AS cut FROM entity_tombstones \
-                                 WHERE entity_key = t.k) c \
+                                 WHERE entity_key = t.k AND (entity IS NULL OR entity = {name})) c \
              CROSS JOIN LATERAL ( \
                  SELECT {folded} FROM ( \
                      SELECT {FIELDS} AS f, occurred_at, event_id, event_type FROM events \
@@ -184,6 +184,7 @@ pub fn refresh(entity: &Entity) -> String {
          INSERT INTO {table} ({columns}) SELECT * FROM folded ORDER BY k \
          ON CONFLICT ({key}) DO UPDATE SET {updates}",
         types = event_type_list(entity),
+        name = literal(&entity.name),
         folded = folded.join(", "),
         columns = columns.join(", "),
         updates = updates.join(", "),

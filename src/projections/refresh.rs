@@ -115,10 +115,12 @@ impl Projections {
         }
     }
 
-    /// Notes an entity tombstone: `key` in whichever entity has it.
-    pub fn touch_every_entity(&self, touched: &mut Touched, key: &str) {
-        for keys in &mut touched.keys {
-            keys.insert(key.to_string());
+    /// Notes an entity tombstone: `key` in `entity`, or in whichever entity has it.
+    pub fn touch_entity(&self, touched: &mut Touched, entity: Option<&str>, key: &str) {
+        for (e, keys) in self.entities.0.iter().zip(&mut touched.keys) {
+            if entity.is_none_or(|name| name == e.name) {
+                keys.insert(key.to_string());
+            }
         }
     }
 

@@ -50,11 +50,12 @@ impl Validator {
 /// Checks a batch with `check` (pure; the actor only runs it off the event loop), one
 /// record at a time; a record whose check panics is dead-lettered as
 /// [`ErrorClass::CheckerPanicked`] and the others are checked on. Tombstones are
-/// deletions when keyed by an `event_id` ([`tombstone::deletion`]).
+/// deletions when keyed by an `event_id` ([`tombstone::deletion`]), else of one of the
+/// `entities` the contracts declare.
 pub fn check_batch_with(
     batch: SourceBatch,
     received_at_ms: i64,
-    entities: bool,
+    entities: &[String],
     mut check: impl FnMut(&SourceRecord) -> Result<Event, Rejection>,
 ) -> CheckedBatch {
     let (first_offset, next_offset) = (batch.first_offset, batch.next_offset);
@@ -103,8 +104,8 @@ impl Handler<Validate> for Validator {
         let mut inject = fault == Some(Fault::Panic);
         let (contracts, late_after, rules) = (&self.contracts, self.late_after, &self.header_rules);
         let received_at_ms = crate::ops::health::now_ms();
-        let entities = !contracts.entities().is_empty();
-        let checked = check_batch_with(msg.0, received_at_ms, entities, |r| {
+        let entities = contracts.entities().names();
+        let checked = check_batch_with(msg.0, received_at_ms, &entities, |r| {
             if std::mem::take(&mut inject) {
                 panic!("injected panic in the validator");
             }
@@ -156,7 +157,7 @@ mod tests {
     #[test]
     fn a_panicking_check_sets_aside_that_record_only() {
         let contracts = Contracts::shipped();
-        let checked = check_batch_with(batch(3), 0, false, |r| {
+        let checked = check_batch_with(batch(3), 0, &[], |r| {
             if r.coords.offset == 1 {
                 panic!("boom");
             }

@@ -139,13 +139,15 @@ fn refusal_at<'a>(slice: &Slice<'a>, offset: i64, error: &str, bare: bool) -> Re
         schema_version,
     };
     let letter = match (event.or(conflict.map(|c| &c.event)), dead) {
-        (Some(e), _) if !bare => DeadLetter::sink_rejected(e, reason),
-        (Some(e), _) => stripped(
+        // Nothing of the record but where it was: what Postgres refused may be any of
+        // its parts, even its class or its reason.
+        _ if bare => stripped(
             ErrorClass::SinkRejected,
-            format!("{reason} (stored without its value: Postgres refused that too)"),
-            Some(e.event_type.clone()),
-            Some(e.schema_version),
+            format!("{reason} (stored without anything of the record: Postgres refused its dead letter too)"),
+            None,
+            None,
         ),
+        (Some(e), _) => DeadLetter::sink_rejected(e, reason),
         (None, Some(d)) => stripped(
             d.class,
             format!("{} (stored without its key, value and headers, which {reason})", d.reason),
@@ -722,7 +724,7 @@ impl PostgresWriter {
                     .map(NewEntityTombstone::from)
                     .collect();
                 for t in &tombstones {
-                    self.projections.touch_every_entity(&mut keys, t.entity_key.as_str());
+                    self.projections.touch_entity(&mut keys, t.entity, t.entity_key.as_str());
                 }
                 for chunk in tombstones.chunks(ROWS_PER_STATEMENT) {
                     diesel::insert_into(entity_tombstones::table)
@@ -759,6 +761,7 @@ struct NewEntityTombstone<'a> {
     offset: i64,
     entity_key: StorableText<'a>,
     deleted_at: DateTime<Utc>,
+    entity: Option<&'a str>,
 }
 
 impl<'a> From<&'a EntityDeletion> for NewEntityTombstone<'a> {
@@ -769,6 +772,7 @@ impl<'a> From<&'a EntityDeletion> for NewEntityTombstone<'a> {
             offset: d.coords.offset,
             entity_key: StorableText::bounded(&d.key, crate::storable::MAX_KEY_BYTES),
             deleted_at: DateTime::from_timestamp_millis(d.deleted_at_ms).unwrap_or_default(),
+            entity: d.entity.as_deref(),
         }
     }
 }

@@ -1,0 +1,1 @@
+ALTER TABLE entity_tombstones DROP COLUMN entity;
