@@ -340,26 +340,9 @@ impl Settings {
     fn resolve_secrets(&mut self) -> Result<(), SettingsError> {
         self.kafka.client = kafka_client::resolve(&self.kafka.client)?;
         kafka_client::check(&self.kafka.client)?;
-        let password = match &self.postgres.password_file {
-            Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| SettingsError::SecretFile {
-                        key: "postgres.password_file",
-                        path: path.display().to_string(),
-                        source,
-                    })?;
-                Some(text.trim_end_matches(['\n', '\r']).to_string())
-            }
-            None => None,
-        };
-        if let Some(path) = &self.admin.token_file {
-            let text =
-                std::fs::read_to_string(path).map_err(|source| SettingsError::SecretFile {
-                    key: "admin.token_file",
-                    path: path.display().to_string(),
-                    source,
-                })?;
-            self.admin.token = text.trim().to_string();
+        let password = read_secret_file("postgres.password_file", &self.postgres.password_file)?;
+        if let Some(token) = read_secret_file("admin.token_file", &self.admin.token_file)? {
+            self.admin.token = token.trim().to_string();
         }
         let tls = postgres_url::PostgresTls {
             sslmode: self.postgres.sslmode.clone(),
@@ -429,6 +412,21 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// The secret in the file a `*_file` setting names (its trailing newline removed), or
+/// `None` when the setting is not set.
+fn read_secret_file(
+    key: &'static str,
+    path: &Option<PathBuf>,
+) -> Result<Option<String>, SettingsError> {
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::SecretFile {
+        key,
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()))
 }
 
 fn redact_value(value: &mut serde_json::Value, key: &str) {

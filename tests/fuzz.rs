@@ -16,7 +16,6 @@
 
 mod helpers;
 
-use eventline::ops::supervision_log::{read_entries, EntryKind};
 use helpers::hostile::{Delivery, RawRecord};
 use helpers::*;
 use rand::rngs::StdRng;
@@ -334,12 +333,7 @@ fn run_round(
     if env.processor_exited(p) {
         return Err(format!("P7: the processor exited: {}", env.processor_log(p)));
     }
-    let failures: Vec<String> = read_entries(&env.supervision_log)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| matches!(e.kind, EntryKind::Failure | EntryKind::Restart | EntryKind::GiveUp))
-        .map(|e| format!("{} {:?}: {}", e.actor, e.kind, e.cause.unwrap_or_default()))
-        .collect();
+    let failures = env.supervision_failures();
     if !failures.is_empty() {
         return Err(format!("P7: failures in the supervision log: {failures:?}"));
     }

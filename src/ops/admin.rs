@@ -48,19 +48,20 @@ pub fn authorized(token: Option<&str>, authorization: Option<&[u8]>) -> bool {
         && given.iter().zip(token.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
-fn refuse_unless_authorized(
-    state: &AdminState,
-    request: &actix_web::HttpRequest,
-) -> Option<HttpResponse> {
+/// Middleware of the protected routes: 401 unless the request carries the token.
+async fn require_token(
+    request: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let token = request.app_data::<web::Data<AdminState>>().and_then(|s| s.token.clone());
     let header = request.headers().get(actix_web::http::header::AUTHORIZATION);
-    if authorized(state.token.as_deref(), header.map(|h| h.as_bytes())) {
-        return None;
+    if authorized(token.as_deref(), header.map(|h| h.as_bytes())) {
+        return Ok(next.call(request).await?.map_into_boxed_body());
     }
-    Some(
-        HttpResponse::Unauthorized()
-            .insert_header(("WWW-Authenticate", "Bearer"))
-            .json(serde_json::json!({"error": "a bearer token is required (admin.token)"})),
-    )
+    let refused = HttpResponse::Unauthorized()
+        .insert_header(("WWW-Authenticate", "Bearer"))
+        .json(serde_json::json!({"error": "a bearer token is required (admin.token)"}));
+    Ok(request.into_response(refused))
 }
 
 async fn health(state: web::Data<AdminState>) -> HttpResponse {
@@ -95,23 +96,11 @@ async fn ready(state: web::Data<AdminState>) -> HttpResponse {
     }
 }
 
-async fn prometheus_metrics(
-    state: web::Data<AdminState>,
-    request: actix_web::HttpRequest,
-) -> HttpResponse {
-    if let Some(refused) = refuse_unless_authorized(&state, &request) {
-        return refused;
-    }
+async fn prometheus_metrics() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(metrics().render())
 }
 
-async fn supervision(
-    state: web::Data<AdminState>,
-    request: actix_web::HttpRequest,
-) -> HttpResponse {
-    if let Some(refused) = refuse_unless_authorized(&state, &request) {
-        return refused;
-    }
+async fn supervision(state: web::Data<AdminState>) -> HttpResponse {
     let path = state.supervision_log.clone();
     let entries = web::block(move || read_recent(&path, 200).unwrap_or_default()).await;
     HttpResponse::Ok().json(entries.unwrap_or_default())
@@ -126,8 +115,12 @@ pub fn start(listen: &str, state: AdminState) -> std::io::Result<std::net::Socke
             .app_data(web::PayloadConfig::new(1024))
             .route("/health", web::get().to(health))
             .route("/ready", web::get().to(ready))
-            .route("/metrics", web::get().to(prometheus_metrics))
-            .route("/supervision", web::get().to(supervision))
+            .service(
+                web::scope("")
+                    .wrap(actix_web::middleware::from_fn(require_token))
+                    .route("/metrics", web::get().to(prometheus_metrics))
+                    .route("/supervision", web::get().to(supervision)),
+            )
     })
     .workers(1)
     .max_connections(max_connections)

@@ -372,6 +372,19 @@ impl TestEnv {
             .collect()
     }
 
+    /// The supervision log's failures, restarts and give-ups, as `actor kind: cause`.
+    pub fn supervision_failures(&self) -> Vec<String> {
+        use eventline::ops::supervision_log::{read_entries, EntryKind};
+        read_entries(&self.supervision_log)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| {
+                matches!(e.kind, EntryKind::Failure | EntryKind::Restart | EntryKind::GiveUp)
+            })
+            .map(|e| format!("{} {:?}: {}", e.actor, e.kind, e.cause.unwrap_or_default()))
+            .collect()
+    }
+
     /// Whether a processor has exited (without waiting).
     pub fn processor_exited(&mut self, index: usize) -> bool {
         self.processors[index].try_wait().expect("wait").is_some()
