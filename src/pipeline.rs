@@ -269,6 +269,7 @@ pub fn start(
         dead_letters,
         postgres: postgres.clone().recipient(),
         lake: lake.clone().recipient(),
+        faults: Faults::new(&s.faults.flow, s.faults.after_batches, fault_delay),
     };
     let source = KafkaSource::new(
         consumer,

@@ -288,6 +288,10 @@ pub struct FaultSettings {
     pub validator: Vec<Fault>,
     /// Faults of the deduplicator, one per batch decided (`panic`).
     pub deduplicator: Vec<Fault>,
+    /// Faults of the per-partition flows, one per batch handed over (`panic`: the flow
+    /// task panics, which no stage catches: the process gives up at once).
+    #[serde(default)]
+    pub flow: Vec<Fault>,
     /// Successful batches before the first fault.
     pub after_batches: u64,
     /// And no fault before this long after the process started (0: no wait).
@@ -326,6 +330,7 @@ impl Settings {
                     .with_list_parse_key("faults.parquet")
                     .with_list_parse_key("faults.validator")
                     .with_list_parse_key("faults.deduplicator")
+                    .with_list_parse_key("faults.flow")
                     .try_parsing(true),
             )
             .build()?;

@@ -62,3 +62,32 @@ fn a_deduplicator_panic_is_retried_and_nothing_is_lost() {
     assert_eq!(failures.len(), 2, "{failures:?}");
     assert!(failures.iter().all(|c| c.contains("injected panic in the deduplicator")));
 }
+
+/// A task nothing else supervises (a partition's flow) that panics does not die unseen:
+/// the process writes a give-up entry and exits non-zero at once, instead of staying up
+/// with a partition that no longer moves; the next start stores everything, once.
+#[test]
+fn a_flow_panic_ends_the_process_at_once_and_a_restart_loses_nothing() {
+    let mut env = TestEnv::new(3);
+    env.produce(&valid_records(2000));
+    let p = env.start_processor(&[
+        ("EVENTLINE__FAULTS__FLOW", "panic"),
+        ("EVENTLINE__FAULTS__AFTER_BATCHES", "1"),
+    ]);
+    let code = env.exit_code_within(p, Duration::from_secs(30));
+    assert_ne!(code, 0, "the process exits non-zero: {}", env.processor_log(p));
+    let gave_up: Vec<_> = read_entries(&env.supervision_log)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.actor == "partition_flow" && e.kind == EntryKind::GiveUp)
+        .collect();
+    assert_eq!(gave_up.len(), 1, "one give-up entry for the flow");
+    assert!(gave_up[0].cause.as_deref().unwrap_or_default().contains("injected panic"));
+
+    let p = env.start_processor(&[]);
+    env.wait_drained(3, Duration::from_secs(60));
+    wait_until("the lake holds every event", Duration::from_secs(30), || env.lake_rows() == 2000);
+    assert_eq!(env.stop_processor(p), 0);
+    assert_eq!(env.count("SELECT count(*) AS n FROM events"), 2000);
+    assert_eq!(env.lake_counts_duckdb(), (2000, 2000));
+}

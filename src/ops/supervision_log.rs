@@ -130,12 +130,14 @@ impl SupervisionLog {
     /// Appends one entry and flushes it; also logs it. A failing log file is reported
     /// through `log` but never stops the pipeline.
     pub fn append(&self, entry: &Entry) {
-        // A cause quotes error messages, which may quote a URL or a setting.
+        // A cause quotes error messages, which may quote a URL or a setting, and reasons
+        // from input (bounded and made storable like every other text leaving eventline).
         let scrubbed;
         let entry = match &entry.cause {
             Some(cause) => {
-                scrubbed =
-                    Entry { cause: Some(crate::settings::secrets::scrub(cause)), ..entry.clone() };
+                let cause =
+                    crate::storable::reason(&crate::settings::secrets::scrub(cause)).into_owned();
+                scrubbed = Entry { cause: Some(cause), ..entry.clone() };
                 &scrubbed
             }
             None => entry,

@@ -30,6 +30,8 @@ pub struct Stages {
     pub postgres: Recipient<Enqueue>,
     /// Lake sink (its supervisor).
     pub lake: Recipient<Enqueue>,
+    /// Injected faults of the flows (tests): `panic` ends a flow task.
+    pub faults: Arc<std::sync::Mutex<crate::ops::faults::Faults>>,
 }
 
 /// Retry delay for the unsupervised stages (dedup and DLQ need Postgres and Kafka).
@@ -156,6 +158,10 @@ async fn decide_and_hand_over(
     count: usize,
 ) -> Result<(), MailboxError> {
     let (topic, partition) = (checked.topic.clone(), checked.partition);
+    let fault = stages.faults.lock().unwrap_or_else(|p| p.into_inner()).take_next();
+    if fault == Some(crate::ops::faults::Fault::Panic) {
+        panic!("injected panic in the flow of {topic}/{partition}");
+    }
     let mut attempt = 0;
     let decided = loop {
         match stages.deduplicator.send(Decide(checked)).await? {
