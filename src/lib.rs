@@ -2,21 +2,25 @@
 //! drops duplicates by `event_id`, and stores every accepted event exactly once in
 //! PostgreSQL and in a Delta Lake table (Parquet) partitioned by `event_type/year/month/day`.
 //!
-//! # The layout, in the order an event meets it
+//! # The layout, by layer
 //!
-//! | folder | what it holds |
-//! | --- | --- |
-//! | [`source`] | the Kafka source actor (consumer, rebalances, batching, back-pressure), the per-partition flow, the guard against a consumer stuck outside its group |
-//! | [`stages`] | contracts (and the typed fields they declare), transforms and the validator, which Kafka headers an event keeps, what a tombstone deletes, the dedup decision (accepted, duplicate, conflict, invalidated, deleted) and its actor, dead letters |
-//! | [`projections`] | current state: the entities contracts declare (`x-entity`), their state tables' DDL and fold, kept in the Postgres writer's transaction |
-//! | [`sinks`] | the writer trait, worker, supervisor and restart policy; [`sinks::postgres`] and [`sinks::lake`]; what Postgres refused, for the lake ([`sinks::verdicts`]) |
-//! | [`offsets`] | resume positions, both sinks' progress, the offset tracker that commits to Kafka |
-//! | [`ops`] | admin server (health, readiness, metrics), supervision log, summary counters |
-//! | [`cli`] | tooling apart from the runtime: produce, generator, status, drills, lake purge, compact and vacuum, dead-letter replay, bench limits |
-//! | [`db`] | the Postgres pool, migrations and table definitions the stages and sinks share, and the raw SQL each connection prepares once ([`db::prepared`]) |
-//! | [`record`], [`settings`], [`pipeline`] | shared vocabulary, typed settings, the wiring |
-//! | [`storable`] | the one boundary input text crosses on its way out: NUL and bad bytes escaped, lengths bounded |
-//! | [`error`] | the crate's [`Error`] over every module's error enum, and the class of each |
+//! Imports point one way, down: a module uses only modules of a lower layer, those at
+//! the bottom use nothing of the crate, and no two files import each other in a circle
+//! (`tests/layers.rs` fails otherwise). From the bottom:
+//!
+//! | layer | modules | what they hold |
+//! | --- | --- | --- |
+//! | 0 | [`record`], [`settings`], [`storable`], [`failure`], [`payload_fields`] | the vocabulary (records, events, batches), typed settings, the one boundary input text crosses on its way out, the class of every error (transient, poison, fenced, fatal) and the backoff, the typed fields a contract declares |
+//! | 1 | [`telemetry`] | metrics, the supervision log, fault injection, the clock: what every stage and sink reports through |
+//! | 2 | [`db`] | the Postgres pool, migrations, table definitions, the raw SQL each connection prepares once ([`db::prepared`]) |
+//! | 3 | [`projections`] | current state: the entities contracts declare (`x-entity`), their state tables' DDL and fold |
+//! | 4 | [`stages`] | contracts, transforms and the validator, headers, tombstones, the dedup decision and its actor, dead letters |
+//! | 5 | [`ops`] | admin server (health, readiness, metrics), summary counters, log format |
+//! | 6 | [`offsets`] | resume positions, the offset tracker that commits to Kafka |
+//! | 7 | [`sinks`] | the writer trait, worker, supervisor and restart policy; [`sinks::postgres`] and [`sinks::lake`]; what Postgres refused, for the lake ([`sinks::verdicts`]) |
+//! | 8 | [`source`] | the Kafka source actor (consumer, rebalances, batching, back-pressure), the per-partition flow, the guard against a consumer stuck outside its group |
+//! | 9 | [`pipeline`] | the wiring: starts the actors and runs them until a signal or a give-up |
+//! | 10 | [`cli`] | tooling apart from the runtime, which the runtime never imports: produce, generator, status, drills, lake purge, compact and vacuum, dead-letter replay, bench limits |
 //!
 //! # One event's path
 //!
@@ -44,9 +48,10 @@
 
 pub mod cli;
 pub mod db;
-pub mod error;
+pub mod failure;
 pub mod offsets;
 pub mod ops;
+pub mod payload_fields;
 pub mod pipeline;
 pub mod projections;
 pub mod record;
@@ -55,5 +60,6 @@ pub mod sinks;
 pub mod source;
 pub mod stages;
 pub mod storable;
+pub mod telemetry;
 
-pub use error::{Error, FailureClass};
+pub use failure::FailureClass;

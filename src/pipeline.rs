@@ -9,10 +9,8 @@
 use crate::db::{self, PgPool};
 use crate::offsets::tracker::{CommitNow, OffsetTracker};
 use crate::ops::admin::{self, AdminState};
-use crate::ops::faults::Faults;
 use crate::ops::health::{Health, SinkStatus};
 use crate::ops::stats::Snapshot;
-use crate::ops::supervision_log::SupervisionLog;
 use crate::projections::refresh::Projections;
 use crate::settings::Settings;
 use crate::sinks::lake::files::FileFormat;
@@ -33,6 +31,8 @@ use crate::stages::contract::Contracts;
 use crate::stages::dead_letter::DeadLetterPublisher;
 use crate::stages::deduplicator::Deduplicator;
 use crate::stages::validator::Validator;
+use crate::telemetry::faults::Faults;
+use crate::telemetry::supervision_log::{Rotation, SupervisionLog};
 use actix::prelude::*;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -144,15 +144,16 @@ pub fn prepare(settings: &Settings) -> Result<(Arc<Contracts>, PgPool), StartErr
         // database, and the same record gives the same output for the whole run.
         let mut tables = std::collections::HashMap::new();
         for name in contracts.postgres_tables() {
-            let table = db::reference_table(&mut conn, name)
-                .map_err(|message| StartError::ReferenceTable(format!("{name}: {message}")))?;
+            let table = crate::stages::reference_table::read(&mut conn, name)
+                .map_err(|e| StartError::ReferenceTable(format!("{name}: {e}")))?;
             log::info!("transforms: reference table {name}: {} rows", table.rows.len());
             tables.insert(name.clone(), Arc::new(table));
         }
         contracts = Contracts::load_with(dir, settings.into(), tables)?;
     }
     let contracts = Arc::new(contracts);
-    crate::ops::metrics::metrics().know_event_types(contracts.known().into_iter().map(|(t, _)| t));
+    crate::telemetry::metrics::metrics()
+        .know_event_types(contracts.known().into_iter().map(|(t, _)| t));
     let projections = Projections::new(contracts.entities().clone());
     projections.ensure_tables(&mut conn).map_err(|e| StartError::StateTables(e.to_string()))?;
     for entity in &projections.entities().0 {
@@ -174,13 +175,14 @@ pub fn start(
     pool: PgPool,
 ) -> Result<Running, StartError> {
     let s = settings;
-    let log =
-        Arc::new(SupervisionLog::open(&s.supervision.log_path, s.supervision.rotation()).map_err(
+    let log = Arc::new(
+        SupervisionLog::open(&s.supervision.log_path, Rotation::from(&s.supervision)).map_err(
             |source| StartError::SupervisionLog {
                 path: s.supervision.log_path.display().to_string(),
                 source,
             },
-        )?);
+        )?,
+    );
     let progress =
         ProgressStore { pool: pool.clone(), lake: s.lake.clone(), topic: s.kafka.topic.clone() };
     let group = Arc::new(GroupWatch::default());
@@ -425,11 +427,11 @@ pub fn run(settings: Settings) -> Result<Exit, StartError> {
     })
 }
 
-impl crate::error::class::Classified for StartError {
-    fn class(&self) -> crate::error::class::FailureClass {
+impl crate::failure::Classified for StartError {
+    fn class(&self) -> crate::failure::FailureClass {
         match self {
             StartError::Db(e) => e.class(),
-            _ => crate::error::class::FailureClass::Fatal,
+            _ => crate::failure::FailureClass::Fatal,
         }
     }
 }

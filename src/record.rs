@@ -64,7 +64,7 @@ pub struct Event {
     /// The envelope's `is_valid` (absent: true). `false` makes this record an
     /// invalidation of the event stored under the same `event_id`.
     pub is_valid: bool,
-    /// The record's Kafka headers as kept ([`crate::stages::headers::keep`]): a JSON
+    /// The record's Kafka headers as kept (by the validator): a JSON
     /// array, `None` without headers. Not part of `payload_hash`.
     pub headers: Option<String>,
     /// The value of `headers.correlation_header`.
@@ -81,26 +81,6 @@ impl Event {
     /// when transforms made one, else the payload itself.
     pub fn fields(&self) -> &str {
         self.normalized.as_deref().unwrap_or(&self.payload)
-    }
-
-    /// Attaches what it keeps of its record's headers.
-    pub fn with_headers(mut self, kept: crate::stages::headers::KeptHeaders) -> Event {
-        self.headers = kept.json;
-        self.correlation_id = kept.correlation_id;
-        self
-    }
-
-    /// Stamps its arrival: received now, and how late that is against `late_after`.
-    pub fn arrived(mut self, received_at_ms: i64, late_after: std::time::Duration) -> Event {
-        use crate::stages::lateness::{is_late, lateness_ms};
-        self.received_at_ms = received_at_ms;
-        self.lateness_ms = lateness_ms(
-            self.occurred_at.timestamp_millis(),
-            self.kafka_timestamp_ms,
-            received_at_ms,
-        );
-        self.late = is_late(self.lateness_ms, late_after);
-        self
     }
 }
 

@@ -81,15 +81,6 @@ pub struct HeaderSettings {
     pub correlation_header: String,
 }
 
-impl From<&HeaderSettings> for crate::stages::headers::HeaderRules {
-    fn from(h: &HeaderSettings) -> Self {
-        crate::stages::headers::HeaderRules {
-            max_bytes: h.max_bytes,
-            correlation_header: Some(h.correlation_header.clone()).filter(|c| !c.is_empty()),
-        }
-    }
-}
-
 /// The admin HTTP server: health, readiness, metrics.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -261,16 +252,6 @@ pub struct SupervisionSettings {
     pub max_restarts: u32,
     /// The window of the restart-rate cap.
     pub restart_window_s: u64,
-}
-
-impl SupervisionSettings {
-    /// When the supervision log rotates.
-    pub fn rotation(&self) -> crate::ops::supervision_log::Rotation {
-        crate::ops::supervision_log::Rotation {
-            max_bytes: self.max_file_bytes,
-            keep: self.keep_files,
-        }
-    }
 }
 
 /// Fault injection, for tests and drills only. Each list is consumed in order, one

@@ -8,7 +8,7 @@
 
 mod helpers;
 
-use eventline::ops::supervision_log::read_entries;
+use eventline::telemetry::supervision_log::read_entries;
 use helpers::*;
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@
 
 mod helpers;
 
-use eventline::ops::supervision_log::{read_entries, EntryKind};
+use eventline::telemetry::supervision_log::{read_entries, EntryKind};
 use helpers::*;
 use rand::Rng;
 use std::time::Duration;

@@ -37,10 +37,11 @@ fn a_fatal_writer_error_gives_up_at_once_instead_of_restarting() {
     let log = env.processor_log(p);
     assert_eq!(code, 3, "a sink that gave up exits with 3: {log}");
     assert!(log.contains("parquet_writer gave up at once on a fatal error"), "{log}");
-    let entries = eventline::ops::supervision_log::read_entries(&env.supervision_log).unwrap();
+    let entries =
+        eventline::telemetry::supervision_log::read_entries(&env.supervision_log).unwrap();
     let kinds: Vec<_> =
         entries.iter().filter(|e| e.actor == "parquet_writer").map(|e| e.kind).collect();
-    use eventline::ops::supervision_log::EntryKind::*;
+    use eventline::telemetry::supervision_log::EntryKind::*;
     assert!(kinds.contains(&GiveUp) && !kinds.contains(&Restart), "no restart: {kinds:?}");
     eprintln!("gave up after {:?}", started.elapsed());
 }

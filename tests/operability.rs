@@ -4,7 +4,7 @@
 
 mod helpers;
 
-use eventline::ops::metrics::Scrape;
+use eventline::telemetry::metrics::Scrape;
 use helpers::*;
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -9,7 +9,7 @@
 
 mod helpers;
 
-use eventline::ops::supervision_log::{read_entries, EntryKind};
+use eventline::telemetry::supervision_log::{read_entries, EntryKind};
 use helpers::*;
 use std::time::{Duration, Instant};
 

@@ -2,8 +2,8 @@
 //! endpoint: state per sink, lag per partition, rates, last restarts.
 
 use crate::cli::console::out;
-use crate::ops::metrics::Scrape;
-use crate::ops::supervision_log::Entry;
+use crate::telemetry::metrics::Scrape;
+use crate::telemetry::supervision_log::Entry;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -142,8 +142,8 @@ pub fn render(base: &str, oldest: &Sample, newest: &Sample) -> String {
         .supervision
         .iter()
         .filter(|e| {
-            e.kind != crate::ops::supervision_log::EntryKind::Start
-                && e.kind != crate::ops::supervision_log::EntryKind::Stop
+            e.kind != crate::telemetry::supervision_log::EntryKind::Start
+                && e.kind != crate::telemetry::supervision_log::EntryKind::Stop
         })
         .collect();
     out.push_str("\nlast restarts:\n");

@@ -2,7 +2,7 @@
 //! filtered by age and actor, optionally followed as it grows.
 
 use crate::cli::console::out;
-use crate::ops::supervision_log::{format_table, read_log, Entry};
+use crate::telemetry::supervision_log::{format_table, read_log, Entry};
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

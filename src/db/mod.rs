@@ -148,9 +148,9 @@ pub fn read_progress(
         .optional()?)
 }
 
-impl crate::error::class::Classified for DbError {
-    fn class(&self) -> crate::error::class::FailureClass {
-        use crate::error::class::FailureClass;
+impl crate::failure::Classified for DbError {
+    fn class(&self) -> crate::failure::FailureClass {
+        use crate::failure::FailureClass;
         use diesel::result::{DatabaseErrorKind as Kind, Error as Diesel};
         match self {
             DbError::Unavailable(_) => FailureClass::Transient,
@@ -165,60 +165,4 @@ impl crate::error::class::Classified for DbError {
             DbError::Query(_) => FailureClass::Transient,
         }
     }
-}
-
-/// Reads a Postgres reference table for the transforms' lookups
-/// (`postgres:SCHEMA.TABLE`): every row, values as text, keyed by its first column.
-pub fn reference_table(
-    conn: &mut PgConnection,
-    name: &str,
-) -> Result<crate::stages::transform::ReferenceTable, String> {
-    use diesel::sql_types::Text;
-    #[derive(QueryableByName)]
-    struct Column {
-        #[diesel(sql_type = Text)]
-        column_name: String,
-    }
-    #[derive(QueryableByName)]
-    struct Rows {
-        #[diesel(sql_type = Text)]
-        rows: String,
-    }
-    let qualified = name.strip_prefix("postgres:").unwrap_or(name);
-    let (schema, table) = qualified.split_once('.').unwrap_or(("public", qualified));
-    let columns: Vec<Column> = diesel::sql_query(
-        "SELECT column_name::text AS column_name FROM information_schema.columns \
-         WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
-    )
-    .bind::<Text, _>(schema)
-    .bind::<Text, _>(table)
-    .load(conn)
-    .map_err(|e| e.to_string())?;
-    if columns.is_empty() {
-        return Err(format!("no table {schema}.{table} (or it has no columns)"));
-    }
-    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    let rows: Rows = diesel::sql_query(format!(
-        "SELECT coalesce(json_agg(to_jsonb(t)), '[]')::text AS rows FROM {}.{} t",
-        quote(schema),
-        quote(table)
-    ))
-    .get_result(conn)
-    .map_err(|e| e.to_string())?;
-    let parsed: Vec<serde_json::Map<String, serde_json::Value>> =
-        serde_json::from_str(&rows.rows).map_err(|e| e.to_string())?;
-    let columns: Vec<String> = columns.into_iter().map(|c| c.column_name).collect();
-    let mut table_rows = std::collections::HashMap::new();
-    for row in parsed {
-        let values: Vec<String> = columns
-            .iter()
-            .map(|c| match row.get(c) {
-                Some(serde_json::Value::String(s)) => s.clone(),
-                Some(serde_json::Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
-            })
-            .collect();
-        table_rows.entry(values[0].clone()).or_insert(values);
-    }
-    Ok(crate::stages::transform::ReferenceTable { name: name.into(), columns, rows: table_rows })
 }

@@ -13,8 +13,8 @@ pub enum OffsetsError {
     Commit(rdkafka::error::KafkaError),
 }
 
-impl crate::error::class::Classified for OffsetsError {
-    fn class(&self) -> crate::error::class::FailureClass {
-        crate::error::class::FailureClass::Transient
+impl crate::failure::Classified for OffsetsError {
+    fn class(&self) -> crate::failure::FailureClass {
+        crate::failure::FailureClass::Transient
     }
 }

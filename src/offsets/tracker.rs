@@ -5,8 +5,8 @@
 use crate::offsets::progress::committable;
 use crate::offsets::OffsetsError;
 use crate::ops::health::{partition_stalled, Health};
-use crate::ops::metrics::metrics;
 use crate::record::SinkId;
+use crate::telemetry::metrics::metrics;
 use actix::prelude::*;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;

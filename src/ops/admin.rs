@@ -10,8 +10,8 @@
 //! open: probes read them and they tell nothing about the data.
 
 use crate::ops::health::{is_live, is_ready, now_ms, Health, SinkStatus};
-use crate::ops::metrics::metrics;
-use crate::ops::supervision_log::read_recent;
+use crate::telemetry::metrics::metrics;
+use crate::telemetry::supervision_log::read_recent;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;

@@ -23,10 +23,7 @@ pub struct Health {
     pub out_of_group: AtomicBool,
 }
 
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+pub use crate::telemetry::now_ms;
 
 impl Health {
     /// Records a source heartbeat.

@@ -1,12 +1,8 @@
 //! Running it: the admin HTTP server ([`admin`]) over plain health data ([`health`]),
-//! Prometheus metrics ([`metrics`]), the supervision log ([`supervision_log`]), the
-//! summary line's counters ([`stats`], read from the metrics) and the log line format
-//! ([`log_format`]).
+//! the summary line's counters ([`stats`], read from the metrics) and the log line format
+//! ([`log_format`]). Metrics and the supervision log are in [`crate::telemetry`].
 
 pub mod admin;
-pub mod faults;
 pub mod health;
 pub mod log_format;
-pub mod metrics;
 pub mod stats;
-pub mod supervision_log;

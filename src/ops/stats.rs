@@ -1,7 +1,7 @@
 //! The summary line's counters, read from the Prometheus counters: those are the one
 //! source of outcome counts, so the log line and `/metrics` cannot disagree.
 
-use crate::ops::metrics::metrics;
+use crate::telemetry::metrics::metrics;
 use prometheus::core::Collector;
 
 /// Records consumed and outcomes since start.

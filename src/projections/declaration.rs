@@ -8,7 +8,7 @@
 //! [`Entities::from_declarations`] merges every event type's declaration into one
 //! [`Entity`] per name, with its state table's columns. Pure logic.
 
-use crate::stages::payload_fields::{FieldType, PayloadField};
+use crate::payload_fields::{FieldType, PayloadField};
 use serde_json::Value;
 use std::collections::BTreeMap;
 

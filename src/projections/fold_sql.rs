@@ -7,8 +7,8 @@
 //! where its time puts it, and a replay rebuilds the same rows. Pure logic: strings in,
 //! strings out.
 
+use crate::payload_fields::FieldType;
 use crate::projections::declaration::{Entity, Fold, StateField};
-use crate::stages::payload_fields::FieldType;
 
 /// `name` as a quoted SQL identifier.
 pub fn ident(name: &str) -> String {

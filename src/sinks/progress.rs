@@ -2,7 +2,7 @@
 //! the `txn` versions of the lake's Delta tables. The source resumes from the lower one.
 
 use crate::db::{self, PgPool};
-use crate::error::class::{Classified, FailureClass};
+use crate::failure::{Classified, FailureClass};
 use crate::record::SinkId;
 use crate::sinks::lake::store::LakeStore;
 use crate::sinks::lake::table::LakeTableError;

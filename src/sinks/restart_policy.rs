@@ -18,12 +18,7 @@ pub enum RestartDecision {
     GiveUp,
 }
 
-/// The delay before retry number `attempt` (0 for the first): `initial` doubled per
-/// attempt, capped at `max`. The one backoff rule of the crate: the sink supervisors, the
-/// flows' dedup and dead-letter retries and the progress reads all use it.
-pub fn exponential_backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
-    initial.saturating_mul(2u32.saturating_pow(attempt)).min(max)
-}
+pub use crate::failure::exponential_backoff;
 
 /// Backoff and rate-cap settings plus the recent restart times.
 #[derive(Debug, Clone)]

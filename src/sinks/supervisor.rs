@@ -7,16 +7,16 @@
 //! absorbs new batches; only when the queue is full does `Enqueue` wait, which holds
 //! the flows and then the source: the other sink keeps writing until then.
 
-use crate::error::class::{Classified, FailureClass};
+use crate::failure::{Classified, FailureClass};
 use crate::offsets::tracker::SinkProgressed;
-use crate::ops::faults::Faults;
 use crate::ops::health::{Health, SinkStatus};
-use crate::ops::metrics::metrics;
-use crate::ops::supervision_log::{Entry, EntryKind, SupervisionLog};
 use crate::record::{DeadLetter, DecidedBatch, SharedBatch};
 use crate::sinks::restart_policy::{RestartDecision, RestartPolicy};
 use crate::sinks::worker::{Fencing, Flush, SinkError, SinkWorker, SinkWriter, Write, WriteReport};
 use crate::stages::dead_letter::PublishDeadLetters;
+use crate::telemetry::faults::Faults;
+use crate::telemetry::metrics::metrics;
+use crate::telemetry::supervision_log::{Entry, EntryKind, SupervisionLog};
 use actix::prelude::*;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -242,7 +242,7 @@ impl<W: SinkWriter> SinkSupervisor<W> {
         }
         self.on_rejected(report.rejected);
         let m = metrics();
-        let now_ms = crate::ops::health::now_ms();
+        let now_ms = crate::telemetry::now_ms();
         for (partition, next) in report.progress {
             let (durable, held): (VecDeque<Retained>, VecDeque<Retained>) =
                 self.retained.drain(..).partition(|r| {

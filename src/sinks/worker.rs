@@ -8,8 +8,8 @@
 //!
 //! The supervisor ([`super::supervisor`]) re-creates the worker after a failure.
 
-use crate::ops::faults::{panic_message, Fault, Faults};
 use crate::record::{DeadLetter, SharedBatch, SinkId};
+use crate::telemetry::faults::{panic_message, Fault, Faults};
 use actix::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
@@ -162,23 +162,23 @@ impl<W: SinkWriter> Handler<Flush> for SinkWorker<W> {
 impl SinkError {
     /// A writer failure from an error that knows its class: fatal ones stay fatal,
     /// everything else is retried.
-    pub fn classified(error: &(impl crate::error::class::Classified + std::fmt::Display)) -> Self {
+    pub fn classified(error: &(impl crate::failure::Classified + std::fmt::Display)) -> Self {
         match error.class() {
-            crate::error::class::FailureClass::Fatal => SinkError::Fatal(error.to_string()),
+            crate::failure::FailureClass::Fatal => SinkError::Fatal(error.to_string()),
             _ => SinkError::Retryable(error.to_string()),
         }
     }
 }
 
-impl crate::error::class::Classified for SinkError {
+impl crate::failure::Classified for SinkError {
     /// Fatal errors are fatal; every other writer failure is retried with backoff: the
     /// writer is re-created and re-sent what it has not made durable. Poison records and
     /// fenced partitions never reach the supervisor as errors: the writer isolates them
     /// and says so in its [`WriteReport`].
-    fn class(&self) -> crate::error::class::FailureClass {
+    fn class(&self) -> crate::failure::FailureClass {
         match self {
-            SinkError::Fatal(_) => crate::error::class::FailureClass::Fatal,
-            _ => crate::error::class::FailureClass::Transient,
+            SinkError::Fatal(_) => crate::failure::FailureClass::Fatal,
+            _ => crate::failure::FailureClass::Transient,
         }
     }
 }

@@ -19,12 +19,12 @@ use super::group_watch::{records_waiting, GroupWatch, Verdict, Watchdog};
 use super::positioning::{position, Start};
 use crate::offsets::tracker::{Assigned, CommitNow, Revoked};
 use crate::ops::health::Health;
-use crate::ops::supervision_log::{Entry, EntryKind, SupervisionLog};
 use crate::record::{Coords, SourceBatch, SourceRecord};
 use crate::settings::PipelineSettings;
 use crate::sinks::progress::ProgressStore;
 use crate::sinks::supervisor::Drain;
 use crate::source::flow::{run_partition_flow, FlowLoad, Stages};
+use crate::telemetry::supervision_log::{Entry, EntryKind, SupervisionLog};
 use actix::prelude::*;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message as _};
@@ -265,7 +265,7 @@ struct SourceLoop {
 /// records in flight are gone with it), so the give-up goes to the supervision log and
 /// the process exits non-zero at once; the next start resumes from the sinks' progress.
 fn give_up(guard: &GroupGuard, actor: &str, panic: &Box<dyn std::any::Any + Send>) {
-    let cause = format!("{actor} panicked: {}", crate::ops::faults::panic_message(panic));
+    let cause = format!("{actor} panicked: {}", crate::telemetry::faults::panic_message(panic));
     log::error!("{cause}");
     let mut entry = Entry::new(actor, EntryKind::GiveUp);
     entry.cause = Some(cause.clone());
@@ -353,7 +353,7 @@ impl SourceLoop {
         let probed = probed.clone();
         actix::spawn(async move {
             let waiting =
-                tokio::task::spawn_blocking(move || records_waiting(&consumer, &store, &topic))
+                tokio::task::spawn_blocking(move || records_waiting(&*consumer, &store, &topic))
                     .await
                     .unwrap_or(None);
             let _ = probed.send(waiting);
@@ -565,7 +565,7 @@ impl SourceLoop {
     fn publish_assignment(&self) {
         let n = self.partitions.len() as i64;
         self.health.assigned.store(n, std::sync::atomic::Ordering::Relaxed);
-        crate::ops::metrics::metrics().assigned_partitions.set(n);
+        crate::telemetry::metrics::metrics().assigned_partitions.set(n);
     }
 
     fn on_tick(&mut self) {

@@ -5,8 +5,8 @@
 //! The flow's load tells the source when to close a batch: at once when the flow is
 //! idle (low latency at low rates), later and larger while it is busy (throughput).
 
+use crate::failure::exponential_backoff;
 use crate::record::SourceBatch;
-use crate::sinks::restart_policy::exponential_backoff;
 use crate::sinks::supervisor::Enqueue;
 use crate::stages::dead_letter::{DeadLetterPublisher, PublishDeadLetters};
 use crate::stages::deduplicator::{Decide, Deduplicator};
@@ -31,7 +31,7 @@ pub struct Stages {
     /// Lake sink (its supervisor).
     pub lake: Recipient<Enqueue>,
     /// Injected faults of the flows (tests): `panic` ends a flow task.
-    pub faults: Arc<std::sync::Mutex<crate::ops::faults::Faults>>,
+    pub faults: Arc<std::sync::Mutex<crate::telemetry::faults::Faults>>,
 }
 
 /// Retry delay for the unsupervised stages (dedup and DLQ need Postgres and Kafka).
@@ -116,7 +116,7 @@ pub async fn run_partition_flow(
 
 /// Outcome counters per event type (and error class for dead letters), once per batch.
 fn record_outcomes(batch: &crate::record::DecidedBatch, consumed: usize) {
-    let m = crate::ops::metrics::metrics();
+    let m = crate::telemetry::metrics::metrics();
     m.consumed.inc_by(consumed as u64);
     let mut counts: std::collections::HashMap<(&str, &str, &str), u64> =
         std::collections::HashMap::new();
@@ -159,7 +159,7 @@ async fn decide_and_hand_over(
 ) -> Result<(), MailboxError> {
     let (topic, partition) = (checked.topic.clone(), checked.partition);
     let fault = stages.faults.lock().unwrap_or_else(|p| p.into_inner()).take_next();
-    if fault == Some(crate::ops::faults::Fault::Panic) {
+    if fault == Some(crate::telemetry::faults::Fault::Panic) {
         panic!("injected panic in the flow of {topic}/{partition}");
     }
     let mut attempt = 0;

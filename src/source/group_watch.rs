@@ -8,10 +8,8 @@
 //! function of time, membership and whether records wait, when to make the consumer
 //! rejoin and when to give up so that the process's own supervisor restarts it.
 
-use super::consumer::SourceConsumer;
 use crate::offsets::progress::resume_offset;
 use crate::sinks::progress::ProgressStore;
-use rdkafka::consumer::Consumer;
 use serde::Deserialize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -117,8 +115,8 @@ impl Watchdog {
 /// Whether records wait on any partition of `topic`: a high watermark above what both
 /// sinks stored. `None` when the broker or the sinks cannot be read (blocking: run it on
 /// the blocking pool).
-pub fn records_waiting(
-    consumer: &SourceConsumer,
+pub fn records_waiting<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl rdkafka::consumer::Consumer<C>,
     store: &ProgressStore,
     topic: &str,
 ) -> Option<bool> {

@@ -4,9 +4,9 @@
 //! (as confluent-kafka-go does with application-handled rebalances), so a rebalance
 //! during a Postgres outage waits off-thread while the rest of the process runs on.
 
+use crate::failure::exponential_backoff;
 use crate::offsets::progress::resume_offset;
 use crate::sinks::progress::{ProgressStore, SinkProgress};
-use crate::sinks::restart_policy::exponential_backoff;
 use rdkafka::Offset;
 use std::time::Duration;
 

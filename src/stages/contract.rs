@@ -4,9 +4,9 @@
 //!
 //! Pure logic: no Kafka, no database. The validator actor and the producer share it.
 
+use crate::payload_fields::{fields_of, FieldType, PayloadField};
 use crate::projections::declaration::{parse_declaration, Entities, EntityDecl};
 use crate::record::{Coords, ErrorClass, Event};
-use crate::stages::payload_fields::{fields_of, FieldType, PayloadField};
 use crate::stages::transform::{
     parse_transforms_file_name, FolderTables, ReferenceTable, RuleSet, TransformLoadError,
 };
@@ -420,12 +420,12 @@ impl Contracts {
             payload_hash,
             coords,
             kafka_timestamp_ms,
-            // Stamped by the validator when it has the receive time (Event::arrived).
+            // Stamped by the validator when it has the receive time (stages::lateness::stamp_arrival).
             received_at_ms: 0,
             lateness_ms: 0,
             late: false,
             is_valid,
-            // Attached by the validator from the record (Event::with_headers).
+            // Attached by the validator from the record (stages::headers::attach).
             headers: None,
             correlation_id: None,
             normalized: None,

@@ -180,9 +180,9 @@ pub enum DeadLetterError {
     },
 }
 
-impl crate::error::class::Classified for DeadLetterError {
-    fn class(&self) -> crate::error::class::FailureClass {
-        crate::error::class::FailureClass::Transient
+impl crate::failure::Classified for DeadLetterError {
+    fn class(&self) -> crate::failure::FailureClass {
+        crate::failure::FailureClass::Transient
     }
 }
 
@@ -208,7 +208,7 @@ impl Handler<PublishDeadLetters> for DeadLetterPublisher {
                         "Dead letter {}/{}@{} not published to the DLQ topic after {MAX_ATTEMPTS} attempts, given up (its dead_letters row keeps it): {e}",
                         c.topic, c.partition, c.offset
                     );
-                    crate::ops::metrics::metrics().dlq_unpublished.inc();
+                    crate::telemetry::metrics::metrics().dlq_unpublished.inc();
                 }
             }
             Ok(published)
@@ -252,7 +252,7 @@ async fn publish(
                 if too_large {
                     budget = (out.size() / 2).min(budget / 2);
                 } else {
-                    let delay = crate::sinks::restart_policy::exponential_backoff(
+                    let delay = crate::failure::exponential_backoff(
                         Duration::from_millis(200),
                         Duration::from_secs(5),
                         attempt,

@@ -8,13 +8,13 @@
 
 use crate::db::prepared::prepared;
 use crate::db::{self, DbError, PgPool};
-use crate::ops::faults::{panic_message, Fault, Faults};
-use crate::ops::metrics::metrics;
-use crate::ops::supervision_log::{Entry, EntryKind, SupervisionLog};
 use crate::record::{
     Checked, CheckedBatch, Conflict, Coords, DeadLetter, DecidedBatch, Retraction,
 };
 use crate::stages::dedup_decision::{decide, decide_tombstone, Decision, FirstSeen, IdState};
+use crate::telemetry::faults::{panic_message, Fault, Faults};
+use crate::telemetry::metrics::metrics;
+use crate::telemetry::supervision_log::{Entry, EntryKind, SupervisionLog};
 use actix::prelude::*;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Uuid as SqlUuid};

@@ -26,6 +26,15 @@ pub struct HeaderRules {
     pub correlation_header: Option<String>,
 }
 
+impl From<&crate::settings::HeaderSettings> for HeaderRules {
+    fn from(h: &crate::settings::HeaderSettings) -> Self {
+        HeaderRules {
+            max_bytes: h.max_bytes,
+            correlation_header: Some(h.correlation_header.clone()).filter(|c| !c.is_empty()),
+        }
+    }
+}
+
 /// What an event keeps of its record's headers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeptHeaders {
@@ -47,6 +56,13 @@ pub fn headers_json(headers: &RawHeaders) -> Value {
         .iter()
         .map(|(k, v)| json!({"key": storable(k.as_bytes()), "value": v.as_deref().map(storable)}))
         .collect()
+}
+
+/// Attaches to `event` what it keeps of its record's headers.
+pub fn attach(mut event: crate::record::Event, kept: KeptHeaders) -> crate::record::Event {
+    event.headers = kept.json;
+    event.correlation_id = kept.correlation_id;
+    event
 }
 
 /// Keeps `headers` by `rules`: in order, while they fit; what does not fit is counted in

@@ -3,7 +3,18 @@
 //! event's own time. The Kafka timestamp comes first because it is part of the log, so a
 //! replay computes the same lateness. Late events are only marked, never dropped.
 
+use crate::record::Event;
 use std::time::Duration;
+
+/// Stamps an event's arrival: received at `received_at_ms`, and how late that is
+/// against `late_after`.
+pub fn stamp_arrival(mut event: Event, received_at_ms: i64, late_after: Duration) -> Event {
+    event.received_at_ms = received_at_ms;
+    event.lateness_ms =
+        lateness_ms(event.occurred_at.timestamp_millis(), event.kafka_timestamp_ms, received_at_ms);
+    event.late = is_late(event.lateness_ms, late_after);
+    event
+}
 
 /// Milliseconds between the event's own time and its arrival (negative: from the future).
 pub fn lateness_ms(

@@ -32,7 +32,7 @@
 //! Pure logic apart from reading the files: a rule that fails on a record is an error
 //! naming the rule, which the validator dead-letters.
 
-use crate::stages::payload_fields::{FieldType, PayloadField};
+use crate::payload_fields::{FieldType, PayloadField};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};

@@ -9,7 +9,7 @@
 //!
 //! Pure logic: JSON in, JSON out.
 
-use crate::stages::payload_fields::{FieldType, PayloadField};
+use crate::payload_fields::{FieldType, PayloadField};
 use serde_json::{Number, Value};
 
 /// Makes each typed field of `payload` exact, or names the first field that no sink

@@ -8,14 +8,15 @@
 //! flows that send to it. The panic goes to the supervision log and
 //! `eventline_stage_failures_total{stage="validator"}`.
 
-use crate::ops::faults::{panic_message, Fault, Faults};
-use crate::ops::metrics::metrics;
-use crate::ops::supervision_log::{Entry, EntryKind, SupervisionLog};
 use crate::record::SourceRecord;
 use crate::record::{Checked, CheckedBatch, DeadLetter, ErrorClass, Event, SourceBatch};
 use crate::stages::contract::{Contracts, Rejection};
-use crate::stages::headers::{keep, HeaderRules};
+use crate::stages::headers::{attach, keep, HeaderRules};
+use crate::stages::lateness::stamp_arrival;
 use crate::stages::tombstone;
+use crate::telemetry::faults::{panic_message, Fault, Faults};
+use crate::telemetry::metrics::metrics;
+use crate::telemetry::supervision_log::{Entry, EntryKind, SupervisionLog};
 use actix::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
@@ -103,7 +104,7 @@ impl Handler<Validate> for Validator {
         let fault = self.faults.lock().unwrap_or_else(|p| p.into_inner()).take_next();
         let mut inject = fault == Some(Fault::Panic);
         let (contracts, late_after, rules) = (&self.contracts, self.late_after, &self.header_rules);
-        let received_at_ms = crate::ops::health::now_ms();
+        let received_at_ms = crate::telemetry::now_ms();
         let entities = contracts.entities().names();
         let checked = check_batch_with(msg.0, received_at_ms, &entities, |r| {
             if std::mem::take(&mut inject) {
@@ -111,7 +112,8 @@ impl Handler<Validate> for Validator {
             }
             let checked = contracts.check(r.value.as_deref(), r.coords.clone(), r.timestamp_ms);
             checked.and_then(|event| contracts.transform(event)).map(|event| {
-                event.arrived(received_at_ms, late_after).with_headers(keep(&r.headers, rules))
+                let event = stamp_arrival(event, received_at_ms, late_after);
+                attach(event, keep(&r.headers, rules))
             })
         });
         for item in &checked.items {

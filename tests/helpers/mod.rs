@@ -374,7 +374,7 @@ impl TestEnv {
 
     /// The supervision log's failures, restarts and give-ups, as `actor kind: cause`.
     pub fn supervision_failures(&self) -> Vec<String> {
-        use eventline::ops::supervision_log::{read_entries, EntryKind};
+        use eventline::telemetry::supervision_log::{read_entries, EntryKind};
         read_entries(&self.supervision_log)
             .unwrap_or_default()
             .into_iter()

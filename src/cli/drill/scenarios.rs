@@ -8,10 +8,10 @@ use super::{DrillContext, DrillName, DrillSink, StepError};
 use crate::cli::generator::{Generator, GeneratorConfig, Kind};
 use crate::cli::publisher::Publisher;
 use crate::db;
-use crate::ops::supervision_log::{read_log, EntryKind};
 use crate::sinks::lake::reader::LakeRow;
 use crate::sinks::lake::store::LakeStore;
 use crate::sinks::lake::table::LakeTableError;
+use crate::telemetry::supervision_log::{read_log, EntryKind};
 use diesel::prelude::*;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -866,7 +866,7 @@ struct Stored<'a> {
 /// While the lake writer was down (first failure to recovery), Postgres kept storing.
 fn check_kept_storing(
     report: &mut Report,
-    entries: &[crate::ops::supervision_log::Entry],
+    entries: &[crate::telemetry::supervision_log::Entry],
     samples: &[(Duration, i64, i64)],
     drill_start: chrono::DateTime<chrono::Utc>,
 ) {

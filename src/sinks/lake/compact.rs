@@ -22,22 +22,13 @@
 //!   crashed flush (files with a maintenance tag get an hour of grace).
 
 use crate::sinks::lake::files::{concat_by_name, encode_parquet, FileFormat, LakeFileError};
-use crate::sinks::lake::layout::{file_name, parse_file_name};
-use crate::sinks::lake::purge::read_batches;
+use crate::sinks::lake::layout::{file_name, parse_file_name, COMPACT_TAG};
+use crate::sinks::lake::reader::read_batches;
 use crate::sinks::lake::store::{LakeStore, StoreError};
 use crate::sinks::lake::table::{add_action, CommitAttempt, LakeTable, LakeTableError, TableKind};
 use deltalake_core::kernel::Action;
 use deltalake_core::protocol::DeltaOperation;
 use std::collections::BTreeMap;
-
-/// The tag of files a compaction writes (no dashes: it ends a file name).
-pub const COMPACT_TAG: &str = "compact";
-
-/// Whether a file name is one a compaction wrote.
-pub fn is_compaction_file(name: &str) -> bool {
-    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
-    stem.rsplit('-').next().is_some_and(|tag| tag.starts_with(COMPACT_TAG))
-}
 
 /// One file of the events table as the planner sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,6 +335,7 @@ pub fn vacuum(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sinks::lake::layout::is_compaction_file;
 
     fn file(path: &str, size: i64) -> TableFile {
         TableFile { path: path.into(), size }

@@ -6,11 +6,12 @@
 use crate::record::{DeadLetter, Event, Retraction};
 use crate::sinks::lake::layout::partition_dir;
 use crate::sinks::lake::payload_columns::PayloadColumns;
+pub use crate::sinks::lake::schemas::{dead_letter_schema, lake_schema, retraction_schema};
 use arrow::array::{
     ArrayRef, BinaryArray, BooleanArray, Int32Array, Int64Array, StringArray, StringBuilder,
     TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use parquet::arrow::ArrowWriter;
@@ -19,7 +20,7 @@ use parquet::file::properties::WriterProperties;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// Encoding settings of a lake file.
 #[derive(Debug, Clone, Copy)]
@@ -55,37 +56,6 @@ pub enum LakeFileError {
     },
 }
 
-fn utc_micros() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-}
-
-/// The schema of every lake file.
-pub fn lake_schema() -> SchemaRef {
-    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
-    SCHEMA
-        .get_or_init(|| {
-            Arc::new(Schema::new(vec![
-                Field::new("event_id", DataType::Utf8, false),
-                Field::new("schema_version", DataType::Int32, false),
-                Field::new("source", DataType::Utf8, false),
-                Field::new("occurred_at", utc_micros(), false),
-                Field::new("payload", DataType::Utf8, false),
-                Field::new("payload_hash", DataType::Utf8, false),
-                Field::new("topic", DataType::Utf8, false),
-                Field::new("partition", DataType::Int32, false),
-                Field::new("offset", DataType::Int64, false),
-                Field::new("kafka_timestamp", utc_micros(), true),
-                Field::new("ingested_at", utc_micros(), false),
-                Field::new("read_at", utc_micros(), false),
-                Field::new("lateness_ms", DataType::Int64, false),
-                Field::new("late", DataType::Boolean, false),
-                Field::new("headers", DataType::Utf8, true),
-                Field::new("correlation_id", DataType::Utf8, true),
-            ]))
-        })
-        .clone()
-}
-
 /// What a retraction row says happened to its event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -103,26 +73,6 @@ impl Action {
             Action::Deleted => "deleted",
         }
     }
-}
-
-/// The schema of retraction files: which event, what happened, and the record that
-/// said so.
-pub fn retraction_schema() -> SchemaRef {
-    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
-    SCHEMA
-        .get_or_init(|| {
-            Arc::new(Schema::new(vec![
-                Field::new("event_id", DataType::Utf8, false),
-                Field::new("action", DataType::Utf8, false),
-                Field::new("event_type", DataType::Utf8, true),
-                Field::new("topic", DataType::Utf8, false),
-                Field::new("partition", DataType::Int32, false),
-                Field::new("offset", DataType::Int64, false),
-                Field::new("kafka_timestamp", utc_micros(), true),
-                Field::new("read_at", utc_micros(), false),
-            ]))
-        })
-        .clone()
 }
 
 /// One Arrow batch of retractions.
@@ -143,29 +93,6 @@ pub fn retractions_to_record_batch(
         micros(rows.iter().map(|(r, _)| Some(r.received_at_ms * 1000)).collect()),
     ];
     Ok(RecordBatch::try_new(retraction_schema(), columns)?)
-}
-
-/// The schema of dead-letter files: the record as it came (key and value bytes,
-/// untouched), why it was refused, and where it came from.
-pub fn dead_letter_schema() -> SchemaRef {
-    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
-    SCHEMA
-        .get_or_init(|| {
-            Arc::new(Schema::new(vec![
-                Field::new("topic", DataType::Utf8, false),
-                Field::new("partition", DataType::Int32, false),
-                Field::new("offset", DataType::Int64, false),
-                Field::new("record_key", DataType::Binary, true),
-                Field::new("record_value", DataType::Binary, true),
-                Field::new("error_class", DataType::Utf8, false),
-                Field::new("error_message", DataType::Utf8, false),
-                Field::new("event_type", DataType::Utf8, true),
-                Field::new("schema_version", DataType::Int32, true),
-                Field::new("kafka_timestamp", utc_micros(), true),
-                Field::new("rejected_at", utc_micros(), false),
-            ]))
-        })
-        .clone()
 }
 
 /// One Arrow batch of dead letters, rejected at `rejected_at_micros`.
@@ -316,13 +243,13 @@ pub fn encode_parquet(batch: &RecordBatch, format: FileFormat) -> Result<Vec<u8>
     Ok(writer.into_inner()?)
 }
 
-impl crate::error::class::Classified for LakeFileError {
-    fn class(&self) -> crate::error::class::FailureClass {
+impl crate::failure::Classified for LakeFileError {
+    fn class(&self) -> crate::failure::FailureClass {
         match self {
-            LakeFileError::Io { source, .. } => crate::error::class::io_class(source),
+            LakeFileError::Io { source, .. } => crate::failure::io_class(source),
             // The encoder refused what it was given: those rows can never be written.
             LakeFileError::Arrow(_) | LakeFileError::Parquet(_) => {
-                crate::error::class::FailureClass::Poison
+                crate::failure::FailureClass::Poison
             }
         }
     }

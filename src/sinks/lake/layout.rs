@@ -19,6 +19,62 @@
 use chrono::{Datelike, NaiveDate};
 use std::path::PathBuf;
 
+/// The retractions table's folder under the lake root.
+pub const RETRACTIONS_TABLE: &str = "_retractions";
+
+/// The dead letters' table, under the lake root.
+pub const DEAD_LETTERS_TABLE: &str = "_dead_letters";
+
+/// The Hive partition columns of the events table, in folder order.
+pub const PARTITION_COLUMNS: [&str; 4] = ["event_type", "year", "month", "day"];
+
+/// Which of the lake's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TableKind {
+    /// Accepted events.
+    Events,
+    /// Invalidations and deletions.
+    Retractions,
+    /// Records refused by the contracts (the DLQ as a table).
+    DeadLetters,
+}
+
+impl TableKind {
+    /// All three, in the order a flush commits them: dead letters first (their table
+    /// gets a commit only when a range has some, so its progress may lag the others';
+    /// committing it first means every dead letter below the lake's progress is in it),
+    /// then retractions, so a reader never sees an event without the retractions that
+    /// arrived with it.
+    pub const COMMIT_ORDER: [TableKind; 3] =
+        [TableKind::DeadLetters, TableKind::Retractions, TableKind::Events];
+
+    /// Folder under the lake root ("" for the root itself).
+    pub fn dir(self) -> &'static str {
+        match self {
+            TableKind::Events => "",
+            TableKind::Retractions => RETRACTIONS_TABLE,
+            TableKind::DeadLetters => DEAD_LETTERS_TABLE,
+        }
+    }
+
+    /// A path relative to this table's root, as a path relative to the lake root.
+    pub fn in_lake(self, relative: &str) -> String {
+        match self.dir() {
+            "" => relative.to_string(),
+            dir => format!("{dir}/{relative}"),
+        }
+    }
+
+    /// The table's name in its metadata and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            TableKind::Events => "events",
+            TableKind::Retractions => "retractions",
+            TableKind::DeadLetters => "dead_letters",
+        }
+    }
+}
+
 /// The Hive partition folder for an event type and a UTC day.
 pub fn partition_dir(event_type: &str, at: NaiveDate) -> PathBuf {
     PathBuf::from(format!("event_type={event_type}"))
@@ -100,6 +156,45 @@ pub fn partition_values(
 /// The name of the retractions table's empty file, so that the documented query over
 /// `_retractions/*.retractions` works on a lake that has none yet.
 pub const EMPTY_RETRACTIONS: &str = "empty.retractions";
+
+/// The tag of files a compaction writes (no dashes: it ends a file name).
+pub const COMPACT_TAG: &str = "compact";
+
+/// The tag of files a purge writes (no dashes: it ends a file name).
+pub const PURGE_TAG: &str = "purge";
+
+/// The tag that ends a file name's stem (`...-{tag}`), if any.
+fn tag_of(name: &str) -> Option<&str> {
+    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+    stem.rsplit('-').next()
+}
+
+/// Whether a file name is one a compaction wrote.
+pub fn is_compaction_file(name: &str) -> bool {
+    tag_of(name).is_some_and(|tag| tag.starts_with(COMPACT_TAG))
+}
+
+/// Whether a file name is a purge's rewrite rather than a flush's file.
+pub fn is_rewrite(name: &str) -> bool {
+    tag_of(name).is_some_and(|tag| tag.starts_with(PURGE_TAG))
+}
+
+/// Whether `path` (relative to the lake root) is a file the table of `kind` could hold
+/// (data files of the events table in its Hive folders, retraction and dead-letter files
+/// at their table's root), or a writer's temporary file beside them; never a Delta log.
+pub fn is_table_file(kind: TableKind, path: &str) -> bool {
+    match kind {
+        TableKind::Events => {
+            path.starts_with("event_type=")
+                && (path.ends_with(".parquet") || path.ends_with(".tmp"))
+        }
+        TableKind::Retractions | TableKind::DeadLetters => {
+            let rest = path.strip_prefix(&format!("{}/", kind.dir())).unwrap_or("/");
+            let ext = if kind == TableKind::Retractions { ".retractions" } else { ".parquet" };
+            !rest.contains('/') && (rest.ends_with(ext) || rest.ends_with(".tmp"))
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

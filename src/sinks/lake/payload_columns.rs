@@ -11,10 +11,10 @@
 //! the type both fit in ([`FieldType::widen`]). A payload field named like an envelope
 //! column is stored as `payload_{name}`.
 
+use crate::payload_fields::{FieldType, PayloadField};
 use crate::record::Event;
-use crate::sinks::lake::files::lake_schema;
+use crate::sinks::lake::schemas::lake_schema;
 use crate::stages::contract::Contracts;
-use crate::stages::payload_fields::{FieldType, PayloadField};
 use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder,
     StringBuilder, TimestampMicrosecondBuilder,

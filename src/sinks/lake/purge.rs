@@ -11,15 +11,14 @@
 //! a later purge. Run one purge at a time.
 
 use crate::sinks::lake::files::{encode_parquet, FileFormat, LakeFileError};
-use crate::sinks::lake::layout::{file_name, parse_file_name};
-use crate::sinks::lake::reader::{read_columns, read_file, read_retractions};
+use crate::sinks::lake::layout::{file_name, is_rewrite, parse_file_name, PURGE_TAG};
+use crate::sinks::lake::reader::{read_batches, read_retractions};
 use crate::sinks::lake::store::{LakeStore, StoreError};
 use crate::sinks::lake::table::{add_action, CommitAttempt, LakeTable, LakeTableError, TableKind};
 use arrow::array::{Array, BooleanArray, StringArray};
 use arrow::record_batch::RecordBatch;
 use deltalake_core::kernel::Action;
 use deltalake_core::protocol::DeltaOperation;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::HashSet;
 use std::path::PathBuf;
 
@@ -68,9 +67,6 @@ pub enum PurgeError {
     #[error("the events table kept changing under the purge; run it again")]
     Contended,
 }
-
-/// The tag of files a purge writes (no dashes: it ends a file name).
-pub const PURGE_TAG: &str = "purge";
 
 /// Erases every deleted event's rows from the lake under `root`.
 pub fn purge(
@@ -188,29 +184,13 @@ pub fn keep_mask(batch: &RecordBatch, deleted: &HashSet<String>) -> BooleanArray
     }
 }
 
-/// The record batches of one lake file (only `columns`, when given).
-pub(crate) fn read_batches(
-    store: &LakeStore,
-    path: &str,
-    columns: Option<&[&str]>,
-) -> Result<Vec<RecordBatch>, parquet::errors::ParquetError> {
-    let file = read_file(store, path)?;
-    match columns {
-        Some(columns) => read_columns(file, columns),
-        None => ParquetRecordBatchReaderBuilder::try_new(file)?
-            .build()?
-            .map(|b| b.map_err(|e| parquet::errors::ParquetError::External(Box::new(e))))
-            .collect(),
-    }
-}
-
 /// Removes the files of an interrupted purge: written, never committed.
 fn remove_leftovers(store: &LakeStore, held: &[String]) -> Result<usize, PurgeError> {
     let held: HashSet<&str> = held.iter().map(String::as_str).collect();
     let mut removed = 0;
-    for file in crate::sinks::lake::writer::table_files_in_store(store, TableKind::Events)? {
+    for file in store.table_files(TableKind::Events)? {
         let name = file.path.rsplit('/').next().unwrap_or_default();
-        let purge_file = crate::sinks::lake::writer::is_rewrite(name);
+        let purge_file = is_rewrite(name);
         if purge_file && !held.contains(file.path.as_str()) {
             store.delete(&file.path)?;
             removed += 1;

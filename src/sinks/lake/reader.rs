@@ -160,6 +160,22 @@ pub fn read_rows(store: &LakeStore, topic: Option<&str>) -> Result<Vec<LakeRow>,
     Ok(rows)
 }
 
+/// The record batches of one lake file (only `columns`, when given).
+pub fn read_batches(
+    store: &LakeStore,
+    path: &str,
+    columns: Option<&[&str]>,
+) -> Result<Vec<RecordBatch>, parquet::errors::ParquetError> {
+    let file = read_file(store, path)?;
+    match columns {
+        Some(columns) => read_columns(file, columns),
+        None => ParquetRecordBatchReaderBuilder::try_new(file)?
+            .build()?
+            .map(|b| b.map_err(|e| parquet::errors::ParquetError::External(Box::new(e))))
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@
 //! place, and its folder fsynced; on S3 one PUT is atomic. Either way no reader ever
 //! sees half a file.
 
-use crate::sinks::lake::table::TableKind;
+use crate::sinks::lake::layout::{is_table_file, TableKind};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
@@ -107,12 +107,12 @@ pub enum StoreError {
     Runtime(std::io::Error),
 }
 
-impl crate::error::class::Classified for StoreError {
-    fn class(&self) -> crate::error::class::FailureClass {
-        use crate::error::class::FailureClass;
+impl crate::failure::Classified for StoreError {
+    fn class(&self) -> crate::failure::FailureClass {
+        use crate::failure::FailureClass;
         match self {
             StoreError::Location(_) => FailureClass::Fatal,
-            StoreError::Io { source, .. } => crate::error::class::io_class(source),
+            StoreError::Io { source, .. } => crate::failure::io_class(source),
             StoreError::Object { source, .. } => match source {
                 object_store::Error::PermissionDenied { .. }
                 | object_store::Error::Unauthenticated { .. } => FailureClass::Fatal,
@@ -334,6 +334,11 @@ impl LakeStore {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.object_error(relative)(e)),
         }
+    }
+    /// Every file under the table of `kind` that [`is_table_file`] accepts.
+    pub fn table_files(&self, kind: TableKind) -> Result<Vec<Listed>, StoreError> {
+        let listed = self.list(kind.dir())?;
+        Ok(listed.into_iter().filter(|l| is_table_file(kind, &l.path)).collect())
     }
 
     /// Every file under the folder `relative` ("" for the whole lake), recursively,

@@ -13,7 +13,8 @@
 //! delta-rs is async; the lake writer runs on its own thread, so this module owns a
 //! small current-thread runtime and blocks on it.
 
-use crate::sinks::lake::files::{dead_letter_schema, lake_schema, retraction_schema};
+pub use crate::sinks::lake::layout::{TableKind, PARTITION_COLUMNS};
+use crate::sinks::lake::schemas::{dead_letter_schema, lake_schema, retraction_schema};
 use crate::sinks::lake::store::{LakeStore, StoreError};
 use arrow::datatypes::{DataType, Field, Schema};
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
@@ -25,87 +26,32 @@ use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProper
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-/// The retractions table's folder under the lake root.
-pub const RETRACTIONS_TABLE: &str = "_retractions";
-
-/// The dead letters' table, under the lake root.
-pub const DEAD_LETTERS_TABLE: &str = "_dead_letters";
-
-/// The Hive partition columns of the events table, in folder order.
-pub const PARTITION_COLUMNS: [&str; 4] = ["event_type", "year", "month", "day"];
-
 /// Commits between checkpoints: a reader replays at most this many JSON entries.
 pub const CHECKPOINT_INTERVAL: u64 = 100;
 
-/// Which of the lake's tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TableKind {
-    /// Accepted events.
-    Events,
-    /// Invalidations and deletions.
-    Retractions,
-    /// Records refused by the contracts (the DLQ as a table).
-    DeadLetters,
+/// The table schema of `kind`: the file columns, plus the partition columns of the
+/// events table (which live in folder names and in the log, not in the files).
+fn table_schema(kind: TableKind) -> Schema {
+    match kind {
+        TableKind::Events => {
+            let mut fields: Vec<Field> =
+                lake_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.push(Field::new("event_type", DataType::Utf8, false));
+            for column in ["year", "month", "day"] {
+                fields.push(Field::new(column, DataType::Int32, false));
+            }
+            Schema::new(fields)
+        }
+        TableKind::Retractions => retraction_schema().as_ref().clone(),
+        TableKind::DeadLetters => dead_letter_schema().as_ref().clone(),
+    }
 }
 
-impl TableKind {
-    /// All three, in the order a flush commits them: dead letters first (their table
-    /// gets a commit only when a range has some, so its progress may lag the others';
-    /// committing it first means every dead letter below the lake's progress is in it),
-    /// then retractions, so a reader never sees an event without the retractions that
-    /// arrived with it.
-    pub const COMMIT_ORDER: [TableKind; 3] =
-        [TableKind::DeadLetters, TableKind::Retractions, TableKind::Events];
-
-    /// Folder under the lake root ("" for the root itself).
-    pub fn dir(self) -> &'static str {
-        match self {
-            TableKind::Events => "",
-            TableKind::Retractions => RETRACTIONS_TABLE,
-            TableKind::DeadLetters => DEAD_LETTERS_TABLE,
-        }
-    }
-
-    /// A path relative to this table's root, as a path relative to the lake root.
-    pub fn in_lake(self, relative: &str) -> String {
-        match self.dir() {
-            "" => relative.to_string(),
-            dir => format!("{dir}/{relative}"),
-        }
-    }
-
-    /// The table's name in its metadata and in messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            TableKind::Events => "events",
-            TableKind::Retractions => "retractions",
-            TableKind::DeadLetters => "dead_letters",
-        }
-    }
-
-    /// The table schema: the file columns, plus the partition columns of the events
-    /// table (which live in folder names and in the log, not in the files).
-    fn schema(self) -> Schema {
-        match self {
-            TableKind::Events => {
-                let mut fields: Vec<Field> =
-                    lake_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-                fields.push(Field::new("event_type", DataType::Utf8, false));
-                for column in ["year", "month", "day"] {
-                    fields.push(Field::new(column, DataType::Int32, false));
-                }
-                Schema::new(fields)
-            }
-            TableKind::Retractions => retraction_schema().as_ref().clone(),
-            TableKind::DeadLetters => dead_letter_schema().as_ref().clone(),
-        }
-    }
-
-    fn partition_columns(self) -> &'static [&'static str] {
-        match self {
-            TableKind::Events => &PARTITION_COLUMNS,
-            TableKind::Retractions | TableKind::DeadLetters => &[],
-        }
+/// The Hive partition columns of `kind`.
+fn partition_columns(kind: TableKind) -> &'static [&'static str] {
+    match kind {
+        TableKind::Events => &PARTITION_COLUMNS,
+        TableKind::Retractions | TableKind::DeadLetters => &[],
     }
 }
 
@@ -144,12 +90,12 @@ pub enum LakeTableError {
     },
 }
 
-impl crate::error::class::Classified for LakeTableError {
-    fn class(&self) -> crate::error::class::FailureClass {
-        use crate::error::class::FailureClass;
+impl crate::failure::Classified for LakeTableError {
+    fn class(&self) -> crate::failure::FailureClass {
+        use crate::failure::FailureClass;
         match self {
             LakeTableError::Delta { source, .. } => match source.as_ref() {
-                DeltaTableError::Io { source } => crate::error::class::io_class(source),
+                DeltaTableError::Io { source } => crate::failure::io_class(source),
                 DeltaTableError::ObjectStore { .. }
                 | DeltaTableError::Transaction { .. }
                 | DeltaTableError::VersionAlreadyExists(_)
@@ -441,7 +387,7 @@ impl LakeTable {
 
 /// The operation a flush records in the table's history.
 pub fn append_operation(kind: TableKind) -> DeltaOperation {
-    let columns = kind.partition_columns();
+    let columns = partition_columns(kind);
     DeltaOperation::Write {
         mode: SaveMode::Append,
         partition_by: (!columns.is_empty())
@@ -494,13 +440,14 @@ async fn open_or_create(
         Err(DeltaTableError::NotATable(_)) => {}
         Err(e) => return Err(e),
     }
-    let schema: StructType =
-        (&kind.schema()).try_into_kernel().map_err(|e| DeltaTableError::Generic(e.to_string()))?;
+    let schema: StructType = (&table_schema(kind))
+        .try_into_kernel()
+        .map_err(|e| DeltaTableError::Generic(e.to_string()))?;
     let created = CreateBuilder::new()
         .with_log_store(table.log_store())
         .with_table_name(kind.name())
         .with_columns(schema.fields().cloned())
-        .with_partition_columns(kind.partition_columns().iter().copied())
+        .with_partition_columns(partition_columns(kind).iter().copied())
         .with_configuration_property(
             TableProperty::CheckpointInterval,
             Some(CHECKPOINT_INTERVAL.to_string()),

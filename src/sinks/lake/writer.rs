@@ -15,19 +15,19 @@
 //! A range is flushed only once Postgres has stored it, leaving out the records
 //! Postgres refused ([`PostgresVerdicts`]), so both sinks hold the same events.
 
-use crate::error::class::Classified;
+use crate::failure::Classified;
 use crate::offsets::progress::write_start;
 use crate::record::{DeadLetter, Event, Retraction, SharedBatch, SinkId};
-use crate::sinks::lake::compact::is_compaction_file;
 use crate::sinks::lake::files::{
     dead_letters_to_record_batch, encode_parquet, group_by_folder, retractions_to_record_batch,
     to_record_batch, Action, FileFormat,
 };
 use crate::sinks::lake::layout::{
-    data_file_name, parse_file_name, partition_values, retraction_file_name, EMPTY_RETRACTIONS,
+    data_file_name, is_compaction_file, is_rewrite, parse_file_name, partition_values,
+    retraction_file_name, EMPTY_RETRACTIONS,
 };
 use crate::sinks::lake::payload_columns::PayloadColumns;
-use crate::sinks::lake::store::{LakeStore, Listed};
+use crate::sinks::lake::store::LakeStore;
 use crate::sinks::lake::table::{
     add_action, append_operation, CommitAttempt, LakeTable, LakeTableError, TableKind,
 };
@@ -559,7 +559,7 @@ impl ParquetWriter {
             return Ok(Flushed::Nothing);
         };
         let mut durable = buf.durable;
-        let m = crate::ops::metrics::metrics();
+        let m = crate::telemetry::metrics::metrics();
         for kind in TableKind::COMMIT_ORDER {
             let believed = durable.of(kind);
             if believed.is_some_and(|b| b >= next) {
@@ -675,7 +675,7 @@ impl ParquetWriter {
             // listing is not listed, and every listed file that was committed by then
             // is in the snapshot. (The other way round, a file committed in between
             // would look like an orphan.)
-            let listed = table_files_in_store(&store, kind).map_err(lake_error)?;
+            let listed = store.table_files(kind).map_err(lake_error)?;
             let table = self.tables()?.table(kind);
             table.refresh().map_err(lake_error)?;
             // Files a compaction or a purge removed stay for readers of older versions
@@ -810,12 +810,6 @@ impl ParquetWriter {
 /// another writer overtook its buffer.
 const OVERTAKEN_RECHECK: Duration = Duration::from_secs(1);
 
-/// Whether a file name is a purge's rewrite rather than a flush's file.
-pub fn is_rewrite(name: &str) -> bool {
-    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
-    stem.rsplit('-').next().is_some_and(|tag| tag.starts_with(crate::sinks::lake::purge::PURGE_TAG))
-}
-
 fn describe(progress: Option<i64>) -> String {
     progress.map_or("nothing".to_string(), |p| format!("offset {p}"))
 }
@@ -871,33 +865,6 @@ fn commit_checked(
          writers came first",
         table.kind().name()
     )))
-}
-
-/// Every file in the store that the table of `kind` could hold (data files of the
-/// events table in its Hive folders, retraction files at the retractions table's root),
-/// and the writers' temporary files beside them; never the Delta logs.
-pub fn table_files_in_store(
-    store: &LakeStore,
-    kind: TableKind,
-) -> Result<Vec<Listed>, crate::sinks::lake::store::StoreError> {
-    let listed = store.list(kind.dir())?;
-    Ok(listed
-        .into_iter()
-        .filter(|l| match kind {
-            TableKind::Events => {
-                l.path.starts_with("event_type=")
-                    && (l.path.ends_with(".parquet") || l.path.ends_with(".tmp"))
-            }
-            TableKind::Retractions => {
-                let rest = l.path.strip_prefix(&format!("{}/", kind.dir())).unwrap_or("/");
-                !rest.contains('/') && (rest.ends_with(".retractions") || rest.ends_with(".tmp"))
-            }
-            TableKind::DeadLetters => {
-                let rest = l.path.strip_prefix(&format!("{}/", kind.dir())).unwrap_or("/");
-                !rest.contains('/') && (rest.ends_with(".parquet") || rest.ends_with(".tmp"))
-            }
-        })
-        .collect())
 }
 
 impl SinkWriter for ParquetWriter {

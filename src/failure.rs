@@ -1,5 +1,8 @@
-//! The class of a failure, which tells the supervisor what to do (DESIGN section 5). A
-//! leaf module: every module that classifies its errors imports it, and it imports none.
+//! The class of a failure, which tells the supervisor what to do: transient (retry with
+//! backoff), poison (isolate the record), fenced (drop the partition) or fatal (stop and
+//! say what to fix). At the bottom of the layers: every module that classifies its
+//! errors imports it, and it imports nothing of the crate. Each module keeps its own
+//! `thiserror` enum; there is no crate-wide error type (the binary reports with anyhow).
 
 /// What the supervisor does about a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +32,17 @@ pub fn io_class(error: &std::io::Error) -> FailureClass {
         PermissionDenied | ReadOnlyFilesystem | NotADirectory | IsADirectory => FailureClass::Fatal,
         _ => FailureClass::Transient,
     }
+}
+
+/// The delay before retry number `attempt` (0 for the first): `initial` doubled per
+/// attempt, capped at `max`. How a transient failure is retried, the one backoff rule of the crate: the sink supervisors, the
+/// flows' dedup and dead-letter retries and the progress reads all use it.
+pub fn exponential_backoff(
+    initial: std::time::Duration,
+    max: std::time::Duration,
+    attempt: u32,
+) -> std::time::Duration {
+    initial.saturating_mul(2u32.saturating_pow(attempt)).min(max)
 }
 
 #[cfg(test)]

@@ -90,6 +90,12 @@ pub struct Rotation {
     pub keep: usize,
 }
 
+impl From<&crate::settings::SupervisionSettings> for Rotation {
+    fn from(s: &crate::settings::SupervisionSettings) -> Self {
+        Rotation { max_bytes: s.max_file_bytes, keep: s.keep_files }
+    }
+}
+
 /// The log, shared by the supervisors of one process.
 #[derive(Debug)]
 pub struct SupervisionLog {
