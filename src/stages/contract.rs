@@ -394,7 +394,7 @@ impl Contracts {
         let mut doc = doc;
         if let Some(fields) = self.raw_fields.get(&(event_type.clone(), version)) {
             make_exact(&mut doc["payload"], fields)
-                .map_err(|why| reject(ErrorClass::ContractViolation, why))?;
+                .map_err(|why| reject(ErrorClass::ContractViolation, why.to_string()))?;
         }
         // An invalidation is the same event with `is_valid: false`: the flag is left out
         // of the content hash, so it matches the event it takes back (and an explicit

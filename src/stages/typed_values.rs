@@ -12,14 +12,45 @@
 use crate::payload_fields::{FieldType, PayloadField};
 use serde_json::{Number, Value};
 
+/// Why a value its contract accepts cannot be stored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Inexact {
+    /// An integer beyond 64 bits.
+    #[error("{0} does not fit a 64-bit integer (at most 9223372036854775807)")]
+    Integer(Number),
+    /// A number beyond the digits of its decimal column.
+    #[error("{value} does not fit decimal(18,{scale}) (less than {limit:.0} in magnitude)")]
+    Decimal {
+        /// The value.
+        value: Number,
+        /// Digits after the point.
+        scale: u8,
+        /// The bound.
+        limit: f64,
+    },
+    /// A date or time outside the years every sink can store.
+    #[error("'{0}' is outside the years 1 to 9999 that every sink can store")]
+    Year(String),
+}
+
+/// The field a value no sink can store is in, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("/payload/{pointer}: {why}")]
+pub struct InexactField {
+    /// The field's name as a JSON pointer segment.
+    pub pointer: String,
+    /// Why.
+    pub why: Inexact,
+}
+
 /// Makes each typed field of `payload` exact, or names the first field that no sink
-/// can store, as `/payload/{field}: ...`.
-pub fn make_exact(payload: &mut Value, fields: &[PayloadField]) -> Result<(), String> {
+/// can store.
+pub fn make_exact(payload: &mut Value, fields: &[PayloadField]) -> Result<(), InexactField> {
     let Some(object) = payload.as_object_mut() else { return Ok(()) };
     for field in fields {
         let Some(value) = object.get_mut(&field.name) else { continue };
         exact(value, field.field_type)
-            .map_err(|why| format!("/payload/{}: {why}", pointer_segment(&field.name)))?;
+            .map_err(|why| InexactField { pointer: pointer_segment(&field.name), why })?;
     }
     Ok(())
 }
@@ -31,14 +62,14 @@ fn pointer_segment(name: &str) -> String {
 /// 2^63 as a float: the first whole number a 64-bit integer cannot hold.
 const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
 
-fn exact(value: &mut Value, field_type: FieldType) -> Result<(), String> {
+fn exact(value: &mut Value, field_type: FieldType) -> Result<(), Inexact> {
     match (field_type, &*value) {
         (FieldType::Integer, Value::Number(n)) => {
             if n.is_i64() {
                 return Ok(());
             }
             if n.is_u64() {
-                return Err(format!("{n} does not fit a 64-bit integer (at most {})", i64::MAX));
+                return Err(Inexact::Integer(n.clone()));
             }
             let f = n.as_f64().unwrap_or(f64::NAN);
             if f.fract() != 0.0 {
@@ -46,7 +77,7 @@ fn exact(value: &mut Value, field_type: FieldType) -> Result<(), String> {
                 return Ok(());
             }
             if !(-TWO_POW_63..TWO_POW_63).contains(&f) {
-                return Err(format!("{n} does not fit a 64-bit integer (at most {})", i64::MAX));
+                return Err(Inexact::Integer(n.clone()));
             }
             *value = Value::Number(Number::from(f as i64));
             Ok(())
@@ -54,9 +85,9 @@ fn exact(value: &mut Value, field_type: FieldType) -> Result<(), String> {
         (FieldType::Decimal { scale }, Value::Number(n)) => {
             let limit = 10f64.powi(18 - i32::from(scale));
             match n.as_f64() {
-                Some(f) if f.abs() >= limit => Err(format!(
-                    "{n} does not fit decimal(18,{scale}) (less than {limit:.0} in magnitude)"
-                )),
+                Some(f) if f.abs() >= limit => {
+                    Err(Inexact::Decimal { value: n.clone(), scale, limit })
+                }
                 _ => Ok(()),
             }
         }
@@ -75,11 +106,11 @@ fn exact(value: &mut Value, field_type: FieldType) -> Result<(), String> {
     }
 }
 
-fn year_in_range(year: i32, text: &str) -> Result<(), String> {
+fn year_in_range(year: i32, text: &str) -> Result<(), Inexact> {
     if (1..=9999).contains(&year) {
         Ok(())
     } else {
-        Err(format!("'{text}' is outside the years 1 to 9999 that every sink can store"))
+        Err(Inexact::Year(text.to_string()))
     }
 }
 
@@ -118,7 +149,7 @@ mod tests {
             (r#"{"at": "0000-01-01T00:00:00Z"}"#, "/payload/at"),
         ] {
             let mut payload: Value = serde_json::from_str(text).unwrap();
-            let why = make_exact(&mut payload, &fields()).unwrap_err();
+            let why = make_exact(&mut payload, &fields()).unwrap_err().to_string();
             assert!(why.starts_with(pointer), "{text}: {why}");
         }
         let mut fine = json!({"count": -5, "amount": 19.99, "day": "2026-12-07", "at": "2026-12-07T10:00:00Z"});
