@@ -5,6 +5,7 @@
 //! instead of being silently ignored.
 
 pub mod kafka_client;
+pub mod lake_location;
 pub mod postgres_url;
 pub mod secrets;
 
@@ -32,6 +33,9 @@ pub enum SettingsError {
         /// Cause.
         source: std::io::Error,
     },
+    /// `lake.root` is neither a local folder nor `s3://bucket/prefix`.
+    #[error("settings: key `lake.root`: {0}")]
+    LakeRoot(#[from] lake_location::LakeRootError),
     /// A value parsed but breaks a rule of its own.
     #[error("settings: key `{key}`: {rule}")]
     Rule {
@@ -396,6 +400,7 @@ impl Settings {
                 return Err(SettingsError::Rule { key, rule });
             }
         }
+        lake_location::LakeLocation::parse(&self.lake.root.to_string_lossy())?;
         Ok(())
     }
 }

@@ -45,3 +45,19 @@ fn a_fatal_writer_error_gives_up_at_once_instead_of_restarting() {
     assert!(kinds.contains(&GiveUp) && !kinds.contains(&Restart), "no restart: {kinds:?}");
     eprintln!("gave up after {:?}", started.elapsed());
 }
+
+/// `eventline config` refuses the lake roots `eventline run` cannot use, naming the key,
+/// instead of printing them as if they were fine.
+#[test]
+fn config_and_run_refuse_a_lake_root_of_another_scheme_naming_the_key() {
+    let env = TestEnv::new(1);
+    for command in ["config", "run"] {
+        let (code, _, stderr) =
+            env.eventline_with(&[command], &[("EVENTLINE__LAKE__ROOT", "gs://bucket/lake")]);
+        assert_ne!(code, 0, "{command} accepted gs://");
+        assert!(
+            stderr.contains("key `lake.root`") && stderr.contains("not gs://"),
+            "{command}: {stderr}"
+        );
+    }
+}

@@ -18,37 +18,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use url::Url;
 
-/// Where `lake.root` points.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LakeLocation {
-    /// A local folder.
-    Local(PathBuf),
-    /// A bucket and a key prefix (no leading or trailing `/`).
-    S3 {
-        /// The bucket.
-        bucket: String,
-        /// The prefix.
-        prefix: String,
-    },
-}
+pub use crate::settings::lake_location::{LakeLocation, LakeRootError};
 
-impl LakeLocation {
-    /// Parses `lake.root`: `s3://bucket/prefix`, or a local path.
-    pub fn parse(root: &str) -> Result<Self, StoreError> {
-        if let Some(rest) = root.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(StoreError::Location(format!("{root}: no bucket after s3://")));
-            }
-            let prefix = prefix.trim_matches('/').to_string();
-            return Ok(LakeLocation::S3 { bucket: bucket.to_string(), prefix });
-        }
-        if let Some((scheme, _)) = root.split_once("://") {
-            return Err(StoreError::Location(format!(
-                "{root}: the lake is a local folder or s3://bucket/prefix, not {scheme}://"
-            )));
-        }
-        Ok(LakeLocation::Local(PathBuf::from(root)))
+impl From<LakeRootError> for StoreError {
+    fn from(e: LakeRootError) -> Self {
+        StoreError::Location(e.to_string())
     }
 }
 
