@@ -28,24 +28,9 @@ pub struct SinkProgress {
 }
 
 impl ProgressStore {
-    /// Reads both (blocking).
+    /// Reads both (blocking), for the partitions this process owns and for those it
+    /// may not (the group watchdog looks at every partition).
     pub fn read(&self, partition: i32) -> Result<SinkProgress, ProgressError> {
-        let mut conn = db::conn(&self.pool)?;
-        let postgres =
-            db::read_progress(&mut conn, SinkId::Postgres.as_str(), &self.topic, partition)?;
-        let lake = crate::sinks::lake::writer::lake_progress(
-            &LakeStore::from_settings(&self.lake).map_err(LakeTableError::from)?,
-            &self.topic,
-            partition,
-        )?;
-        Ok(SinkProgress { postgres, lake })
-    }
-}
-
-impl ProgressStore {
-    /// Reads both (blocking), for partitions this process may not own, looked at by the
-    /// group watchdog.
-    pub fn peek(&self, partition: i32) -> Result<SinkProgress, ProgressError> {
         let mut conn = db::conn(&self.pool)?;
         let postgres =
             db::read_progress(&mut conn, SinkId::Postgres.as_str(), &self.topic, partition)?;

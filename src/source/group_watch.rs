@@ -125,7 +125,7 @@ pub fn records_waiting<C: rdkafka::consumer::ConsumerContext>(
     let partitions = metadata.topics().first()?.partitions().len() as i32;
     for partition in 0..partitions {
         let (low, high) = consumer.fetch_watermarks(topic, partition, timeout).ok()?;
-        let progress = store.peek(partition).ok()?;
+        let progress = store.read(partition).ok()?;
         let stored = resume_offset(&[progress.postgres, progress.lake]).unwrap_or(low);
         if high > stored.max(low) {
             return Some(true);
