@@ -54,40 +54,118 @@ pub struct EntityDecl {
     pub folds: BTreeMap<String, Fold>,
 }
 
-/// Reads the `x-entity` declaration of a contract, if it has one; the error says which
-/// part is wrong (the caller adds the file).
-pub fn parse_declaration(schema: &Value) -> Result<Option<EntityDecl>, String> {
+/// Which part of an `x-entity` declaration is wrong (the caller adds the file).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DeclarationError {
+    /// `name` or `key` is not a lower-case identifier.
+    #[error("x-entity.{key}: '{value}' must match ^[a-z][a-z0-9_]{{0,62}}$")]
+    BadName {
+        /// `name` or `key`.
+        key: &'static str,
+        /// What was given.
+        value: String,
+    },
+    /// `name` or `key` is absent.
+    #[error("x-entity.{0}: missing (a string)")]
+    Missing(&'static str),
+    /// The key is not a property of the contract.
+    #[error("x-entity.key: '{0}' is not a property of this contract")]
+    KeyNotAProperty(String),
+    /// The key is not required.
+    #[error("x-entity.key: '{0}' must be required, or an event could have no entity")]
+    KeyNotRequired(String),
+    /// `fold` is not an object.
+    #[error("x-entity.fold: must be an object of field: fold")]
+    FoldNotAnObject,
+    /// A fold that does not exist.
+    #[error("x-entity.fold.{field}: {rule} is not one of latest, first, sum, max, min, ignore")]
+    UnknownFold {
+        /// The field.
+        field: String,
+        /// What was given.
+        rule: Value,
+    },
+    /// A fold of a field the contract does not have.
+    #[error("x-entity.fold.{0}: not a property of this contract")]
+    FoldNotAProperty(String),
+}
+
+/// Why the event types of an entity cannot be merged into one state table.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EntitiesError {
+    /// Two event types fold a field differently.
+    #[error("entity '{entity}': field '{field}' folds as {fold:?} in {event_type} but as {other:?} in {by}")]
+    FoldsDisagree {
+        /// The entity.
+        entity: String,
+        /// The field.
+        field: String,
+        /// The fold `event_type` declares.
+        fold: Fold,
+        /// The event type.
+        event_type: String,
+        /// The fold `by` declares.
+        other: Fold,
+        /// The other event type.
+        by: String,
+    },
+    /// Two event types key the entity by different fields.
+    #[error("entity '{entity}': {event_type} keys it by '{key}' but {first_type} by '{first_key}'; every event type of an entity names its key alike")]
+    KeysDisagree {
+        /// The entity.
+        entity: String,
+        /// The event type.
+        event_type: String,
+        /// Its key.
+        key: String,
+        /// The event type seen first.
+        first_type: String,
+        /// Its key.
+        first_key: String,
+    },
+    /// A fold the field's type cannot take (a sum of text).
+    #[error("entity '{entity}': field '{field}' is {type_name} and cannot fold as {fold:?}")]
+    CannotFold {
+        /// The entity.
+        entity: String,
+        /// The field.
+        field: String,
+        /// Its type's name.
+        type_name: String,
+        /// The fold.
+        fold: Fold,
+    },
+}
+
+/// Reads the `x-entity` declaration of a contract, if it has one.
+pub fn parse_declaration(schema: &Value) -> Result<Option<EntityDecl>, DeclarationError> {
     let Some(decl) = schema.get("x-entity") else { return Ok(None) };
-    let text = |key: &str| -> Result<String, String> {
-        match decl.get(key).and_then(Value::as_str) {
-            Some(s) if valid_name(s) => Ok(s.to_string()),
-            Some(s) => Err(format!("x-entity.{key}: '{s}' must match ^[a-z][a-z0-9_]{{0,62}}$")),
-            None => Err(format!("x-entity.{key}: missing (a string)")),
-        }
+    let text = |key: &'static str| match decl.get(key).and_then(Value::as_str) {
+        Some(s) if valid_name(s) => Ok(s.to_string()),
+        Some(s) => Err(DeclarationError::BadName { key, value: s.to_string() }),
+        None => Err(DeclarationError::Missing(key)),
     };
     let (name, key) = (text("name")?, text("key")?);
     let properties = schema.get("properties").and_then(Value::as_object);
     let declared = |field: &str| properties.is_some_and(|p| p.contains_key(field));
     if !declared(&key) {
-        return Err(format!("x-entity.key: '{key}' is not a property of this contract"));
+        return Err(DeclarationError::KeyNotAProperty(key));
     }
     let required = schema.get("required").and_then(Value::as_array);
     if !required.is_some_and(|r| r.iter().any(|f| f.as_str() == Some(&key))) {
-        return Err(format!(
-            "x-entity.key: '{key}' must be required, or an event could have no entity"
-        ));
+        return Err(DeclarationError::KeyNotRequired(key));
     }
     let mut folds = BTreeMap::new();
     if let Some(rules) = decl.get("fold") {
         let Some(rules) = rules.as_object() else {
-            return Err("x-entity.fold: must be an object of field: fold".into());
+            return Err(DeclarationError::FoldNotAnObject);
         };
         for (field, rule) in rules {
             let fold = rule.as_str().and_then(Fold::parse).ok_or_else(|| {
-                format!("x-entity.fold.{field}: {rule} is not one of latest, first, sum, max, min, ignore")
+                DeclarationError::UnknownFold { field: field.clone(), rule: rule.clone() }
             })?;
             if !declared(field) {
-                return Err(format!("x-entity.fold.{field}: not a property of this contract"));
+                return Err(DeclarationError::FoldNotAProperty(field.clone()));
             }
             folds.insert(field.clone(), fold);
         }
@@ -150,7 +228,7 @@ impl Entities {
     pub fn from_declarations(
         decls: &BTreeMap<String, EntityDecl>,
         fields: &BTreeMap<String, Vec<PayloadField>>,
-    ) -> Result<Entities, String> {
+    ) -> Result<Entities, EntitiesError> {
         // A field's fold is declared once for the entity, in any of its event types;
         // two event types declaring it differently is an error.
         let mut fold_of: BTreeMap<(String, String), (Fold, String)> = BTreeMap::new();
@@ -159,10 +237,14 @@ impl Entities {
                 let slot = (decl.name.clone(), field.clone());
                 match fold_of.get(&slot) {
                     Some((other, by)) if other != fold => {
-                        return Err(format!(
-                            "entity '{}': field '{field}' folds as {fold:?} in {event_type} but as {other:?} in {by}",
-                            decl.name
-                        ))
+                        return Err(EntitiesError::FoldsDisagree {
+                            entity: decl.name.clone(),
+                            field: field.clone(),
+                            fold: *fold,
+                            event_type: event_type.clone(),
+                            other: *other,
+                            by: by.clone(),
+                        })
                     }
                     Some(_) => {}
                     None => {
@@ -180,10 +262,13 @@ impl Entities {
                 fields: Vec::new(),
             });
             if entity.key != decl.key {
-                return Err(format!(
-                    "entity '{}': {event_type} keys it by '{}' but {} by '{}'; every event type of an entity names its key alike",
-                    decl.name, decl.key, entity.event_types[0], entity.key
-                ));
+                return Err(EntitiesError::KeysDisagree {
+                    entity: decl.name.clone(),
+                    event_type: event_type.clone(),
+                    key: decl.key.clone(),
+                    first_type: entity.event_types[0].clone(),
+                    first_key: entity.key.clone(),
+                });
             }
             entity.event_types.push(event_type.clone());
             for field in fields.get(event_type).into_iter().flatten() {
@@ -218,13 +303,12 @@ impl Entities {
                 if (f.fold == Fold::Sum && !numeric)
                     || (matches!(f.fold, Fold::Max | Fold::Min) && !ordered)
                 {
-                    return Err(format!(
-                        "entity '{}': field '{}' is {} and cannot fold as {:?}",
-                        entity.name,
-                        f.field,
-                        f.field_type.name(),
-                        f.fold
-                    ));
+                    return Err(EntitiesError::CannotFold {
+                        entity: entity.name.clone(),
+                        field: f.field.clone(),
+                        type_name: f.field_type.name(),
+                        fold: f.fold,
+                    });
                 }
             }
         }
@@ -290,7 +374,7 @@ mod tests {
 
     #[test]
     fn a_wrong_declaration_says_which_part() {
-        let err = |decl| parse_declaration(&order_contract(decl)).unwrap_err();
+        let err = |decl| parse_declaration(&order_contract(decl)).unwrap_err().to_string();
         assert!(err(json!({"name": "order"})).starts_with("x-entity.key: missing"));
         assert!(
             err(json!({"name": "Order", "key": "order_id"})).starts_with("x-entity.name: 'Order'")
@@ -340,7 +424,7 @@ mod tests {
         let summed = Entities::from_declarations(&decls, &fields).unwrap();
         assert_eq!(summed.named("order").unwrap().fields[0].fold, Fold::Sum);
         decls.insert("order_created".to_string(), decl(&[("amount", Fold::Max)]));
-        let e = Entities::from_declarations(&decls, &fields).unwrap_err();
+        let e = Entities::from_declarations(&decls, &fields).unwrap_err().to_string();
         assert!(e.contains("field 'amount' folds as"), "{e}");
         decls.insert("order_created".to_string(), decl(&[]));
         let mut other_key = decl(&[]);
@@ -348,6 +432,7 @@ mod tests {
         decls.insert("order_paid".to_string(), other_key);
         assert!(Entities::from_declarations(&decls, &fields)
             .unwrap_err()
+            .to_string()
             .contains("keys it by 'id'"));
     }
 }

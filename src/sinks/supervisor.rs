@@ -373,15 +373,12 @@ impl<W: SinkWriter> SinkSupervisor<W> {
                     ..DecidedBatch::default()
                 });
                 // Best effort, like every DLQ publish: the `dead_letters` row is the
-                // exactly-once record; a failure here is logged, not retried.
+                // exactly-once record; the publisher logs and counts what it gives up on.
                 let send = dlq.send(PublishDeadLetters(batch));
                 actix::spawn(async move {
-                    let failed = match send.await {
-                        Ok(Ok(_)) => return,
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => e.to_string(),
-                    };
-                    log::warn!("sink-rejected records not published to the DLQ topic: {failed}");
+                    if let Err(e) = send.await {
+                        log::warn!("sink-rejected records not published to the DLQ topic: {e}");
+                    }
                 });
             }
         }

@@ -178,16 +178,9 @@ async fn decide_and_hand_over(
         }
     };
     let decided = Arc::new(decided);
-    let mut attempt = 0;
-    while !decided.dead.is_empty() {
-        match stages.dead_letters.send(PublishDeadLetters(decided.clone())).await? {
-            Ok(_) => break,
-            Err(error) => {
-                log::warn!("Dead letters of {topic}/{partition} not published, retrying (attempt {attempt}): {error}");
-                tokio::time::sleep(retry_delay(attempt)).await;
-                attempt += 1;
-            }
-        }
+    if !decided.dead.is_empty() {
+        // Bounded: each letter is retried a few times, then given up on (logged, counted).
+        stages.dead_letters.send(PublishDeadLetters(decided.clone())).await?;
     }
     record_outcomes(&decided, count);
     stages.postgres.send(Enqueue(decided.clone())).await?;

@@ -145,8 +145,8 @@ impl Contracts {
                     payloads.insert((event_type.clone(), version), validator);
                     fields.insert((event_type.clone(), version), fields_of(&schema));
                     raw_fields.insert((event_type.clone(), version), fields_of(&schema));
-                    let decl = parse_declaration(&schema).map_err(|message| {
-                        ContractLoadError::BadSchema { path: file.path(), message }
+                    let decl = parse_declaration(&schema).map_err(|e| {
+                        ContractLoadError::BadSchema { path: file.path(), message: e.to_string() }
                     })?;
                     if let Some(decl) = decl {
                         decls.insert((event_type.clone(), version), decl);
@@ -198,8 +198,10 @@ impl Contracts {
             }
         }
         let latest = latest.into_iter().map(|(t, (_, d))| (t, d)).collect();
-        contracts.entities = Entities::from_declarations(&latest, &contracts.fields_by_type())
-            .map_err(|message| ContractLoadError::BadSchema { path: dir.to_path_buf(), message })?;
+        contracts.entities =
+            Entities::from_declarations(&latest, &contracts.fields_by_type()).map_err(|e| {
+                ContractLoadError::BadSchema { path: dir.to_path_buf(), message: e.to_string() }
+            })?;
         Ok(contracts)
     }
 
@@ -348,7 +350,7 @@ impl Contracts {
         }
         let event_type = doc["event_type"].as_str().unwrap_or_default().to_string();
         let version = schema_version(&doc).map_err(|why| {
-            let mut r = Rejection::new(ErrorClass::BadEnvelope, why);
+            let mut r = Rejection::new(ErrorClass::BadEnvelope, why.to_string());
             r.event_type = Some(event_type.clone());
             r
         })?;
@@ -437,20 +439,20 @@ impl Contracts {
 /// `schema_version` as an exact integer from 1 to `i32::MAX` (absent: 1). JSON
 /// Schema's `integer` also takes `2.0` and 2^32 + 1, which must not be read as another
 /// version.
-fn schema_version(doc: &Value) -> Result<i32, String> {
+fn schema_version(doc: &Value) -> Result<i32, BadVersion> {
     let Some(value) = doc.get("schema_version") else { return Ok(1) };
     value
         .as_i64()
         .filter(|_| !value.as_number().is_some_and(Number::is_f64))
         .and_then(|v| i32::try_from(v).ok())
         .filter(|v| *v >= 1)
-        .ok_or_else(|| {
-            format!(
-                "/schema_version: {value} is not a version: an integer from 1 to {} written without a fraction",
-                i32::MAX
-            )
-        })
+        .ok_or_else(|| BadVersion(value.clone()))
 }
+
+/// A `schema_version` that is not an exact version number.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("/schema_version: {0} is not a version: an integer from 1 to 2147483647 written without a fraction")]
+pub struct BadVersion(Value);
 
 /// Why an entity key cannot be stored and indexed, as `/payload/{field}: ...`.
 fn entity_key_problem(key: Option<&str>, field: &str) -> Option<String> {

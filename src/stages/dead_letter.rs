@@ -22,9 +22,10 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::time::Duration;
 
-/// Publish the dead letters of a batch; resolves when each is confirmed or given up on.
+/// Publish the dead letters of a batch; resolves, with how many the broker confirmed,
+/// when each is confirmed or given up on (never an error: a batch never waits longer).
 #[derive(Message)]
-#[rtype(result = "Result<usize, DeadLetterError>")]
+#[rtype(result = "usize")]
 pub struct PublishDeadLetters(pub SharedBatch);
 
 /// Sends of one dead letter before it is given up on (transient failures).
@@ -167,31 +168,12 @@ fn to_owned_headers(headers: &[(String, Vec<u8>)]) -> OwnedHeaders {
     })
 }
 
-/// Dead letters the broker did not take.
-#[derive(Debug, thiserror::Error)]
-pub enum DeadLetterError {
-    /// Some sends were not confirmed: the flow retries the whole batch (transient).
-    #[error("{count} dead letters not confirmed by the broker: {first}")]
-    NotConfirmed {
-        /// How many failed.
-        count: usize,
-        /// The first failure.
-        first: rdkafka::error::KafkaError,
-    },
-}
-
-impl crate::failure::Classified for DeadLetterError {
-    fn class(&self) -> crate::failure::FailureClass {
-        crate::failure::FailureClass::Transient
-    }
-}
-
 impl Actor for DeadLetterPublisher {
     type Context = Context<Self>;
 }
 
 impl Handler<PublishDeadLetters> for DeadLetterPublisher {
-    type Result = ResponseFuture<Result<usize, DeadLetterError>>;
+    type Result = ResponseFuture<usize>;
 
     fn handle(&mut self, msg: PublishDeadLetters, _: &mut Context<Self>) -> Self::Result {
         let (producer, topic, max_bytes) =
@@ -211,7 +193,7 @@ impl Handler<PublishDeadLetters> for DeadLetterPublisher {
                     crate::telemetry::metrics::metrics().dlq_unpublished.inc();
                 }
             }
-            Ok(published)
+            published
         })
     }
 }

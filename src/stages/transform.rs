@@ -70,6 +70,116 @@ pub enum TransformLoadError {
     },
 }
 
+/// Why a rule of a transforms file is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("rule '{rule}': {problem}")]
+pub struct RuleError {
+    /// The rule's name.
+    pub rule: String,
+    /// What is wrong with it.
+    pub problem: RuleProblem,
+}
+
+/// What is wrong with a rule.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleProblem {
+    /// No operation key.
+    #[error("no operation: one of trim/case, map, rename, default, template, lookup")]
+    NoOperation,
+    /// More than one operation key.
+    #[error("more than one operation: one rule does one of trim/case, map, rename, default, template, lookup")]
+    ManyOperations,
+    /// `rename` without `to`.
+    #[error("rename needs `to` (the new name)")]
+    RenameNeedsTo,
+    /// `rename` with `field`.
+    #[error("rename takes `to`, not `field`")]
+    RenameTakesTo,
+    /// No `field`.
+    #[error("missing `field` (the field it writes)")]
+    MissingField,
+    /// `unmapped` or `missing` of another value.
+    #[error("{key} = '{value}': one of keep, null, fail")]
+    Otherwise {
+        /// `unmapped` or `missing`.
+        key: &'static str,
+        /// What was given.
+        value: String,
+    },
+    /// A TOML value with no JSON form.
+    #[error("{0}")]
+    Value(#[from] serde_json::Error),
+    /// A template that names no field.
+    #[error("template '{0}' names no field ({{field}})")]
+    EmptyTemplate(String),
+    /// A lookup of a column the table lacks.
+    #[error("table '{table}' has no column '{column}' (it has {has})")]
+    NoColumn {
+        /// The table.
+        table: String,
+        /// The column asked for.
+        column: String,
+        /// The columns it has, comma separated.
+        has: String,
+    },
+    /// `case` of another value.
+    #[error("case = '{0}': one of lower, upper, title")]
+    Case(String),
+    /// `type` of another value.
+    #[error(
+        "type = '{0}': one of string, integer, number, decimal2, boolean, date-time, date, json"
+    )]
+    Type(String),
+    /// The lookup's table cannot be had.
+    #[error(transparent)]
+    Table(#[from] ReferenceError),
+}
+
+/// Why a reference table cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    /// A path where a file name of `contracts/_reference/` belongs.
+    #[error("table '{0}': a file name in contracts/_reference/")]
+    NotAFileName(String),
+    /// The CSV file cannot be read.
+    #[error(transparent)]
+    Unreadable(#[from] Box<TransformLoadError>),
+    /// No table of that name.
+    #[error("no table '{0}'")]
+    Unknown(String),
+}
+
+/// Why a rule failed on a record.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RuleFailure {
+    /// A strict map without the value.
+    #[error("/payload/{field}: value '{value}' is not in the map")]
+    NotInMap {
+        /// The field.
+        field: String,
+        /// Its value.
+        value: String,
+    },
+    /// A field the rule needs is absent.
+    #[error("/payload/{field}: absent, the {needed_by} needs it")]
+    Absent {
+        /// The field.
+        field: String,
+        /// `template` or `lookup`.
+        needed_by: &'static str,
+    },
+    /// A strict lookup without the row.
+    #[error("/payload/{key}: '{value}' is not in {table}")]
+    NotInTable {
+        /// The key field.
+        key: String,
+        /// Its value.
+        value: String,
+        /// The table.
+        table: String,
+    },
+}
+
 /// A rule failed on a record.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("transform rule '{rule}': {message}")]
@@ -233,7 +343,7 @@ pub struct RuleSet {
 /// Where a rule's reference tables come from.
 pub trait ReferenceSource {
     /// The table `name` names (`countries.csv`, `postgres:public.fx`).
-    fn table(&mut self, name: &str) -> Result<Arc<ReferenceTable>, String>;
+    fn table(&mut self, name: &str) -> Result<Arc<ReferenceTable>, ReferenceError>;
 }
 
 /// CSV files of a folder; Postgres tables are placeholders filled at start.
@@ -245,7 +355,7 @@ pub struct FolderTables {
 }
 
 impl ReferenceSource for FolderTables {
-    fn table(&mut self, name: &str) -> Result<Arc<ReferenceTable>, String> {
+    fn table(&mut self, name: &str) -> Result<Arc<ReferenceTable>, ReferenceError> {
         if let Some(table) = self.loaded.get(name) {
             return Ok(table.clone());
         }
@@ -254,9 +364,9 @@ impl ReferenceSource for FolderTables {
             ReferenceTable { name: name.into(), ..ReferenceTable::default() }
         } else {
             if name.contains('/') || name.contains("..") {
-                return Err(format!("table '{name}': a file name in contracts/_reference/"));
+                return Err(ReferenceError::NotAFileName(name.to_string()));
             }
-            ReferenceTable::from_csv(name, &self.dir.join(name)).map_err(|e| e.to_string())?
+            ReferenceTable::from_csv(name, &self.dir.join(name)).map_err(Box::new)?
         };
         let table = Arc::new(table);
         self.loaded.insert(name.into(), table.clone());
@@ -288,7 +398,8 @@ impl RuleSet {
         let mut rules = Vec::new();
         for spanned in spec.rule {
             let line = line_of(text, spanned.span().start);
-            let rule = rule_of(spanned.into_inner(), tables).map_err(|m| invalid(line, m))?;
+            let rule =
+                rule_of(spanned.into_inner(), tables).map_err(|e| invalid(line, e.to_string()))?;
             rules.push(rule);
         }
         Ok(RuleSet { rules })
@@ -298,8 +409,10 @@ impl RuleSet {
     pub fn apply(&self, payload: &mut Map<String, Value>) -> Result<bool, TransformFailed> {
         let before = payload.clone();
         for rule in &self.rules {
-            rule.apply(payload)
-                .map_err(|message| TransformFailed { rule: rule.name.clone(), message })?;
+            rule.apply(payload).map_err(|failure| TransformFailed {
+                rule: rule.name.clone(),
+                message: failure.to_string(),
+            })?;
         }
         Ok(*payload != before)
     }
@@ -360,24 +473,24 @@ fn json_type(value: &Value) -> FieldType {
     }
 }
 
-fn otherwise(text: Option<&str>, default: Otherwise, key: &str) -> Result<Otherwise, String> {
+fn otherwise(
+    text: Option<&str>,
+    default: Otherwise,
+    key: &'static str,
+) -> Result<Otherwise, RuleProblem> {
     match text {
         None => Ok(default),
         Some("keep") => Ok(Otherwise::Keep),
         Some("null") => Ok(Otherwise::Null),
         Some("fail") => Ok(Otherwise::Fail),
-        Some(other) => Err(format!("{key} = '{other}': one of keep, null, fail")),
+        Some(other) => Err(RuleProblem::Otherwise { key, value: other.to_string() }),
     }
 }
 
-fn to_json(value: toml::Value) -> Result<Value, String> {
-    serde_json::to_value(value).map_err(|e| e.to_string())
-}
-
 /// A rule from its spec: exactly one operation, with the keys it needs.
-fn rule_of(spec: RuleSpec, tables: &mut dyn ReferenceSource) -> Result<Rule, String> {
+fn rule_of(spec: RuleSpec, tables: &mut dyn ReferenceSource) -> Result<Rule, RuleError> {
     let name = spec.name.clone();
-    let named = |m: String| format!("rule '{name}': {m}");
+    let named = |problem: RuleProblem| RuleError { rule: name.clone(), problem };
     let operations = [
         spec.trim.is_some() || spec.case.is_some(),
         spec.map.is_some(),
@@ -388,49 +501,48 @@ fn rule_of(spec: RuleSpec, tables: &mut dyn ReferenceSource) -> Result<Rule, Str
     ];
     match operations.iter().filter(|o| **o).count() {
         1 => {}
-        0 => return Err(named("no operation: one of trim/case, map, rename, default, template, lookup".into())),
-        _ => return Err(named("more than one operation: one rule does one of trim/case, map, rename, default, template, lookup".into())),
+        0 => return Err(named(RuleProblem::NoOperation)),
+        _ => return Err(named(RuleProblem::ManyOperations)),
     }
     let field = match (&spec.rename, &spec.to, &spec.field) {
         (Some(_), Some(to), None) => to.clone(),
-        (Some(_), None, _) => return Err(named("rename needs `to` (the new name)".into())),
-        (Some(_), Some(_), Some(_)) => return Err(named("rename takes `to`, not `field`".into())),
+        (Some(_), None, _) => return Err(named(RuleProblem::RenameNeedsTo)),
+        (Some(_), Some(_), Some(_)) => return Err(named(RuleProblem::RenameTakesTo)),
         (None, _, Some(field)) => field.clone(),
-        (None, _, None) => return Err(named("missing `field` (the field it writes)".into())),
+        (None, _, None) => return Err(named(RuleProblem::MissingField)),
     };
     let operation = if let Some(from) = spec.rename {
         Operation::Rename { from }
     } else if let Some(map) = spec.map {
         let map = map
             .into_iter()
-            .map(|(k, v)| to_json(v).map(|v| (k, v)))
+            .map(|(k, v)| serde_json::to_value(v).map(|v| (k, v)))
             .collect::<Result<HashMap<_, _>, _>>()
-            .map_err(named)?;
+            .map_err(|e| named(e.into()))?;
         let unmapped =
             otherwise(spec.unmapped.as_deref(), Otherwise::Keep, "unmapped").map_err(named)?;
         Operation::Map { map, unmapped }
     } else if let Some(default) = spec.default {
-        Operation::Default(to_json(default).map_err(named)?)
+        Operation::Default(serde_json::to_value(default).map_err(|e| named(e.into()))?)
     } else if let Some(template) = spec.template {
         let missing =
             otherwise(spec.missing.as_deref(), Otherwise::Fail, "missing").map_err(named)?;
         if placeholders(&template).is_empty() {
-            return Err(named(format!("template '{template}' names no field ({{field}})")));
+            return Err(named(RuleProblem::EmptyTemplate(template)));
         }
         Operation::Template { template, missing }
     } else if let Some(lookup) = spec.lookup {
-        let table = tables.table(&lookup.table).map_err(named)?;
+        let table = tables.table(&lookup.table).map_err(|e| named(e.into()))?;
         let column = if lookup.table.starts_with("postgres:") && table.columns.is_empty() {
             // Not read yet: the rules are parsed again once it is (at start).
             usize::MAX
         } else {
             table.columns.iter().position(|c| *c == lookup.column).ok_or_else(|| {
-                named(format!(
-                    "table '{}' has no column '{}' (it has {})",
-                    lookup.table,
-                    lookup.column,
-                    table.columns.join(", ")
-                ))
+                named(RuleProblem::NoColumn {
+                    table: lookup.table.clone(),
+                    column: lookup.column.clone(),
+                    has: table.columns.join(", "),
+                })
             })?
         };
         let missing =
@@ -442,19 +554,15 @@ fn rule_of(spec: RuleSpec, tables: &mut dyn ReferenceSource) -> Result<Rule, Str
             Some("lower") => Some(Case::Lower),
             Some("upper") => Some(Case::Upper),
             Some("title") => Some(Case::Title),
-            Some(other) => {
-                return Err(named(format!("case = '{other}': one of lower, upper, title")))
-            }
+            Some(other) => return Err(named(RuleProblem::Case(other.to_string()))),
         };
         Operation::Text { trim: spec.trim.unwrap_or(false), case }
     };
     let field_type = match spec.field_type.as_deref() {
         None => None,
-        Some(text) => Some(parse_type(text).ok_or_else(|| {
-            named(format!(
-                "type = '{text}': one of string, integer, number, decimal2, boolean, date-time, date, json"
-            ))
-        })?),
+        Some(text) => {
+            Some(parse_type(text).ok_or_else(|| named(RuleProblem::Type(text.to_string())))?)
+        }
     };
     Ok(Rule { name, field, operation, field_type })
 }
@@ -480,7 +588,7 @@ fn text_of(value: &Value) -> Option<String> {
 }
 
 impl Rule {
-    fn apply(&self, payload: &mut Map<String, Value>) -> Result<(), String> {
+    fn apply(&self, payload: &mut Map<String, Value>) -> Result<(), RuleFailure> {
         let field = &self.field;
         let present = payload.get(field).filter(|v| !v.is_null()).cloned();
         match &self.operation {
@@ -508,7 +616,7 @@ impl Rule {
                         payload.remove(field);
                     }
                     (None, Otherwise::Fail) => {
-                        return Err(format!("/payload/{field}: value '{key}' is not in the map"))
+                        return Err(RuleFailure::NotInMap { field: field.clone(), value: key })
                     }
                 }
             }
@@ -541,9 +649,10 @@ impl Rule {
                         Some(v) => out.push_str(&v),
                         None => match missing {
                             Otherwise::Fail => {
-                                return Err(format!(
-                                    "/payload/{name}: absent, the template needs it"
-                                ))
+                                return Err(RuleFailure::Absent {
+                                    field: name.to_string(),
+                                    needed_by: "template",
+                                })
                             }
                             Otherwise::Null => {
                                 payload.remove(field);
@@ -561,7 +670,7 @@ impl Rule {
                 let Some(wanted) = payload.get(key).and_then(text_of) else {
                     return match missing {
                         Otherwise::Fail => {
-                            Err(format!("/payload/{key}: absent, the lookup needs it"))
+                            Err(RuleFailure::Absent { field: key.clone(), needed_by: "lookup" })
                         }
                         _ => Ok(()),
                     };
@@ -576,10 +685,11 @@ impl Rule {
                             payload.remove(field);
                         }
                         Otherwise::Fail => {
-                            return Err(format!(
-                                "/payload/{key}: '{wanted}' is not in {}",
-                                table.name
-                            ))
+                            return Err(RuleFailure::NotInTable {
+                                key: key.clone(),
+                                value: wanted,
+                                table: table.name.clone(),
+                            })
                         }
                     },
                 }
@@ -617,8 +727,8 @@ mod tests {
     struct Tables(HashMap<String, Arc<ReferenceTable>>);
 
     impl ReferenceSource for Tables {
-        fn table(&mut self, name: &str) -> Result<Arc<ReferenceTable>, String> {
-            self.0.get(name).cloned().ok_or_else(|| format!("no table '{name}'"))
+        fn table(&mut self, name: &str) -> Result<Arc<ReferenceTable>, ReferenceError> {
+            self.0.get(name).cloned().ok_or_else(|| ReferenceError::Unknown(name.to_string()))
         }
     }
 
