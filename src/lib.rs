@@ -34,12 +34,13 @@
 //!    duplicate, conflict, invalidated or deleted with [`stages::dedup_decision`].
 //! 4. The decided batch goes to both [`sinks::supervisor::SinkSupervisor`]s:
 //!    [`sinks::postgres::writer`] stores it in one transaction with its progress and the
-//!    current state of the entities it touches ([`projections`]; a record Postgres
-//!    refuses is split out and dead-lettered), and
+//!    current state of the entities it touches ([`projections`]; [`sinks::postgres`]
+//!    lists the transaction's steps; a record Postgres refuses is split out and
+//!    dead-lettered), and
 //!    [`sinks::lake::writer`] buffers it and, once Postgres has stored the range, flushes
 //!    Parquet files (and a retraction file for invalidations and deletions) and commits
 //!    them to the lake's Delta tables with the partition's progress as a `txn` action
-//!    ([`sinks::lake::table`]), on a local folder or S3 ([`sinks::lake::store`]).
+//!    ([`sinks::lake::commit`]), on a local folder or S3 ([`sinks::lake::store`]).
 //! 5. [`offsets::tracker`] commits to Kafka the lower of both sinks' durable progress.
 //!
 //! [`pipeline`] starts the actors and wires them; `src/main.rs` maps the command line

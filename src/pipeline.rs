@@ -13,25 +13,28 @@ use crate::ops::health::{Health, SinkStatus};
 use crate::ops::stats::Snapshot;
 use crate::projections::refresh::Projections;
 use crate::settings::Settings;
+use crate::sinks::lake::buffer::RollLimits;
 use crate::sinks::lake::files::FileFormat;
 use crate::sinks::lake::payload_columns::PayloadColumns;
+use crate::sinks::lake::recovery::prepare_lake;
 use crate::sinks::lake::store::LakeStore;
-use crate::sinks::lake::writer::{ParquetWriter, RollLimits};
+use crate::sinks::lake::writer::ParquetWriter;
 use crate::sinks::postgres::writer::PostgresWriter;
 use crate::sinks::progress::ProgressStore;
 use crate::sinks::restart_policy::RestartPolicy;
 use crate::sinks::supervisor::{Drain, SinkSupervisor, SupervisorParts};
 use crate::sinks::verdicts::PostgresVerdicts;
 use crate::source::actor::GroupGuard;
-use crate::source::actor::{AssignmentListener, KafkaSource, StopFetching};
+use crate::source::actor::{KafkaSource, StopFetching};
 use crate::source::consumer::create_consumer;
 use crate::source::flow::Stages;
 use crate::source::group_watch::GroupWatch;
+use crate::source::release::AssignmentListener;
 use crate::stages::contract::Contracts;
 use crate::stages::dead_letter::DeadLetterPublisher;
 use crate::stages::deduplicator::Deduplicator;
 use crate::stages::validator::Validator;
-use crate::telemetry::faults::Faults;
+use crate::telemetry::faults::{Faults, TransactionPause};
 use crate::telemetry::supervision_log::{Rotation, SupervisionLog};
 use actix::prelude::*;
 use std::sync::atomic::Ordering;
@@ -59,14 +62,6 @@ pub enum StartError {
     Admin {
         /// The address.
         listen: String,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// The lake root is not a folder this process can write.
-    #[error("lake.root {path}: not a writable folder: {source}")]
-    LakeRoot {
-        /// Path from `lake.root`.
-        path: String,
         /// Cause.
         source: std::io::Error,
     },
@@ -214,12 +209,13 @@ pub fn start(
     let pg_pool = pool.clone();
     let verdicts = Arc::new(PostgresVerdicts::default());
     let pg_verdicts = verdicts.clone();
-    let pause = Duration::from_millis(s.faults.postgres_pause_in_transaction_ms);
+    let pause =
+        TransactionPause::new(Duration::from_millis(s.faults.postgres_pause_in_transaction_ms));
     let projections = Arc::new(Projections::new(contracts.entities().clone()));
     let postgres = SinkSupervisor::new(
         Arc::new(move || {
             PostgresWriter::new(pg_pool.clone(), pg_verdicts.clone())
-                .with_pause_in_transaction(pause)
+                .with_pause(pause)
                 .with_projections(projections.clone())
         }),
         parts(&s.faults.postgres, &postgres_status),
@@ -308,7 +304,7 @@ pub fn start(
         .map_err(|source| StartError::Admin { listen: s.admin.listen.clone(), source })?;
     log::info!("Admin server listening on http://{address} (/health /ready /metrics /supervision)");
     spawn_summary(
-        Duration::from_secs(s.pipeline.summary_interval_s.max(1)),
+        Duration::from_secs(s.pipeline.summary_interval_s),
         postgres_status.clone(),
         lake_status.clone(),
     );
@@ -391,11 +387,6 @@ impl Running {
 
 /// Runs the processor until stopped; returns how it ended.
 pub fn run(settings: Settings) -> Result<Exit, StartError> {
-    // Fail fast, naming the key, rather than restart a lake writer that can never write.
-    ParquetWriter::check_root(&settings.lake.root).map_err(|source| StartError::LakeRoot {
-        path: settings.lake.root.display().to_string(),
-        source,
-    })?;
     // The tables exist before anything reads their progress, and files of flushes that
     // a crash left uncommitted go now, not when the lake writer gets its first batch.
     let lake_error = |message: String| StartError::Lake {
@@ -405,7 +396,7 @@ pub fn run(settings: Settings) -> Result<Exit, StartError> {
     let (contracts, pool) = prepare(&settings)?;
     let store = LakeStore::from_settings(&settings.lake).map_err(|e| lake_error(e.to_string()))?;
     let columns = PayloadColumns::from_contracts(&contracts);
-    let removed = ParquetWriter::prepare_lake(&store, FileFormat::from(&settings), &columns)
+    let removed = prepare_lake(&store, FileFormat::from(&settings), &columns)
         .map_err(|e| lake_error(e.to_string()))?;
     if removed > 0 {
         log::info!("lake: removed {removed} files of flushes that never committed");

@@ -476,20 +476,21 @@ impl SinkId {
     }
 }
 
+/// Test fixtures the unit tests of several modules share.
 #[cfg(test)]
-mod approx_bytes_tests {
-    use super::*;
-
-    fn event(payload_len: usize) -> Event {
+impl Event {
+    /// A valid `account_created` event from `crm` at `coords` with `payload`, stamped
+    /// 2025-11-22T08:26:40Z, nothing optional set.
+    pub(crate) fn fixture(coords: Coords, payload: &str) -> Event {
         Event {
-            event_id: Uuid::nil(),
+            event_id: Uuid::new_v4(),
             event_type: "account_created".into(),
             schema_version: 1,
             source: "crm".into(),
-            occurred_at: DateTime::<Utc>::default(),
-            payload: "x".repeat(payload_len),
+            occurred_at: DateTime::from_timestamp(1_763_800_000, 0).expect("a valid time"),
+            payload: payload.into(),
             payload_hash: "h".repeat(64),
-            coords: Coords { topic: Arc::from("t"), partition: 0, offset: 0 },
+            coords,
             kafka_timestamp_ms: None,
             received_at_ms: 0,
             lateness_ms: 0,
@@ -500,6 +501,16 @@ mod approx_bytes_tests {
             normalized: None,
             entity_key: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod approx_bytes_tests {
+    use super::*;
+
+    fn event(payload_len: usize) -> Event {
+        let at = Coords { topic: Arc::from("t"), partition: 0, offset: 0 };
+        Event::fixture(at, &"x".repeat(payload_len))
     }
 
     #[test]

@@ -320,7 +320,7 @@ impl Settings {
             )
             .build()?;
         let mut settings: Settings = built.try_deserialize()?;
-        settings.check()?;
+        settings.validate()?;
         settings.resolve_secrets()?;
         Ok(settings)
     }
@@ -362,8 +362,11 @@ impl Settings {
         value
     }
 
-    fn check(&self) -> Result<(), SettingsError> {
-        let rules: [(bool, &'static str, &'static str); 9] = [
+    /// Every rule the settings must satisfy, each error naming its key: `eventline
+    /// config` and `eventline run` both load through it, so neither accepts what the
+    /// other would refuse. Nothing is clamped silently later.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let rules: [(bool, &'static str, &'static str); 12] = [
             (
                 self.pipeline.max_record_bytes
                     <= kafka_client::producer_max_message_bytes(&self.kafka.client),
@@ -389,6 +392,17 @@ impl Settings {
                 "must be between 1 and 22",
             ),
             (self.postgres.pool_size > 0, "postgres.pool_size", "must be at least 1"),
+            (self.kafka.connect_timeout_s > 0, "kafka.connect_timeout_s", "must be at least 1"),
+            (
+                self.pipeline.summary_interval_s > 0,
+                "pipeline.summary_interval_s",
+                "must be at least 1",
+            ),
+            (
+                (2..=60_000).contains(&self.pipeline.batch_linger_ms),
+                "pipeline.batch_linger_ms",
+                "must be between 2 and 60000 (the source checks lingering batches every half linger)",
+            ),
             (
                 (1..=10_000).contains(&self.admin.max_connections),
                 "admin.max_connections",
@@ -400,7 +414,7 @@ impl Settings {
                 return Err(SettingsError::Rule { key, rule });
             }
         }
-        lake_location::LakeLocation::parse(&self.lake.root.to_string_lossy())?;
+        lake_location::LakeLocation::parse(&self.lake.root.to_string_lossy())?.check_writable()?;
         Ok(())
     }
 }

@@ -4,11 +4,11 @@
 
 use crate::cli::console::out;
 use crate::settings::Settings;
-use crate::sinks::lake::compact::{compact, vacuum, CompactError};
+use crate::sinks::lake::compact::{compact, vacuum, CompactError, CompactReport, VacuumReport};
 use crate::sinks::lake::files::FileFormat;
-use crate::sinks::lake::purge::{purge, PurgeError};
+use crate::sinks::lake::purge::{purge, PurgeError, PurgeReport};
 use crate::sinks::lake::store::LakeStore;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `eventline lake ...`.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -80,91 +80,99 @@ fn to_json(report: &impl serde::Serialize) -> String {
 
 /// Runs a lake command; the exit code is 0 when it did what it was asked.
 pub fn run(settings: &Settings, command: LakeCommand) -> Result<i32, LakeCliError> {
-    match command {
+    let text = match command {
         LakeCommand::Purge { dry_run, root, json } => {
             let (store, root) = lake_store(settings, root)?;
             let report = purge(&store, FileFormat::from(settings), dry_run)?;
-            let text = if json {
-                format!("{}\n", serde_json::to_string(&report).expect("a report serialises"))
+            if json {
+                to_json(&report)
             } else {
-                let verb = if dry_run { "would rewrite" } else { "rewrote" };
-                let mut text = format!(
-                    "lake {}: {} deleted event ids known; {} files scanned; {verb} {} files, {} rows {}\n",
-                    root.display(),
-                    report.deleted_ids,
-                    report.files_scanned,
-                    report.files_rewritten.len(),
-                    report.rows_removed,
-                    if dry_run { "to erase" } else { "erased" },
-                );
-                for file in &report.files_rewritten {
-                    text.push_str(&format!("  {}\n", file.display()));
-                }
-                if report.leftovers_removed > 0 {
-                    text.push_str(&format!(
-                        "removed {} temporary files of an interrupted purge\n",
-                        report.leftovers_removed
-                    ));
-                }
-                text
-            };
-            out(&text).map_err(LakeCliError::Output)?;
-            Ok(0)
+                purge_text(&root, &report, dry_run)
+            }
         }
         LakeCommand::Compact { target_mb, dry_run, root, json } => {
             let (store, root) = lake_store(settings, root)?;
             let target = (target_mb * 1024 * 1024) as i64;
             let r = compact(&store, FileFormat::from(settings), target, dry_run)?;
-            let text = if json {
+            if json {
                 to_json(&r)
             } else {
-                let verb = if dry_run { "would merge" } else { "merged" };
-                let mut text = format!(
-                    "lake {}: {verb} {} files into {}; files {} -> {}, bytes {} -> {}\n",
-                    root.display(),
-                    r.files_replaced,
-                    r.files_written,
-                    r.files_before,
-                    r.files_after,
-                    r.bytes_before,
-                    r.bytes_after,
-                );
-                if let Some(version) = r.version {
-                    text.push_str(&format!("events table version {version} (OPTIMIZE)\n"));
-                }
-                if r.runs_dropped > 0 {
-                    text.push_str(&format!(
-                        "{} runs left as they were: another process removed one of their files\n",
-                        r.runs_dropped
-                    ));
-                }
-                text
-            };
-            out(&text).map_err(LakeCliError::Output)?;
-            Ok(0)
+                compact_text(&root, &r, dry_run)
+            }
         }
         LakeCommand::Vacuum { retention, dry_run, root, json } => {
             let (store, root) = lake_store(settings, root)?;
             let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
             let r = vacuum(&store, retention, dry_run)?;
-            let text = if json {
+            if json {
                 to_json(&r)
             } else {
-                let verb = if dry_run { "would delete" } else { "deleted" };
-                let mut text = format!(
-                    "lake {}: {verb} {} removed files\n",
-                    root.display(),
-                    r.files_deleted.len()
-                );
-                for file in &r.files_deleted {
-                    text.push_str(&format!("  {file}\n"));
-                }
-                text
-            };
-            out(&text).map_err(LakeCliError::Output)?;
-            Ok(0)
+                vacuum_text(&root, &r, dry_run)
+            }
         }
+    };
+    out(&text).map_err(LakeCliError::Output)?;
+    Ok(0)
+}
+
+/// What a purge did, for a reader.
+fn purge_text(root: &Path, report: &PurgeReport, dry_run: bool) -> String {
+    let verb = if dry_run { "would rewrite" } else { "rewrote" };
+    let mut text = format!(
+        "lake {}: {} deleted event ids known; {} files scanned; {verb} {} files, {} rows {}\n",
+        root.display(),
+        report.deleted_ids,
+        report.files_scanned,
+        report.files_rewritten.len(),
+        report.rows_removed,
+        if dry_run { "to erase" } else { "erased" },
+    );
+    for file in &report.files_rewritten {
+        text.push_str(&format!("  {}\n", file.display()));
     }
+    if report.leftovers_removed > 0 {
+        text.push_str(&format!(
+            "removed {} temporary files of an interrupted purge\n",
+            report.leftovers_removed
+        ));
+    }
+    text
+}
+
+/// What a compaction did, for a reader.
+fn compact_text(root: &Path, r: &CompactReport, dry_run: bool) -> String {
+    let verb = if dry_run { "would merge" } else { "merged" };
+    let mut text = format!(
+        "lake {}: {verb} {} files into {}; files {} -> {}, bytes {} -> {}\n",
+        root.display(),
+        r.files_replaced,
+        r.files_written,
+        r.files_before,
+        r.files_after,
+        r.bytes_before,
+        r.bytes_after,
+    );
+    if let Some(version) = r.version {
+        text.push_str(&format!("events table version {version} (OPTIMIZE)\n"));
+    }
+    if r.runs_dropped > 0 {
+        text.push_str(&format!(
+            "{} runs left as they were: another process removed one of their files\n",
+            r.runs_dropped
+        ));
+    }
+    text
+}
+
+/// What a vacuum did, for a reader.
+fn vacuum_text(root: &Path, r: &VacuumReport, dry_run: bool) -> String {
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    let mut text =
+        format!("lake {}: {verb} {} removed files\n", root.display(), r.files_deleted.len());
+    for file in &r.files_deleted {
+        text.push_str(&format!("  {file}\n"));
+    }
+    text
 }
 
 /// Why a lake command failed.

@@ -34,7 +34,7 @@ impl ProgressStore {
         let mut conn = db::conn(&self.pool)?;
         let postgres =
             db::read_progress(&mut conn, SinkId::Postgres.as_str(), &self.topic, partition)?;
-        let lake = crate::sinks::lake::writer::lake_progress(
+        let lake = crate::sinks::lake::commit::lake_progress(
             &LakeStore::from_settings(&self.lake).map_err(LakeTableError::from)?,
             &self.topic,
             partition,

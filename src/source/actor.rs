@@ -11,18 +11,20 @@
 //! Memory stays bounded either way.
 //!
 //! The consumer and its rebalance callback are in [`super::consumer`]; the batching
-//! and pausing rules in [`super::batching`].
+//! and pausing rules in [`super::batching`]; a partition's state in
+//! [`super::partition_state`]; the hand-over of revoked partitions in [`super::release`].
 
-use super::batching::{batch_due, keep_paused};
+use super::batching::keep_paused;
 use super::consumer::{RebalanceEvent, SourceConsumer};
 use super::group_watch::{records_waiting, GroupWatch, Verdict, Watchdog};
+use super::partition_state::PartitionState;
 use super::positioning::{position, Start};
-use crate::offsets::tracker::{Assigned, CommitNow, Revoked};
+use super::release::{release, AssignmentListener};
+use crate::offsets::tracker::Assigned;
 use crate::ops::health::Health;
 use crate::record::{Coords, SourceBatch, SourceRecord};
 use crate::settings::PipelineSettings;
 use crate::sinks::progress::ProgressStore;
-use crate::sinks::supervisor::Drain;
 use crate::source::flow::{run_partition_flow, FlowLoad, Stages};
 use crate::telemetry::supervision_log::{Entry, EntryKind, SupervisionLog};
 use actix::prelude::*;
@@ -34,25 +36,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
-
-/// Who hears about partitions assigned and revoked (the offset tracker), and who must
-/// make their data durable before revoked partitions are released (the sinks).
-#[derive(Clone)]
-pub struct AssignmentListener {
-    /// Told each assigned partition with its sinks' progress.
-    pub assigned: Recipient<Assigned>,
-    /// Told the partitions taken away.
-    pub revoked: Recipient<Revoked>,
-    /// Both sink supervisors: resolve once everything they hold is durable.
-    pub drains: Vec<Recipient<Drain>>,
-    /// Commits what both sinks stored, synchronously.
-    pub commit: Recipient<CommitNow>,
-}
-
-/// How long a revoke may wait for the sinks and the commit before the partitions are
-/// released anyway (the next owner then redoes from the sinks' progress what was not
-/// durable; fencing keeps late writes out).
-const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the guard against a consumer stuck outside its group needs.
 #[derive(Clone)]
@@ -174,72 +157,6 @@ impl Handler<StopFetching> for KafkaSource {
     }
 }
 
-struct PartitionState {
-    pending: Vec<SourceRecord>,
-    pending_since: Option<Instant>,
-    overflow: VecDeque<SourceBatch>,
-    /// Since when the flow's channel has been full (batches wait in `overflow`).
-    full_since: Option<Instant>,
-    paused: bool,
-    /// The first offset the next batch covers: where reading started, then one past the
-    /// last batch. Offsets Kafka skips (transaction markers, aborted records) between
-    /// batches are covered by the next batch, or by an empty one when the partition is
-    /// idle ([`SourceLoop::cover_skipped`]), so progress reaches the partition's end.
-    next_expected: Option<i64>,
-    flow: mpsc::Sender<SourceBatch>,
-    load: Arc<FlowLoad>,
-    task: JoinHandle<()>,
-}
-
-impl PartitionState {
-    /// Whether the source may read more records with this partition as it is: its
-    /// batches have room, or it is paused (librdkafka sends nothing more for it).
-    fn accepts_more(&self) -> bool {
-        self.overflow.is_empty() || self.paused
-    }
-
-    fn batch_due(&self, max: usize, linger: Duration) -> bool {
-        batch_due(
-            self.pending.len(),
-            self.pending_since.map(|t| t.elapsed()),
-            max,
-            linger,
-            self.load.idle() && self.overflow.is_empty(),
-        )
-    }
-}
-
-/// Releases revoked partitions: waits for their flows to hand over what they hold, for
-/// both sinks to make it durable and for the commit, then tells the tracker and
-/// unassigns, so the next owner starts where this process stopped instead of redoing
-/// buffered work. Bounded by [`RELEASE_TIMEOUT`].
-async fn release(
-    partitions: Vec<i32>,
-    flows: Vec<JoinHandle<()>>,
-    to: AssignmentListener,
-    consumer: Arc<SourceConsumer>,
-) {
-    let durable = async {
-        for flow in flows {
-            let _ = flow.await;
-        }
-        futures::future::join_all(to.drains.iter().map(|d| d.send(Drain))).await;
-        to.commit.send(CommitNow).await
-    };
-    match tokio::time::timeout(RELEASE_TIMEOUT, durable).await {
-        Ok(Ok(Ok(()))) => log::info!("Partitions {partitions:?} released: stored and committed"),
-        Ok(Ok(Err(e))) => log::warn!("Partitions {partitions:?} released; commit failed: {e}"),
-        Ok(Err(e)) => log::warn!("Partitions {partitions:?} released; tracker gone: {e}"),
-        Err(_) => log::warn!(
-            "Partitions {partitions:?} released after {RELEASE_TIMEOUT:?} with data not yet durable"
-        ),
-    }
-    to.revoked.do_send(Revoked(partitions));
-    if let Err(e) = consumer.unassign() {
-        log::error!("Unassignment failed: {e}");
-    }
-}
-
 struct SourceLoop {
     consumer: Arc<SourceConsumer>,
     progress: ProgressStore,
@@ -291,9 +208,10 @@ impl SourceLoop {
         mut rebalances: mpsc::UnboundedReceiver<RebalanceEvent>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let mut tick = tokio::time::interval(Duration::from_millis(
-            (self.pipeline.batch_linger_ms / 2).clamp(2, 100),
-        ));
+        // Every half linger (the settings keep it at least 1 ms), but at least every
+        // 100 ms: a long linger is then met within 100 ms rather than half of it.
+        let half_linger = Duration::from_millis(self.pipeline.batch_linger_ms / 2);
+        let mut tick = tokio::time::interval(half_linger.min(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let flow_finished = self.flow_finished.clone();
         let mut positioned = self.positioned_rx.take().expect("run once");

@@ -149,7 +149,7 @@ impl rdkafka::ClientContext for ProbeContext {
 /// process that waits silently. Authentication and TLS failures end it at once.
 pub fn probe(kafka: &KafkaSettings) -> Result<(), ConnectError> {
     use rdkafka::types::RDKafkaErrorCode as Code;
-    let seconds = kafka.connect_timeout_s.max(1);
+    let seconds = kafka.connect_timeout_s;
     let fail = |reason: String| ConnectError { brokers: kafka.brokers.clone(), seconds, reason };
     let consumer: BaseConsumer<ProbeContext> = client_config(kafka)
         .create_with_context(ProbeContext::default())

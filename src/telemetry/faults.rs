@@ -39,6 +39,25 @@ impl Faults {
     }
 }
 
+/// A wait inside each Postgres transaction (`faults.postgres_pause_in_transaction_ms`),
+/// so that a test can hold a write's locks open while it acts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TransactionPause(Option<Duration>);
+
+impl TransactionPause {
+    /// No wait when `pause` is zero.
+    pub fn new(pause: Duration) -> Self {
+        TransactionPause((!pause.is_zero()).then_some(pause))
+    }
+
+    /// Called by the transaction, where the wait belongs.
+    pub fn inside_transaction(self) {
+        if let Some(pause) = self.0 {
+            std::thread::sleep(pause);
+        }
+    }
+}
+
 /// The text of a caught panic.
 pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic

@@ -14,6 +14,7 @@ pub mod kafka_ops;
 pub mod processor;
 pub mod report;
 mod scenarios;
+mod steps;
 
 pub use scenarios::run;
 

@@ -262,25 +262,12 @@ mod tests {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     fn event(offset: i64) -> Event {
-        Event {
-            event_id: uuid::Uuid::new_v4(),
-            event_type: "account_created".into(),
-            schema_version: 1,
-            source: "crm".into(),
-            occurred_at: chrono::DateTime::from_timestamp(1_763_800_000, 123_456_000).unwrap(),
-            payload: r#"{"account_id":"acc_1234"}"#.into(),
-            payload_hash: "h".into(),
-            coords: Coords { topic: "t".into(), partition: 2, offset },
-            kafka_timestamp_ms: None,
-            received_at_ms: 0,
-            lateness_ms: 0,
-            late: false,
-            is_valid: true,
-            headers: None,
-            correlation_id: None,
-            normalized: None,
-            entity_key: None,
-        }
+        let mut event = Event::fixture(
+            Coords { topic: "t".into(), partition: 2, offset },
+            r#"{"account_id":"acc_1234"}"#,
+        );
+        event.occurred_at = chrono::DateTime::from_timestamp(1_763_800_000, 123_456_000).unwrap();
+        event
     }
 
     #[test]

@@ -13,8 +13,8 @@
 //! write the same name, so the loser deletes only its own files.
 //!
 //! Retraction files (invalidations and deletions) are Parquet too, but named
-//! `.retractions`, so the events glob `lake/event_type=*/event_type=*/*/*/*/*.parquet` never mixes them
-//! in.
+//! `.retractions`, so the events glob `lake/event_type=*/year=*/month=*/day=*/*.parquet`
+//! never mixes them in.
 
 use chrono::{Datelike, NaiveDate};
 use std::path::PathBuf;
@@ -224,5 +224,11 @@ mod tests {
         );
         assert_eq!(parse_file_name("junk.parquet"), None);
         assert_eq!(parse_file_name(EMPTY_RETRACTIONS), None);
+    }
+
+    #[test]
+    fn a_purge_rewrite_is_told_from_a_flush_file() {
+        assert!(is_rewrite("t-0-00000000000000000000-00000000000000000004-purge1a2b3c4d.parquet"));
+        assert!(!is_rewrite("t-0-00000000000000000000-00000000000000000004-3f9a0c1d2e4b.parquet"));
     }
 }

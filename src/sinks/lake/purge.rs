@@ -208,25 +208,7 @@ mod tests {
     const FORMAT: FileFormat = FileFormat { row_group_rows: 2, zstd_level: 1 };
 
     fn event(offset: i64) -> Event {
-        Event {
-            event_id: uuid::Uuid::new_v4(),
-            event_type: "account_created".into(),
-            schema_version: 1,
-            source: "crm".into(),
-            occurred_at: chrono::DateTime::from_timestamp(1_763_800_000, 0).unwrap(),
-            payload: "{}".into(),
-            payload_hash: "h".into(),
-            coords: Coords { topic: "t".into(), partition: 0, offset },
-            kafka_timestamp_ms: None,
-            received_at_ms: 0,
-            lateness_ms: 0,
-            late: false,
-            is_valid: true,
-            headers: None,
-            correlation_id: None,
-            normalized: None,
-            entity_key: None,
-        }
+        Event::fixture(Coords { topic: "t".into(), partition: 0, offset }, "{}")
     }
 
     fn retraction(event: &Event, offset: i64) -> Retraction {

@@ -4,43 +4,20 @@
 //!
 //! Pure logic: no Kafka, no database. The validator actor and the producer share it.
 
-use crate::payload_fields::{fields_of, FieldType, PayloadField};
-use crate::projections::declaration::{parse_declaration, Entities, EntityDecl};
+mod json_text;
+mod load;
+
+pub use json_text::{canonical_hash, first_nul, json_depth};
+pub use load::{parse_version_file_name, ContractLoadError};
+
+use crate::payload_fields::{FieldType, PayloadField};
+use crate::projections::declaration::{Entities, EntityDecl};
 use crate::record::{Coords, ErrorClass, Event};
-use crate::stages::transform::{
-    parse_transforms_file_name, FolderTables, ReferenceTable, RuleSet, TransformLoadError,
-};
+use crate::stages::transform::RuleSet;
 use crate::stages::typed_values::make_exact;
 use chrono::{DateTime, Utc};
 use serde_json::{Number, Value};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-/// Contracts could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ContractLoadError {
-    /// A file or folder could not be read.
-    #[error("contracts: cannot read {path}: {source}")]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// A transforms file or a reference table is wrong.
-    #[error(transparent)]
-    Transforms(#[from] TransformLoadError),
-    /// A file is not JSON or not a valid schema.
-    #[error("contracts: {path} is not a valid JSON Schema: {message}")]
-    BadSchema {
-        /// The path.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-}
 
 /// Why a record was rejected: its class and a human-readable reason.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,99 +89,6 @@ impl std::fmt::Debug for Contracts {
 }
 
 impl Contracts {
-    /// Loads `envelope.schema.json` and every `{event_type}/v{N}.schema.json` under `dir`.
-    pub fn load(dir: &Path, limits: Limits) -> Result<Contracts, ContractLoadError> {
-        Self::load_with(dir, limits, HashMap::new())
-    }
-
-    /// [`Self::load`], with reference tables read beforehand (the Postgres ones the
-    /// transforms name, [`Self::postgres_tables`]).
-    pub fn load_with(
-        dir: &Path,
-        limits: Limits,
-        tables: HashMap<String, Arc<ReferenceTable>>,
-    ) -> Result<Contracts, ContractLoadError> {
-        let envelope = compile(&dir.join("envelope.schema.json"))?;
-        let mut payloads = HashMap::new();
-        let mut fields = HashMap::new();
-        let mut decls = HashMap::new();
-        let mut transforms = HashMap::new();
-        let mut raw_fields = HashMap::new();
-        let mut reference = FolderTables { dir: dir.join("_reference"), loaded: tables };
-        for entry in read_dir(dir)? {
-            let type_dir = entry.path();
-            let event_type = entry.file_name().to_string_lossy().into_owned();
-            // `_reference/` and other folders starting with `_` are not event types.
-            if !type_dir.is_dir() || event_type.starts_with('_') {
-                continue;
-            }
-            for file in read_dir(&type_dir)? {
-                let name = file.file_name().to_string_lossy().into_owned();
-                if let Some(version) = parse_version_file_name(&name) {
-                    let (validator, schema) = compile_with_source(&file.path())?;
-                    payloads.insert((event_type.clone(), version), validator);
-                    fields.insert((event_type.clone(), version), fields_of(&schema));
-                    raw_fields.insert((event_type.clone(), version), fields_of(&schema));
-                    let decl = parse_declaration(&schema).map_err(|e| {
-                        ContractLoadError::BadSchema { path: file.path(), message: e.to_string() }
-                    })?;
-                    if let Some(decl) = decl {
-                        decls.insert((event_type.clone(), version), decl);
-                    }
-                } else if let Some(version) = parse_transforms_file_name(&name) {
-                    let path = file.path();
-                    let text = std::fs::read_to_string(&path)
-                        .map_err(|source| ContractLoadError::Io { path: path.clone(), source })?;
-                    let rules = RuleSet::parse(&path, &text, &mut reference)?;
-                    transforms.insert((event_type.clone(), version), (rules, path));
-                }
-            }
-        }
-        let mut rule_sets = HashMap::new();
-        for (key, (rules, path)) in transforms {
-            let Some(contract_fields) = fields.get(&key) else {
-                return Err(ContractLoadError::BadSchema {
-                    path,
-                    message: format!("transforms for {} v{}, which has no contract", key.0, key.1),
-                });
-            };
-            // The typed columns and the state hold the fields as transformed.
-            let output = rules.output_fields(contract_fields);
-            fields.insert(key.clone(), output);
-            rule_sets.insert(key, rules);
-        }
-        let mut contracts = Contracts {
-            envelope,
-            payloads,
-            fields,
-            raw_fields,
-            decls,
-            entities: Entities::default(),
-            transforms: rule_sets,
-            postgres_tables: reference
-                .loaded
-                .into_iter()
-                .filter(|(name, t)| name.starts_with("postgres:") && t.columns.is_empty())
-                .map(|(name, _)| name)
-                .collect(),
-            limits,
-        };
-        // Each event type's latest version says which entity it folds into.
-        let mut latest: BTreeMap<String, (i32, EntityDecl)> = BTreeMap::new();
-        for ((event_type, version), decl) in &contracts.decls {
-            let newer = latest.get(event_type).is_none_or(|(v, _)| v < version);
-            if newer {
-                latest.insert(event_type.clone(), (*version, decl.clone()));
-            }
-        }
-        let latest = latest.into_iter().map(|(t, (_, d))| (t, d)).collect();
-        contracts.entities =
-            Entities::from_declarations(&latest, &contracts.fields_by_type()).map_err(|e| {
-                ContractLoadError::BadSchema { path: dir.to_path_buf(), message: e.to_string() }
-            })?;
-        Ok(contracts)
-    }
-
     /// Postgres reference tables the transforms name that were not given to
     /// [`Self::load_with`]: read them and load again.
     pub fn postgres_tables(&self) -> &[String] {
@@ -469,63 +353,6 @@ pub fn key_text(value: &Value) -> Option<String> {
     }
 }
 
-/// The JSON pointer of the first string (value or key) holding a NUL character.
-pub fn first_nul(value: &Value, at: &mut String) -> Option<String> {
-    let found = match value {
-        Value::String(s) => s.contains('\0').then(|| at.clone()),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, item)| nested(at, &i.to_string(), |at| first_nul(item, at))),
-        Value::Object(fields) => fields.iter().find_map(|(key, item)| match key.contains('\0') {
-            true => Some(format!("{at}/{}", key.replace('\0', "\\u0000"))),
-            false => nested(at, key, |at| first_nul(item, at)),
-        }),
-        _ => None,
-    };
-    found.map(|p| if p.is_empty() { "/".to_string() } else { p })
-}
-
-/// Runs `f` with `at` extended by `/segment`, then restores `at`.
-fn nested<T>(at: &mut String, segment: &str, f: impl FnOnce(&mut String) -> T) -> T {
-    let len = at.len();
-    at.push('/');
-    at.push_str(&segment.replace('~', "~0").replace('/', "~1"));
-    let result = f(at);
-    at.truncate(len);
-    result
-}
-
-fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>, ContractLoadError> {
-    let io = |source| ContractLoadError::Io { path: dir.to_path_buf(), source };
-    let mut entries =
-        std::fs::read_dir(dir).map_err(io)?.collect::<Result<Vec<_>, _>>().map_err(io)?;
-    entries.sort_by_key(|e| e.file_name());
-    Ok(entries)
-}
-
-fn compile(path: &Path) -> Result<jsonschema::Validator, ContractLoadError> {
-    compile_with_source(path).map(|(validator, _)| validator)
-}
-
-/// The compiled schema and the JSON it was compiled from.
-fn compile_with_source(path: &Path) -> Result<(jsonschema::Validator, Value), ContractLoadError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ContractLoadError::Io { path: path.into(), source })?;
-    let bad = |message: String| ContractLoadError::BadSchema { path: path.into(), message };
-    let schema: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let validator = jsonschema::options()
-        .should_validate_formats(true)
-        .build(&schema)
-        .map_err(|e| bad(e.to_string()))?;
-    Ok((validator, schema))
-}
-
-/// `v3.schema.json` -> 3.
-pub fn parse_version_file_name(name: &str) -> Option<i32> {
-    name.strip_prefix('v')?.strip_suffix(".schema.json")?.parse().ok().filter(|v| *v >= 1)
-}
-
 /// The first violation as "`/json/path`: rule `keyword`: message".
 fn first_error(validator: &jsonschema::Validator, doc: &Value, prefix: &str) -> Option<String> {
     // `is_valid` builds no error values: the common case, a valid event, costs a third.
@@ -538,90 +365,11 @@ fn first_error(validator: &jsonschema::Validator, doc: &Value, prefix: &str) -> 
     Some(format!("{path}: rule '{}': {error}", error.kind().keyword()))
 }
 
-/// Maximum nesting of objects and arrays, counted without parsing (strings skipped).
-pub fn json_depth(text: &str) -> usize {
-    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for b in text.bytes() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    max
-}
-
-/// SHA-256 of the envelope with object keys sorted, so key order does not matter.
-pub fn canonical_hash(doc: &Value) -> String {
-    // The canonical text is built in one buffer and hashed once: hashing piece by piece
-    // with a `String` per key and per scalar was most of a record's validation cost.
-    let mut text = Vec::with_capacity(512);
-    write_canonical(doc, &mut text);
-    let mut hex = [0u8; 64];
-    hex::encode_to_slice(Sha256::digest(&text), &mut hex).expect("32 bytes are 64 hex digits");
-    std::str::from_utf8(&hex).expect("hex digits are ASCII").to_owned()
-}
-
-/// `{"key":value,...,}` with keys in byte order and a comma after every member: the
-/// format stored hashes were made with, so it must not change.
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(map) => {
-            let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (key, member) in members {
-                write_json(key, out);
-                out.push(b':');
-                write_canonical(member, out);
-                out.push(b',');
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for item in items {
-                write_canonical(item, out);
-                out.push(b',');
-            }
-            out.push(b']');
-        }
-        scalar => write_json(scalar, out),
-    }
-}
-
-fn write_json<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
-    serde_json::to_writer(out, value).expect("strings and JSON scalars always serialize");
-}
-
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn a_nul_anywhere_in_a_string_is_found_with_its_pointer() {
-        let doc = serde_json::json!({"payload": {"name": "Acme\u{0}Corp", "tags": ["a"]}});
-        assert_eq!(first_nul(&doc, &mut String::new()).as_deref(), Some("/payload/name"));
-        let doc = serde_json::json!({"payload": {"tags": ["ok", "sales\u{0}force"]}});
-        assert_eq!(first_nul(&doc, &mut String::new()).as_deref(), Some("/payload/tags/1"));
-        let doc = serde_json::json!({"a/b": {"k\u{0}": 1}});
-        assert_eq!(first_nul(&doc, &mut String::new()).as_deref(), Some("/a~1b/k\\u0000"));
-        assert_eq!(first_nul(&serde_json::json!({"name": "Acme Corp"}), &mut String::new()), None);
-    }
     use super::*;
     use serde_json::json;
+    use std::path::Path;
 
     fn contracts() -> Contracts {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts");
@@ -743,32 +491,6 @@ mod tests {
     }
 
     #[test]
-    fn depth_ignores_brackets_inside_strings() {
-        assert_eq!(json_depth(r#"{"a":"[[[[{{{{\"]]"}"#), 1);
-        assert_eq!(json_depth(r#"{"a":[{"b":[]}]}"#), 4);
-    }
-
-    #[test]
-    fn hash_ignores_key_order_but_not_content() {
-        let a: Value = serde_json::from_str(r#"{"x":1,"y":{"b":2,"a":1}}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{"y":{"a":1,"b":2},"x":1}"#).unwrap();
-        let c: Value = serde_json::from_str(r#"{"y":{"a":1,"b":3},"x":1}"#).unwrap();
-        assert_eq!(canonical_hash(&a), canonical_hash(&b));
-        assert_ne!(canonical_hash(&a), canonical_hash(&c));
-    }
-
-    #[test]
-    fn hash_format_is_the_one_stored_hashes_were_made_with() {
-        // sha256 of `{"a":[1,"x",null,true,],"b":{"c":2.5,},}`: changing the canonical
-        // text would make every replayed event look like a conflicting resend.
-        let doc: Value = serde_json::from_str(r#"{"b":{"c":2.5},"a":[1,"x",null,true]}"#).unwrap();
-        assert_eq!(
-            canonical_hash(&doc),
-            "eaac541412626ffd6eb3d8f68856d6d2fa70680ea54fe2b13c19778722b80edc"
-        );
-    }
-
-    #[test]
     fn amounts_with_cents_pass_multiple_of_a_cent() {
         let mut doc = account_created();
         doc["event_type"] = json!("order_paid");
@@ -803,12 +525,5 @@ mod tests {
         let r = check(&doc).unwrap_err();
         assert_eq!(r.class, ErrorClass::ContractViolation);
         assert!(r.reason.starts_with("/payload/employee_count: "), "{}", r.reason);
-    }
-
-    #[test]
-    fn version_file_names() {
-        assert_eq!(parse_version_file_name("v2.schema.json"), Some(2));
-        assert_eq!(parse_version_file_name("v0.schema.json"), None);
-        assert_eq!(parse_version_file_name("readme.md"), None);
     }
 }
