@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: up down status logs clean build demo test deps drill bench bench-produce soak fuzz
+.PHONY: up down status logs clean build demo test deps drill bench bench-hot-keys bench-produce soak fuzz
 
 ## Local stack (Kafka + PostgreSQL, no Docker)
 up:
@@ -51,6 +51,10 @@ drill: deps up build
 ## Throughput and latency against this machine's limits, a Python baseline and Kafka Connect (reports/bench-*.json, *.svg)
 bench: deps up build
 	python3 bench/run_bench.py $(BENCH_ARGS)
+
+## Hot keys: 4 accounts with tens of thousands of events each against spread ones, same rate (reports/hot-keys-*.json)
+bench-hot-keys: deps up build
+	python3 bench/hot_keys.py $(HOT_KEYS_ARGS)
 
 ## 10 minutes at 1,000/s with every feature on and a lake writer restart: RSS and CPU over time (reports/soak-*.json, *.svg)
 soak: deps up build

@@ -1,11 +1,14 @@
 //! The SQL of one entity's current-state table: its DDL, and the statement that folds
 //! the touched keys' events into their state rows again.
 //!
-//! The state of a key is always recomputed from the events that count (stored, still
-//! valid, after the key's latest entity tombstone), never patched: so an invalidation
-//! or deletion leaves the state as if that event had never arrived, a late event lands
-//! where its time puts it, and a replay rebuilds the same rows. Pure logic: strings in,
-//! strings out.
+//! The state of a key is the fold of the events that count (stored, still valid, after
+//! the key's latest entity tombstone). New events newer than a key's row are applied
+//! to the row ([`apply_new`]: latest, first, sum, min, max and the count are all
+//! incremental), so a write costs the same however long the key's history. Anything
+//! else recomputes the key from its events ([`refresh`]): an invalidation or deletion
+//! leaves the state as if that event had never arrived, a late event lands where its
+//! time puts it, and a replay rebuilds the same rows. Pure logic: strings in, strings
+//! out.
 
 use crate::payload_fields::FieldType;
 use crate::projections::declaration::{Entity, Fold, StateField};
@@ -126,15 +129,11 @@ fn fold_expression(field: &StateField) -> String {
     }
 }
 
-/// One statement, bound to `$1` (the touched keys, `text[]`), that recomputes those
-/// keys' state rows from their events and deletes the rows of keys none of whose
-/// events count any more.
-pub fn refresh(entity: &Entity) -> String {
-    let table = ident(&entity.table());
-    let key = ident(&entity.key);
-    let key_of = format!("{FIELDS}->>{}", literal(&entity.key));
+/// The state columns in table order, and what folds each over a key's events (newest
+/// first): the key, the bookkeeping columns, then one per field.
+fn folded_columns(entity: &Entity) -> (Vec<String>, Vec<String>) {
     let mut columns = vec![
-        key.clone(),
+        ident(&entity.key),
         "last_event_at".into(),
         "last_event_id".into(),
         "last_event_type".into(),
@@ -150,6 +149,37 @@ pub fn refresh(entity: &Entity) -> String {
         columns.push(ident(&f.column));
         folded.push(fold_expression(f));
     }
+    (columns, folded)
+}
+
+/// One statement, bound to `$1` (the touched keys, `text[]`), that recomputes those
+/// keys' state rows from their events and deletes the rows of keys none of whose
+/// events count any more.
+pub fn refresh(entity: &Entity) -> String {
+    recompute(entity, "SELECT DISTINCT k FROM unnest($1::text[]) AS t(k)")
+}
+
+/// One statement, bound to nothing, that recomputes the state of every key the events
+/// hold: at start, once, when an entity or a field is new, so that from then on a state
+/// row exists exactly when its key has events that count (what [`apply_new`] relies on).
+pub fn backfill(entity: &Entity) -> String {
+    let key_of = format!("{FIELDS}->>{}", literal(&entity.key));
+    let types = event_type_list(entity);
+    recompute(
+        entity,
+        &format!(
+            "SELECT DISTINCT {key_of} AS k FROM events \
+             WHERE event_type IN ({types}) AND {key_of} IS NOT NULL"
+        ),
+    )
+}
+
+/// The fold from all the events of the keys `touched` (a query of one column, `k`).
+fn recompute(entity: &Entity, touched: &str) -> String {
+    let table = ident(&entity.table());
+    let key = ident(&entity.key);
+    let key_of = format!("{FIELDS}->>{}", literal(&entity.key));
+    let (columns, folded) = folded_columns(entity);
     let updates: Vec<String> =
         columns.iter().skip(1).map(|c| format!("{c} = EXCLUDED.{c}")).collect();
     format!(
@@ -161,7 +191,7 @@ pub fn refresh(entity: &Entity) -> String {
         // order (the subquery is not flattened: it has an ORDER BY); the current-state
         // tests check ties by offset, first and latest against a fold of their own.
         // A key none of whose events count folds to zero events: its row is deleted.
-        "WITH touched AS (SELECT DISTINCT k FROM unnest($1::text[]) AS t(k)), \
+        "WITH touched AS ({touched}), \
          folded AS ( \
              SELECT t.k, s.* FROM touched t \
              CROSS JOIN LATERAL (SELECT max(deleted_at) AS cut FROM entity_tombstones \
@@ -188,6 +218,81 @@ pub fn refresh(entity: &Entity) -> String {
         folded = folded.join(", "),
         columns = columns.join(", "),
         updates = updates.join(", "),
+    )
+}
+
+/// How a field's stored value and the value folded from newer events combine (`s` is
+/// the stored row, `EXCLUDED` the new events' fold). Every fold is incremental when the
+/// new events are all newer than the row's: the latest present value wins, the first
+/// stays, sums add (NULL when no event had the field), `greatest` and `least` skip NULL.
+fn merge_expression(field: &StateField) -> String {
+    let c = ident(&field.column);
+    match field.fold {
+        Fold::Latest => format!("coalesce(EXCLUDED.{c}, s.{c})"),
+        Fold::First => format!("coalesce(s.{c}, EXCLUDED.{c})"),
+        Fold::Sum => format!(
+            "CASE WHEN s.{c} IS NULL THEN EXCLUDED.{c} WHEN EXCLUDED.{c} IS NULL THEN s.{c} \
+             ELSE s.{c} + EXCLUDED.{c} END"
+        ),
+        Fold::Max => format!("greatest(s.{c}, EXCLUDED.{c})"),
+        Fold::Min => format!("least(s.{c}, EXCLUDED.{c})"),
+        Fold::Ignore => "NULL".into(),
+    }
+}
+
+/// One statement that applies a write's new events to their keys' state rows without
+/// reading the keys' history, so its cost does not grow with it. Bound to `$1` (the
+/// write's accepted event ids, `uuid[]`) and `$2` (keys the write recomputes anyway,
+/// `text[]`, left out). It reads the new events back from `events` after the write's
+/// bookkeeping, so one invalidated or deleted before it arrived does not count, and
+/// drops those at or before the key's tombstone cut. A key whose row is not older than
+/// every new event (a late event, or a tie in time) cannot take the shortcut: its key
+/// is returned (`stale`) for [`refresh`]. A key with no row has no counted events
+/// (what [`backfill`] keeps true), so its new events alone are its state.
+pub fn apply_new(entity: &Entity) -> String {
+    let table = ident(&entity.table());
+    let key = ident(&entity.key);
+    let key_of = format!("{FIELDS}->>{}", literal(&entity.key));
+    let (columns, folded) = folded_columns(entity);
+    let mut merges = vec![
+        "last_event_at = EXCLUDED.last_event_at".to_string(),
+        "last_event_id = EXCLUDED.last_event_id".into(),
+        "last_event_type = EXCLUDED.last_event_type".into(),
+        "event_count = s.event_count + EXCLUDED.event_count".into(),
+    ];
+    for f in &entity.fields {
+        merges.push(format!("{} = {}", ident(&f.column), merge_expression(f)));
+    }
+    format!(
+        "WITH counted AS MATERIALIZED ( \
+             SELECT {key_of} AS k, {FIELDS} AS f, occurred_at, \"offset\", \"partition\", event_id, event_type \
+             FROM events \
+             WHERE event_id = ANY($1::uuid[]) AND is_valid AND event_type IN ({types}) \
+               AND {key_of} IS NOT NULL AND NOT ({key_of} = ANY($2::text[])) \
+               AND occurred_at > coalesce((SELECT max(t.deleted_at) FROM entity_tombstones t \
+                   WHERE t.entity_key = {key_of} AND (t.entity IS NULL OR t.entity = {name})), '-infinity') \
+         ), \
+         stale AS ( \
+             SELECT c.k FROM counted c JOIN {table} s ON s.{key} = c.k \
+             GROUP BY c.k, s.last_event_at HAVING min(c.occurred_at) <= s.last_event_at \
+         ), \
+         folded AS ( \
+             SELECT k, {folded} FROM ( \
+                 SELECT * FROM counted WHERE k NOT IN (SELECT k FROM stale) \
+                 ORDER BY k, {NEWEST_FIRST} \
+             ) e GROUP BY k \
+         ), \
+         merged AS ( \
+             INSERT INTO {table} AS s ({columns}) SELECT * FROM folded ORDER BY k \
+             ON CONFLICT ({key}) DO UPDATE SET {merges} \
+             RETURNING 1 \
+         ) \
+         SELECT array(SELECT k FROM stale ORDER BY k) AS stale, (SELECT count(*) FROM merged) AS merged",
+        types = event_type_list(entity),
+        name = literal(&entity.name),
+        folded = folded.join(", "),
+        columns = columns.join(", "),
+        merges = merges.join(", "),
     )
 }
 
@@ -248,6 +353,42 @@ mod tests {
         assert!(sql.contains(
             "ON CONFLICT (\"order_id\") DO UPDATE SET last_event_at = EXCLUDED.last_event_at"
         ));
+    }
+
+    #[test]
+    fn new_events_merge_into_the_row_without_reading_the_history() {
+        let sql = apply_new(&order());
+        assert!(sql.contains("WHERE event_id = ANY($1::uuid[]) AND is_valid"), "{sql}");
+        assert!(!sql.contains("= t.k AND is_valid"), "no read of the key's events: {sql}");
+        assert!(sql.contains("event_count = s.event_count + EXCLUDED.event_count"), "{sql}");
+        assert!(sql.contains("\"status\" = coalesce(EXCLUDED.\"status\", s.\"status\")"), "{sql}");
+        assert!(sql.contains("ELSE s.\"amount_paid\" + EXCLUDED.\"amount_paid\" END"), "{sql}");
+        assert!(sql.contains("HAVING min(c.occurred_at) <= s.last_event_at"), "late: {sql}");
+    }
+
+    #[test]
+    fn each_fold_has_its_merge() {
+        let field = |fold| StateField {
+            field: "x".into(),
+            column: "x".into(),
+            field_type: FieldType::Integer,
+            fold,
+        };
+        assert_eq!(merge_expression(&field(Fold::First)), "coalesce(s.\"x\", EXCLUDED.\"x\")");
+        assert_eq!(merge_expression(&field(Fold::Max)), "greatest(s.\"x\", EXCLUDED.\"x\")");
+        assert_eq!(merge_expression(&field(Fold::Min)), "least(s.\"x\", EXCLUDED.\"x\")");
+        assert_eq!(merge_expression(&field(Fold::Ignore)), "NULL");
+    }
+
+    #[test]
+    fn a_backfill_recomputes_every_key_the_events_hold() {
+        let all = backfill(&order());
+        assert!(all.starts_with(
+            "WITH touched AS (SELECT DISTINCT coalesce(normalized, payload)->>'order_id' AS k FROM events"
+        ), "{all}");
+        let given = refresh(&order());
+        let fold = |sql: &str| sql.split_once("), folded AS").unwrap().1.to_string();
+        assert_eq!(fold(&all), fold(&given), "the same fold, over other keys");
     }
 
     #[test]

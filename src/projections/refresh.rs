@@ -1,9 +1,10 @@
 //! Keeps the current-state tables in step with `events`, inside the Postgres writer's
-//! transaction: the keys a write touches (its accepted events, the events it
-//! invalidates or deletes, its entity tombstones) are folded again by
-//! [`fold_sql::refresh`] once the write's rows and retractions are in. Same
-//! transaction, so the state is exactly as durable as the events: a crash rolls both
-//! back, a replay folds the same events into the same rows.
+//! transaction, once the write's rows and retractions are in: its accepted events are
+//! applied to their keys' rows ([`fold_sql::apply_new`]), and the keys it invalidates,
+//! deletes or tombstones, with those whose row a late event predates, are folded again
+//! from their events ([`fold_sql::refresh`]). Same transaction, so the state is
+//! exactly as durable as the events: a crash rolls both back, a replay folds the same
+//! events into the same rows.
 
 use crate::db::prepared::prepared;
 use crate::projections::declaration::Entities;
@@ -19,19 +20,34 @@ use uuid::Uuid;
 pub struct Projections {
     entities: Entities,
     refresh: Vec<String>,
+    apply_new: Vec<String>,
 }
 
-/// The keys one write touches, per entity (same order as [`Entities`]).
+/// What one write changes, per entity (same order as [`Entities`]).
 #[derive(Debug, Default)]
 pub struct Touched {
+    /// Keys folded again from all their events.
     keys: Vec<BTreeSet<String>>,
+    /// Accepted events, applied to their keys' rows.
+    new: Vec<Vec<Uuid>>,
+    /// Their keys, for the locks.
+    new_keys: Vec<BTreeSet<String>>,
+}
+
+/// What [`fold_sql::apply_new`] returns.
+#[derive(QueryableByName)]
+struct Applied {
+    /// Keys whose row a new event predates: folded again instead.
+    #[diesel(sql_type = Array<Text>)]
+    stale: Vec<String>,
 }
 
 impl Projections {
     /// The projections of these entities.
     pub fn new(entities: Entities) -> Self {
         let refresh = entities.0.iter().map(fold_sql::refresh).collect();
-        Projections { entities, refresh }
+        let apply_new = entities.0.iter().map(fold_sql::apply_new).collect();
+        Projections { entities, refresh, apply_new }
     }
 
     /// The entities.
@@ -50,22 +66,36 @@ impl Projections {
     /// transaction holds (a frozen process would keep a starting one waiting), and
     /// several processes starting at once make it under one lock, or two `CREATE TABLE
     /// IF NOT EXISTS` race and one fails on the catalog's unique index.
+    ///
+    /// An entity whose table or a column is new is backfilled from the events already
+    /// stored, in the same transaction: from then on a key has a state row exactly when
+    /// it has events that count, which the incremental fold relies on.
     pub fn ensure_tables(&self, conn: &mut PgConnection) -> QueryResult<()> {
-        if self.missing_ddl(conn)?.is_empty() {
+        if self.missing_ddl(conn)?.iter().all(|(_, missing)| missing.is_empty()) {
             return Ok(());
         }
         conn.transaction(|c| {
             diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('eventline state tables'))")
                 .execute(c)?;
-            for statement in self.missing_ddl(c)? {
-                diesel::sql_query(statement).execute(c)?;
+            for (entity, statements) in self.missing_ddl(c)? {
+                if statements.is_empty() {
+                    continue;
+                }
+                for statement in statements {
+                    diesel::sql_query(statement).execute(c)?;
+                }
+                let folded = diesel::sql_query(fold_sql::backfill(entity)).execute(c)?;
+                log::info!("state of {}: {folded} keys folded from the stored events", entity.name);
             }
             Ok(())
         })
     }
 
-    /// The statements that make what the database lacks.
-    fn missing_ddl(&self, conn: &mut PgConnection) -> QueryResult<Vec<String>> {
+    /// The statements that make what the database lacks, per entity.
+    fn missing_ddl(
+        &self,
+        conn: &mut PgConnection,
+    ) -> QueryResult<Vec<(&crate::projections::declaration::Entity, Vec<String>)>> {
         #[derive(QueryableByName)]
         struct Name {
             #[diesel(sql_type = Text)]
@@ -87,31 +117,52 @@ impl Projections {
         .map(|n| n.name)
         .collect();
         let mut missing = Vec::new();
-        for ddl in ddls {
+        for (entity, ddl) in self.entities.0.iter().zip(ddls) {
             let has = |column: &str| held.contains(&format!("{}.{column}", ddl.table));
-            if !has("event_count") {
-                missing.push(ddl.create_table.clone());
-            }
-            missing.extend(ddl.columns.into_iter().filter(|(c, _)| !has(c)).map(|(_, sql)| sql));
+            // The index first: the backfill reads the events through it.
+            let mut statements = Vec::new();
             if !held.contains(&ddl.index) {
-                missing.push(ddl.create_index);
+                statements.push(ddl.create_index);
             }
+            if !has("event_count") {
+                statements.push(ddl.create_table.clone());
+            }
+            let columns = ddl.columns.into_iter().filter(|(c, _)| !has(c)).map(|(_, sql)| sql);
+            statements.extend(columns);
+            missing.push((entity, statements));
         }
         Ok(missing)
     }
 
     /// An empty set of touched keys.
     pub fn touched(&self) -> Touched {
-        Touched { keys: vec![BTreeSet::new(); self.entities.0.len()] }
+        let n = self.entities.0.len();
+        Touched {
+            keys: vec![BTreeSet::new(); n],
+            new: vec![Vec::new(); n],
+            new_keys: vec![BTreeSet::new(); n],
+        }
     }
 
-    /// Notes that an event of `event_type` keyed `key` changed.
+    /// The entity an event type belongs to.
+    fn entity_of(&self, event_type: &str) -> Option<usize> {
+        self.entities.0.iter().position(|e| e.event_types.iter().any(|t| t == event_type))
+    }
+
+    /// Notes that an event of `event_type` keyed `key` changed: its key is folded again.
     pub fn touch(&self, touched: &mut Touched, event_type: &str, key: Option<&str>) {
         let Some(key) = key else { return };
-        if let Some(i) =
-            self.entities.0.iter().position(|e| e.event_types.iter().any(|t| t == event_type))
-        {
+        if let Some(i) = self.entity_of(event_type) {
             touched.keys[i].insert(key.to_string());
+        }
+    }
+
+    /// Notes an accepted event: applied to its key's row.
+    pub fn touch_new(&self, touched: &mut Touched, event_type: &str, key: Option<&str>, id: Uuid) {
+        let Some(key) = key else { return };
+        if let Some(i) = self.entity_of(event_type) {
+            touched.new[i].push(id);
+            touched.new_keys[i].insert(key.to_string());
         }
     }
 
@@ -155,8 +206,9 @@ impl Projections {
         Ok(())
     }
 
-    /// Folds the touched keys' state again. Keys go in sorted, so two writers touching
-    /// the same keys lock their rows in one order.
+    /// Applies the new events to their keys' rows, and folds the other touched keys
+    /// (with those a new event predates) again. Keys go in sorted, so two writers
+    /// touching the same keys lock their rows in one order.
     pub fn refresh(&self, conn: &mut PgConnection, touched: &Touched) -> QueryResult<()> {
         // Another process's writer may be folding the same key: each waits for the
         // other's commit (a transaction-scoped lock on the key's bucket), so that its fold, a new
@@ -166,19 +218,32 @@ impl Projections {
             .entities
             .0
             .iter()
-            .zip(&touched.keys)
-            .flat_map(|(entity, keys)| keys.iter().map(move |k| format!("{}:{k}", entity.name)))
+            .zip(touched.keys.iter().zip(&touched.new_keys))
+            .flat_map(|(entity, (keys, new))| {
+                keys.union(new).map(move |k| format!("{}:{k}", entity.name))
+            })
             .collect();
         if locks.is_empty() {
             return Ok(());
         }
         prepared(LOCK_KEYS).bind::<Array<Text>, _>(&locks).execute(conn)?;
-        for (sql, keys) in self.refresh.iter().zip(&touched.keys) {
-            if keys.is_empty() {
-                continue;
+        for (i, keys) in touched.keys.iter().enumerate() {
+            let mut keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let stale = match touched.new[i].is_empty() {
+                true => Vec::new(),
+                false => {
+                    let applied: Applied = prepared(&self.apply_new[i])
+                        .bind::<Array<SqlUuid>, _>(&touched.new[i])
+                        .bind::<Array<Text>, _>(&keys)
+                        .get_result(conn)?;
+                    applied.stale
+                }
+            };
+            keys.extend(stale.iter().map(String::as_str));
+            if !keys.is_empty() {
+                keys.sort_unstable();
+                prepared(&self.refresh[i]).bind::<Array<Text>, _>(&keys).execute(conn)?;
             }
-            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            prepared(sql).bind::<Array<Text>, _>(&keys).execute(conn)?;
         }
         Ok(())
     }

@@ -178,7 +178,7 @@ fn touch_current_state(
         return Ok(keys);
     }
     for e in write.accepted() {
-        projections.touch(&mut keys, &e.event_type, e.entity_key.as_deref());
+        projections.touch_new(&mut keys, &e.event_type, e.entity_key.as_deref(), e.event_id);
     }
     for r in write.invalidations() {
         let event_type = r.event_type.as_deref().unwrap_or_default();
