@@ -65,22 +65,17 @@ impl FileMaker<'_> {
         refused: &BTreeSet<i64>,
         written: &mut Written,
     ) -> Result<(), SinkError> {
+        let last = next - 1;
         match kind {
             TableKind::DeadLetters => {
                 let rows = buf.dead_letters(from);
                 if rows.is_empty() {
                     return Ok(());
                 }
-                let name =
-                    data_file_name(&buf.topic, buf.partition, from, next - 1, self.writer_id);
-                let path = kind.in_lake(&name);
+                let name = data_file_name(&buf.topic, buf.partition, from, last, self.writer_id);
                 let now = chrono::Utc::now().timestamp_micros();
                 let batch = dead_letters_to_record_batch(&rows, now).map_err(lake_error)?;
-                let bytes = encode_parquet(&batch, self.format).map_err(lake_error)?;
-                written.paths.push(path.clone());
-                let size = self.store.put(&path, bytes).map_err(lake_error)?;
-                written.bytes += size;
-                written.adds.push(add_action(name, HashMap::new(), size, rows.len()));
+                self.put(kind, name, HashMap::new(), &batch, written)?;
             }
             TableKind::Retractions => {
                 let rows = buf.retractions(from, refused);
@@ -88,36 +83,45 @@ impl FileMaker<'_> {
                     return Ok(());
                 }
                 let name =
-                    retraction_file_name(&buf.topic, buf.partition, from, next - 1, self.writer_id);
-                let path = kind.in_lake(&name);
+                    retraction_file_name(&buf.topic, buf.partition, from, last, self.writer_id);
                 let batch = retractions_to_record_batch(&rows).map_err(lake_error)?;
-                let bytes = encode_parquet(&batch, self.format).map_err(lake_error)?;
-                written.paths.push(path.clone());
-                let size = self.store.put(&path, bytes).map_err(lake_error)?;
-                written.bytes += size;
-                written.adds.push(add_action(name, HashMap::new(), size, rows.len()));
+                self.put(kind, name, HashMap::new(), &batch, written)?;
             }
             TableKind::Events => {
                 let groups = group_by_folder(buf.events(from, refused));
-                let name =
-                    data_file_name(&buf.topic, buf.partition, from, next - 1, self.writer_id);
+                let name = data_file_name(&buf.topic, buf.partition, from, last, self.writer_id);
                 let ingested_at = chrono::Utc::now().timestamp_micros();
                 for (dir, events) in &groups {
                     let relative = dir.join(&name).to_string_lossy().replace('\\', "/");
-                    let path = kind.in_lake(&relative);
                     let batch =
                         to_record_batch(events, ingested_at, self.columns).map_err(lake_error)?;
-                    let bytes = encode_parquet(&batch, self.format).map_err(lake_error)?;
-                    written.paths.push(path.clone());
-                    let size = self.store.put(&path, bytes).map_err(lake_error)?;
-                    written.bytes += size;
                     let first = events[0];
                     let values =
                         partition_values(&first.event_type, first.occurred_at.date_naive());
-                    written.adds.push(add_action(relative, values, size, events.len()));
+                    self.put(kind, relative, values, &batch, written)?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Encodes `batch` as one Parquet file at `relative` in `kind`'s table and notes it
+    /// in `written` (its path before the write, so a failed put is cleaned up too).
+    fn put(
+        &self,
+        kind: TableKind,
+        relative: String,
+        values: HashMap<String, Option<String>>,
+        batch: &arrow::record_batch::RecordBatch,
+        written: &mut Written,
+    ) -> Result<(), SinkError> {
+        let path = kind.in_lake(&relative);
+        let bytes = encode_parquet(batch, self.format).map_err(lake_error)?;
+        written.paths.push(path.clone());
+        let size = self.store.put(&path, bytes).map_err(lake_error)?;
+        written.bytes += size;
+        let rows = batch.num_rows();
+        written.adds.push(add_action(relative, values, size, rows));
         Ok(())
     }
 }
