@@ -247,6 +247,24 @@ def latency(rate, seconds):
             "compaction": compaction, "peak_rss_bytes": rss, "cpu_seconds": cpu}
 
 
+def storage(slice_, accepted):
+    """What the run's data costs on disk per accepted event: each Postgres table with
+    its indexes and TOAST (pg_total_relation_size), and the lake's files (data and
+    Delta log). Taken right after the drain, before any vacuum."""
+    rows = psql(slice_.db, "SELECT c.relname, pg_total_relation_size(c.oid), pg_indexes_size(c.oid) "
+                           "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                           "WHERE n.nspname = current_schema() AND c.relkind = 'r' "
+                           "AND c.relname <> '__diesel_schema_migrations' ORDER BY 2 DESC")
+    tables = {}
+    for line in rows.splitlines():
+        name, total, indexes = line.split("|")
+        tables[name] = {"bytes": int(total), "index_bytes": int(indexes), "bytes_per_event": int(total) / max(accepted, 1)}
+    lake = sum(f.stat().st_size for f in pathlib.Path(slice_.lake).rglob("*") if f.is_file())
+    postgres = sum(t["bytes"] for t in tables.values())
+    return {"accepted": accepted, "postgres_bytes": postgres, "postgres_bytes_per_event": postgres / max(accepted, 1),
+            "lake_bytes": lake, "lake_bytes_per_event": lake / max(accepted, 1), "tables": tables}
+
+
 def targets(result):
     """Issue 19's targets, each as (what, figure, limit, met), from this run's figures:
     ratios against a limit or a peer measured in the same run, never absolute rates."""
@@ -265,6 +283,10 @@ def targets(result):
         if l["rate"] == 10_000:
             per_event = l["cpu_seconds"] / l["records"] * 1e6
             out.append(("CPU per event at 10,000/s, us (2x the backlog's)", per_event, 2 * backlog_cpu_us, per_event <= 2 * backlog_cpu_us))
+    if "storage" in result:
+        # Seed 001's promise, 1M events per GB (10^9 bytes) in Postgres.
+        per_event = result["storage"]["postgres_bytes_per_event"]
+        out.append(("Postgres bytes per accepted event (1M events/GB)", per_event, 1000, per_event <= 1000))
     rss = [e["peak_rss_bytes"]] + [l["peak_rss_bytes"] for l in result["latency"]]
     out.append(("peak RSS over every run, MiB", max(rss) / 2**20, 256, max(rss) < 256 * 2**20))
     return [{"target": t, "figure": round(v, 2), "limit": round(lim, 2), "met": ok} for t, v, lim, ok in out]
@@ -345,6 +367,7 @@ def main():
     result["eventline"] = e
     accepted = int(psql(main_slice.db, "SELECT count(*) FROM events"))
     result["accepted_rows"] = accepted
+    result["storage"] = storage(main_slice, accepted)
 
     log("limit: consume only")
     c = json.loads(run([BIN, "bench-limit", "consume-only", "--topic", main_slice.topic], env=main_slice.env))
@@ -406,10 +429,20 @@ def main():
               f"peak RSS {kc['peak_rss_bytes'] / 2**20:.0f} MiB, CPU {kc['cpu_seconds']:.1f} s")
     for l in result["latency"]:
         print_latency(l)
+    print_storage(result["storage"])
     print(f"\n{'target (issue 19)':<58}{'figure':>10}{'limit':>10}  met")
     for t in result["targets"]:
         print(f"{t['target']:<58}{t['figure']:>10,.2f}{t['limit']:>10,.2f}  {'yes' if t['met'] else 'NO'}")
     print(f"\nresult: {json_path}\nchart:  {svg_path}")
+
+
+def print_storage(st):
+    print(f"\nstorage per accepted event ({st['accepted']:,} events): Postgres {st['postgres_bytes_per_event']:,.0f} bytes "
+          f"({st['postgres_bytes'] / 2**20:,.1f} MiB), lake {st['lake_bytes_per_event']:,.0f} bytes ({st['lake_bytes'] / 2**20:,.1f} MiB)")
+    print(f"  {'table':<28}{'bytes/event':>12}{'of which indexes':>18}")
+    for name, t in st["tables"].items():
+        if t["bytes_per_event"] >= 1:
+            print(f"  {name:<28}{t['bytes_per_event']:>12,.0f}{t['index_bytes'] / max(st['accepted'], 1):>18,.0f}")
 
 
 def print_latency(l):
