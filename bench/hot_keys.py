@@ -43,30 +43,27 @@ def paced(producer, topic, rate, records):
     producer.flush(60)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=2000)
-    parser.add_argument("--events", type=int, default=20000)
-    parser.add_argument("--bin", default=run_bench.BIN)
-    args = parser.parse_args()
-    n = args.events
+def measure(rate, n, binary=run_bench.BIN):
+    """Runs the three phases against a fresh slice; returns the phases' latency and the
+    targets as (name, ratio, limit, met)."""
     WORK.mkdir(parents=True, exist_ok=True)
     s = Slice("hotkeys")
-    processor = subprocess.Popen([args.bin, "run"], env=s.env, stdout=open(WORK / f"{s.topic}.log", "w"), stderr=subprocess.STDOUT)
+    processor = subprocess.Popen([binary, "run"], env=s.env, stdout=open(WORK / f"{s.topic}.log", "w"), stderr=subprocess.STDOUT)
     try:
         s.wait_ready(processor)
         brokers = run_bench.LOCAL["kafka"]["brokers"]
         producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": True, "linger.ms": 5})
         # The producer id before the clock starts.
-        producer.produce(s.topic + ".dlq", b"warm-up"); producer.flush(10)
+        producer.produce(s.topic + ".dlq", b"warm-up")
+        producer.flush(10)
         spread = [(f"acc_{i:07d}", "account_created", {"account_id": f"acc_{i:07d}", "industry": "software", "region": "EMEA"}) for i in range(n)]
-        log(f"{n} events on {n} accounts at {args.rate:.0f}/s")
-        paced(producer, s.topic, args.rate, spread)
-        paced(producer, s.topic, args.rate, [(h, "account_created", {"account_id": h, "industry": "software", "region": "EMEA"}) for h in HOT])
+        log(f"hot keys: {n} events on {n} accounts at {rate:.0f}/s")
+        paced(producer, s.topic, rate, spread)
+        paced(producer, s.topic, rate, [(h, "account_created", {"account_id": h, "industry": "software", "region": "EMEA"}) for h in HOT])
         for round_ in (1, 2):
-            log(f"{n} events on 4 accounts at {args.rate:.0f}/s (round {round_})")
+            log(f"hot keys: {n} events on 4 accounts at {rate:.0f}/s (round {round_})")
             hot = [(HOT[i % 4], "account_updated", {"account_id": HOT[i % 4], "changes": {"employee_count": i + 1}}) for i in range(n)]
-            paced(producer, s.topic, args.rate, hot)
+            paced(producer, s.topic, rate, hot)
         deadline = time.time() + 300
         while int(psql(s.db, "SELECT count(*) FROM events") or 0) < 3 * n + 4 and time.time() < deadline:
             time.sleep(1)
@@ -87,25 +84,38 @@ def main():
         name, count, p50, p99, top = line.split("|")
         phases[name] = {"events": int(count), "p50_ms": float(p50), "p99_ms": float(p99), "max_ms": float(top)}
     spread, hot1, hot2 = phases["spread"], phases["hot1"], phases["hot2"]
-    targets = [
+    ratios = [
         ("hot keys p99 / spread keys p99 (round 1)", hot1["p99_ms"] / spread["p99_ms"], 2.0),
         ("hot keys p99 / spread keys p99 (round 2, twice the history)", hot2["p99_ms"] / spread["p99_ms"], 2.0),
         ("round 2 p99 / round 1 p99 (growth with history)", hot2["p99_ms"] / hot1["p99_ms"], 2.0),
     ]
-    print(f"\nPostgres latency at {args.rate:.0f}/s, {n} events per phase (ms)")
-    print(f"{'phase':<42}{'p50':>8}{'p99':>8}{'max':>8}")
+    return {"rate": rate, "events_per_phase": n, "phases": phases,
+            "targets": [{"target": t, "ratio": round(r, 2), "limit": lim, "met": r <= lim} for t, r, lim in ratios]}
+
+
+def print_result(result):
+    n, phases = result["events_per_phase"], result["phases"]
+    print(f"\nhot keys: Postgres latency at {result['rate']:.0f}/s, {n} events per phase (ms)")
+    print(f"  {'phase':<42}{'p50':>8}{'p99':>8}{'max':>8}")
     for name, label in [("spread", f"{n} accounts, one event each"), ("hot1", f"4 accounts, up to {n // 4} events each"), ("hot2", f"4 accounts, up to {n // 2} events each")]:
         p = phases[name]
-        print(f"{label:<42}{p['p50_ms']:>8.1f}{p['p99_ms']:>8.1f}{p['max_ms']:>8.1f}")
+        print(f"  {label:<42}{p['p50_ms']:>8.1f}{p['p99_ms']:>8.1f}{p['max_ms']:>8.1f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=2000)
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--bin", default=run_bench.BIN)
+    args = parser.parse_args()
+    result = measure(args.rate, args.events, args.bin)
+    print_result(result)
     print()
-    verdicts = []
-    for name, ratio, limit in targets:
-        met = ratio <= limit
-        verdicts.append({"target": name, "ratio": round(ratio, 2), "limit": limit, "met": met})
-        print(f"{name:<62} {ratio:5.2f} (limit {limit}) {'met' if met else 'NOT met'}")
+    for t in result["targets"]:
+        print(f"{t['target']:<62} {t['ratio']:5.2f} (limit {t['limit']}) {'met' if t['met'] else 'NOT met'}")
     report = ROOT / "reports" / f"hot-keys-{time.strftime('%Y%m%d-%H%M%S')}.json"
     report.parent.mkdir(exist_ok=True)
-    report.write_text(json.dumps({"rate": args.rate, "events_per_phase": n, "phases": phases, "targets": verdicts}, indent=2))
+    report.write_text(json.dumps(result, indent=2))
     print(f"\nreport: {report.relative_to(ROOT)}")
 
 

@@ -287,6 +287,8 @@ def targets(result):
         # Seed 001's promise, 1M events per GB (10^9 bytes) in Postgres.
         per_event = result["storage"]["postgres_bytes_per_event"]
         out.append(("Postgres bytes per accepted event (1M events/GB)", per_event, 1000, per_event <= 1000))
+    for t in result.get("hot_keys", {}).get("targets", []):
+        out.append((t["target"], t["ratio"], t["limit"], t["met"]))
     rss = [e["peak_rss_bytes"]] + [l["peak_rss_bytes"] for l in result["latency"]]
     out.append(("peak RSS over every run, MiB", max(rss) / 2**20, 256, max(rss) < 256 * 2**20))
     return [{"target": t, "figure": round(v, 2), "limit": round(lim, 2), "met": ok} for t, v, lim, ok in out]
@@ -342,6 +344,8 @@ def main():
     ap.add_argument("--skip-baseline", action="store_true", help="no Python baseline (for tuning)")
     ap.add_argument("--connect-events", type=int, help="records of the main topic for Kafka Connect (at most --events; default 200,000 or --events if fewer)")
     ap.add_argument("--skip-connect", action="store_true", help="no Kafka Connect peer (for tuning)")
+    ap.add_argument("--hot-keys-events", type=int, default=20_000, help="events per phase of the hot-keys run (bench/hot_keys.py)")
+    ap.add_argument("--skip-hot-keys", action="store_true", help="no hot-keys run (for tuning)")
     ap.add_argument("--latency-only", type=str, metavar="RATES", help="only the latency runs, at these comma-separated rates (for tuning)")
     a = ap.parse_args()
     if (a.connect_events or 0) > a.events:
@@ -406,6 +410,10 @@ def main():
             log(f"latency at {rate:,}/s for {a.latency_seconds}s")
             result["latency"].append(latency(rate, a.latency_seconds))
 
+    if not a.skip_hot_keys:
+        import hot_keys  # confluent-kafka, installed by scripts/deps.sh
+        result["hot_keys"] = hot_keys.measure(2000, a.hot_keys_events)
+
     reports = ROOT / "reports"
     reports.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -430,9 +438,12 @@ def main():
     for l in result["latency"]:
         print_latency(l)
     print_storage(result["storage"])
-    print(f"\n{'target (issue 19)':<58}{'figure':>10}{'limit':>10}  met")
+    if "hot_keys" in result:
+        import hot_keys
+        hot_keys.print_result(result["hot_keys"])
+    print(f"\n{'target (issues 19 and 30)':<58}{'figure':>10}{'limit':>10}  met")
     for t in result["targets"]:
-        print(f"{t['target']:<58}{t['figure']:>10,.2f}{t['limit']:>10,.2f}  {'yes' if t['met'] else 'NO'}")
+        print(f"{t['target'][:58]:<58}{t['figure']:>10,.2f}{t['limit']:>10,.2f}  {'yes' if t['met'] else 'NO'}")
     print(f"\nresult: {json_path}\nchart:  {svg_path}")
 
 
