@@ -126,7 +126,9 @@ fn execute(cli: Cli) -> Result<i32> {
             Ok(eventline::pipeline::run(settings()?).context("starting the pipeline")?.code())
         }
         Command::Config => {
-            console::out(&format!("{}\n", serde_json::to_string_pretty(&settings()?.redacted())?))?;
+            let settings = settings()?;
+            settings.validate()?;
+            console::out(&format!("{}\n", serde_json::to_string_pretty(&settings.redacted())?))?;
             Ok(0)
         }
         Command::Migrate => {

@@ -45,6 +45,9 @@ use tokio::sync::mpsc;
 /// Why the pipeline could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// A rule of the settings that needs the machine (the lake root's writability).
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
     /// Contracts failed to load.
     #[error(transparent)]
     Contracts(#[from] crate::stages::contract::ContractLoadError),
@@ -387,6 +390,7 @@ impl Running {
 
 /// Runs the processor until stopped; returns how it ended.
 pub fn run(settings: Settings) -> Result<Exit, StartError> {
+    settings.validate()?;
     // The tables exist before anything reads their progress, and files of flushes that
     // a crash left uncommitted go now, not when the lake writer gets its first batch.
     let lake_error = |message: String| StartError::Lake {

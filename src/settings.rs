@@ -320,7 +320,7 @@ impl Settings {
             )
             .build()?;
         let mut settings: Settings = built.try_deserialize()?;
-        settings.validate()?;
+        settings.check_values()?;
         settings.resolve_secrets()?;
         Ok(settings)
     }
@@ -363,9 +363,19 @@ impl Settings {
     }
 
     /// Every rule the settings must satisfy, each error naming its key: `eventline
-    /// config` and `eventline run` both load through it, so neither accepts what the
-    /// other would refuse. Nothing is clamped silently later.
+    /// config` and `eventline run` both call it, so neither accepts what the other
+    /// would refuse. Nothing is clamped silently later. The rules on values alone are
+    /// checked by [`Self::load`] for every command; this adds what touches the machine
+    /// (a local lake root must be writable), which only the commands that judge or run
+    /// the processor need: `eventline state` on a host that only reads must not fail.
     pub fn validate(&self) -> Result<(), SettingsError> {
+        self.check_values()?;
+        lake_location::LakeLocation::parse(&self.lake.root.to_string_lossy())?.check_writable()?;
+        Ok(())
+    }
+
+    /// The rules on values alone, each error naming its key.
+    fn check_values(&self) -> Result<(), SettingsError> {
         let rules: [(bool, &'static str, &'static str); 12] = [
             (
                 self.pipeline.max_record_bytes
@@ -414,7 +424,7 @@ impl Settings {
                 return Err(SettingsError::Rule { key, rule });
             }
         }
-        lake_location::LakeLocation::parse(&self.lake.root.to_string_lossy())?.check_writable()?;
+        lake_location::LakeLocation::parse(&self.lake.root.to_string_lossy())?;
         Ok(())
     }
 }

@@ -285,9 +285,8 @@ pub fn apply_new(entity: &Entity) -> String {
          merged AS ( \
              INSERT INTO {table} AS s ({columns}) SELECT * FROM folded ORDER BY k \
              ON CONFLICT ({key}) DO UPDATE SET {merges} \
-             RETURNING 1 \
          ) \
-         SELECT array(SELECT k FROM stale ORDER BY k) AS stale, (SELECT count(*) FROM merged) AS merged",
+         SELECT array(SELECT k FROM stale ORDER BY k) AS stale",
         types = event_type_list(entity),
         name = literal(&entity.name),
         folded = folded.join(", "),

@@ -13,7 +13,9 @@ use super::rows::{
 use crate::db::prepared::prepared;
 use crate::db::schema::{conflicts, dead_letters, entity_tombstones, events};
 use crate::projections::refresh::{Projections, Touched};
-use crate::record::{Conflict, Coords, DeadLetter, EntityDeletion, Event, Retraction};
+use crate::record::{
+    Conflict, Coords, DeadLetter, DecidedBatch, EntityDeletion, Event, Retraction,
+};
 use crate::storable::StorableText;
 use crate::telemetry::faults::TransactionPause;
 use diesel::prelude::*;
@@ -47,48 +49,40 @@ impl<'a> Write<'a> {
         s.holds(c.offset) && !self.refused.iter().any(|r| r.coords == *c)
     }
 
-    fn accepted(&self) -> impl Iterator<Item = &'a Event> + '_ {
+    /// The rows of one kind (`rows`, located by `at`) this write stores.
+    fn kept<T>(
+        &self,
+        rows: fn(&'a DecidedBatch) -> &'a [T],
+        at: fn(&T) -> &Coords,
+    ) -> impl Iterator<Item = &'a T> + '_ {
         let slices: &'a [Slice<'a>] = self.slices;
-        slices
-            .iter()
-            .flat_map(move |s| s.batch.accepted.iter().filter(move |e| self.keeps(s, &e.coords)))
+        slices.iter().flat_map(move |s| rows(s.batch).iter().filter(move |x| self.keeps(s, at(x))))
+    }
+
+    fn accepted(&self) -> impl Iterator<Item = &'a Event> + '_ {
+        self.kept(|b| &b.accepted, |e| &e.coords)
     }
 
     fn invalidations(&self) -> impl Iterator<Item = &'a Retraction> + '_ {
-        let slices: &'a [Slice<'a>] = self.slices;
-        slices.iter().flat_map(move |s| {
-            s.batch.invalidations.iter().filter(move |r| self.keeps(s, &r.coords))
-        })
+        self.kept(|b| &b.invalidations, |r| &r.coords)
     }
 
     fn deletions(&self) -> impl Iterator<Item = &'a Retraction> + '_ {
-        let slices: &'a [Slice<'a>] = self.slices;
-        slices
-            .iter()
-            .flat_map(move |s| s.batch.deletions.iter().filter(move |r| self.keeps(s, &r.coords)))
+        self.kept(|b| &b.deletions, |r| &r.coords)
     }
 
+    /// The dead letters, the refused records' among them.
     fn dead_letters(&self) -> impl Iterator<Item = &'a DeadLetter> + '_ {
-        let slices: &'a [Slice<'a>] = self.slices;
         let refused: &'a [Refusal<'a>] = self.refused;
-        slices
-            .iter()
-            .flat_map(move |s| s.batch.dead.iter().filter(move |d| self.keeps(s, &d.record.coords)))
-            .chain(refused.iter().map(|r| &r.dead))
+        self.kept(|b| &b.dead, |d| &d.record.coords).chain(refused.iter().map(|r| &r.dead))
     }
 
     fn conflicts(&self) -> impl Iterator<Item = &'a Conflict> + '_ {
-        let slices: &'a [Slice<'a>] = self.slices;
-        slices.iter().flat_map(move |s| {
-            s.batch.conflicts.iter().filter(move |x| self.keeps(s, &x.event.coords))
-        })
+        self.kept(|b| &b.conflicts, |x| &x.event.coords)
     }
 
     fn entity_deletions(&self) -> impl Iterator<Item = &'a EntityDeletion> + '_ {
-        let slices: &'a [Slice<'a>] = self.slices;
-        slices.iter().flat_map(move |s| {
-            s.batch.entity_deletions.iter().filter(move |d| self.keeps(s, &d.coords))
-        })
+        self.kept(|b| &b.entity_deletions, |d| &d.coords)
     }
 
     /// Every id this write stores or retracts: the bookkeeping statement applies the
